@@ -1,0 +1,22 @@
+//! The SPIFFE vocabulary: identities, SVIDs, bundles and their verification.
+//!
+//! `spiffe-core` is pure: it parses, validates and verifies, and does no
+//! network I/O. Every other crate of the workspace builds on it.
+//!
+//! - [`SpiffeId`] and [`TrustDomain`]: identities as types, parsed exactly as
+//!   the SPIFFE ID standard says.
+//! - [`X509Svid`], [`X509Bundle`] and [`verify_x509_svid`]: X.509 identity
+//!   documents and their verification against the bundle of the peer's own
+//!   trust domain.
+//! - [`JwtSvid`], [`JwtBundle`]: JWT identity documents, validated in the
+//!   order the JWT-SVID standard prescribes.
+//! - [`SpiffeBundle`], [`BundleSet`]: the SPIFFE bundle document and the set
+//!   of bundles a workload trusts, keyed by trust domain.
+//! - [`SvidSource`], [`BundleSource`]: the seams through which the rest of the
+//!   workspace reads current identity and trust, with change notification.
+
+mod id;
+
+pub use id::{
+    IdError, MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SPIFFE_SCHEME, SpiffeId, TrustDomain,
+};
