@@ -1,7 +1,8 @@
 //! The SPIFFE vocabulary: identities, SVIDs, bundles and their verification.
 //!
 //! `spiffe-core` is pure: it parses, validates and verifies, and does no
-//! network I/O. Every other crate of the workspace builds on it.
+//! network I/O (the only I/O is the explicit file loaders in [`source`]).
+//! Every other crate of the workspace builds on it.
 //!
 //! - [`SpiffeId`] and [`TrustDomain`]: identities as types, parsed exactly as
 //!   the SPIFFE ID standard says.
@@ -14,9 +15,25 @@
 //!   of bundles a workload trusts, keyed by trust domain.
 //! - [`SvidSource`], [`BundleSource`]: the seams through which the rest of the
 //!   workspace reads current identity and trust, with change notification.
+//!
+//! ```
+//! use spiffe_core::{SpiffeId, TrustDomain};
+//! let id: SpiffeId = "spiffe://example.org/ns/prod/sa/api".parse()?;
+//! assert!(id.is_member_of(&"example.org".parse::<TrustDomain>()?));
+//! assert!("spiffe://example.org/a/../b".parse::<SpiffeId>().is_err());
+//! # Ok::<(), spiffe_core::IdError>(())
+//! ```
 
+mod bundle;
 mod id;
+pub mod jwt;
+pub mod source;
+pub mod x509;
 
+pub use bundle::{BundleError, BundleSet, SpiffeBundle};
 pub use id::{
     IdError, MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SPIFFE_SCHEME, SpiffeId, TrustDomain,
 };
+pub use jwt::{JwtBundle, JwtError, JwtSvid};
+pub use source::{BundleSource, MemoryBundleSource, MemorySvidSource, SvidSource};
+pub use x509::{PrivateKey, VerifyError, X509Bundle, X509Error, X509Svid, verify_x509_svid};

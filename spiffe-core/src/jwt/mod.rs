@@ -1,0 +1,17 @@
+//! JWT-SVIDs and JWT bundles (JWT-SVID standard, rules JWT-*).
+
+mod alg;
+mod bundle;
+mod error;
+mod jwk;
+mod sign;
+mod svid;
+
+pub use alg::JwtAlgorithm;
+pub use bundle::{JwtBundle, JwtBundleLookup};
+pub use error::JwtError;
+pub use jwk::{EcCurve, Jwk, JwtKey};
+pub use sign::{JwtClaims, sign_jwt_svid};
+pub use svid::JwtSvid;
+
+pub(crate) use jwk::b64url;

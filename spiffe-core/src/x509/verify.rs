@@ -1,0 +1,107 @@
+//! [`verify_x509_svid`]: authenticating a peer by its X509-SVID chain.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+
+use super::{VerifyError, X509Bundle, X509Error, rules};
+use crate::{SpiffeId, TrustDomain};
+
+/// Finds the X.509 bundle of a trust domain.
+///
+/// Implemented by [`crate::BundleSet`], by a single [`X509Bundle`] (which
+/// answers only for its own trust domain) and by maps keyed by trust domain.
+pub trait X509BundleLookup {
+    /// The bundle of `td`, if one is known.
+    fn x509_bundle(&self, td: &TrustDomain) -> Option<&X509Bundle>;
+}
+
+impl X509BundleLookup for X509Bundle {
+    fn x509_bundle(&self, td: &TrustDomain) -> Option<&X509Bundle> {
+        (self.trust_domain() == td).then_some(self)
+    }
+}
+
+impl<S: std::hash::BuildHasher> X509BundleLookup
+    for std::collections::HashMap<TrustDomain, X509Bundle, S>
+{
+    fn x509_bundle(&self, td: &TrustDomain) -> Option<&X509Bundle> {
+        self.get(td)
+    }
+}
+
+impl<T: X509BundleLookup + ?Sized> X509BundleLookup for &T {
+    fn x509_bundle(&self, td: &TrustDomain) -> Option<&X509Bundle> {
+        (**self).x509_bundle(td)
+    }
+}
+
+/// What verification established about a peer's X509-SVID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedX509Svid {
+    /// The peer's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// The leaf's notAfter.
+    pub not_after: SystemTime,
+}
+
+/// Verifies a presented X509-SVID chain (leaf first) and returns its SPIFFE ID.
+///
+/// In this order: the leaf's single URI SAN names the ID (X509-1); the bundle
+/// of *that ID's* trust domain is selected, never a pooled set (X509-6,
+/// WL-FED-1); the chain is validated with webpki at `now`, with no DNS-name
+/// check; then the leaf rules apply (X509-7). Each failure names its rule.
+///
+/// ```no_run
+/// # fn demo(chain: &[rustls_pki_types::CertificateDer<'_>], bundles: &spiffe_core::BundleSet)
+/// #     -> Result<(), spiffe_core::VerifyError> {
+/// let id = spiffe_core::verify_x509_svid(chain, bundles, std::time::SystemTime::now())?;
+/// println!("peer is {id}");
+/// # Ok(()) }
+/// ```
+pub fn verify_x509_svid(
+    chain: &[CertificateDer<'_>],
+    bundles: &impl X509BundleLookup,
+    now: SystemTime,
+) -> Result<SpiffeId, VerifyError> {
+    verify_x509_svid_full(chain, bundles, now).map(|v| v.spiffe_id)
+}
+
+/// Like [`verify_x509_svid`], also returning the leaf's expiry.
+pub fn verify_x509_svid_full(
+    chain: &[CertificateDer<'_>],
+    bundles: &impl X509BundleLookup,
+    now: SystemTime,
+) -> Result<VerifiedX509Svid, VerifyError> {
+    let (leaf_der, intermediates) = chain.split_first().ok_or(X509Error::EmptyChain)?;
+    let leaf = rules::parse(leaf_der, 0)?;
+    let spiffe_id = rules::leaf_id(&leaf)?;
+    let td = spiffe_id.trust_domain();
+    let bundle = bundles
+        .x509_bundle(td)
+        .ok_or_else(|| VerifyError::NoBundle {
+            trust_domain: td.clone(),
+        })?;
+    let chain_err = |source| VerifyError::Chain {
+        trust_domain: td.clone(),
+        source,
+    };
+    let ee = EndEntityCert::try_from(leaf_der).map_err(chain_err)?;
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        bundle.trust_anchors(),
+        intermediates,
+        UnixTime::since_unix_epoch(since_epoch),
+        KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map_err(chain_err)?;
+    rules::check_leaf(&leaf, &spiffe_id)?;
+    Ok(VerifiedX509Svid {
+        not_after: rules::not_after(&leaf),
+        spiffe_id,
+    })
+}
