@@ -14,4 +14,3 @@ pub use key::{KeyAlgorithm, PrivateKey};
 pub use svid::X509Svid;
 pub use verify::{VerifiedX509Svid, X509BundleLookup, verify_x509_svid, verify_x509_svid_full};
 
-pub(crate) use der::split_der_sequence;
