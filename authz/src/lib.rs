@@ -52,6 +52,7 @@ mod pattern;
 mod peer_auth;
 mod request;
 mod template;
+mod wire;
 
 pub use decision::{Decision, Reason, Response, ShadowResult};
 pub use engine::{Engine, ExtAuthz, ExtAuthzVerdict};

@@ -1,0 +1,349 @@
+//! The engine: compiled policies for one workload behind an atomic swap.
+//!
+//! Evaluation order (§0, §2), written down once:
+//!
+//! 1. PeerAuthentication: STRICT + plaintext → connection reset.
+//! 2. HTTP normalisation; malformed requests → 400.
+//! 3. RequestAuthentication: a bad token → 401 (403 for audiences).
+//! 4. CUSTOM → DENY → ALLOW; AUDIT only sets a flag; dry-run policies only
+//!    produce shadow results.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::compile::{self, Compiled, Group};
+use crate::decision::{Decision, Reason, Response, ShadowResult};
+use crate::jwt::{Authenticator, RequestIdentity};
+use crate::load::PolicySet;
+use crate::matcher::Ctx;
+use crate::mesh::{MeshConfig, Workload};
+use crate::model::{Action, MtlsMode};
+use crate::path;
+use crate::peer_auth::EffectiveMtls;
+use crate::request::{Protocol, Request};
+
+/// What an external authorizer answers for a CUSTOM policy (E-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExtAuthzVerdict {
+    /// Continue evaluation (CUSTOM never bypasses DENY or ALLOW).
+    Allow,
+    /// Reject with this HTTP status (403 by default).
+    Deny {
+        /// Status sent to the client.
+        status: u16,
+    },
+}
+
+/// The external authorizer seam. Closures implement it:
+///
+/// ```
+/// use authz::{ExtAuthz, ExtAuthzVerdict, Request};
+/// let deny_all = |_provider: &str, _req: &Request| ExtAuthzVerdict::Deny { status: 403 };
+/// assert_eq!(deny_all.check("opa", &Request::tcp()), ExtAuthzVerdict::Deny { status: 403 });
+/// ```
+pub trait ExtAuthz {
+    /// Asks `provider` about the request.
+    fn check(&self, provider: &str, request: &Request) -> ExtAuthzVerdict;
+}
+
+impl<F: Fn(&str, &Request) -> ExtAuthzVerdict> ExtAuthz for F {
+    fn check(&self, provider: &str, request: &Request) -> ExtAuthzVerdict {
+        self(provider, request)
+    }
+}
+
+/// Used by [`Engine::check`]: no authorizer is configured, so a matching
+/// CUSTOM rule fails closed.
+#[derive(Debug)]
+struct NoExtAuthz;
+
+impl ExtAuthz for NoExtAuthz {
+    fn check(&self, _provider: &str, _request: &Request) -> ExtAuthzVerdict {
+        ExtAuthzVerdict::Deny { status: 403 }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    http: Compiled,
+    tcp: Compiled,
+    mtls: EffectiveMtls,
+    authn: Authenticator,
+}
+
+impl State {
+    fn build(set: &PolicySet, workload: &Workload, mesh: &MeshConfig) -> Self {
+        let (http, tcp) = compile::compile(&set.authorization, workload, mesh);
+        let selected = set.request_authentication.iter().filter(|ra| {
+            compile::applies(
+                &ra.namespace,
+                ra.selector.as_ref(),
+                !ra.target_refs.is_empty(),
+                workload,
+                mesh,
+            )
+        });
+        State {
+            http,
+            tcp,
+            mtls: EffectiveMtls::resolve(&set.peer_authentication, workload, mesh),
+            authn: Authenticator::new(selected),
+        }
+    }
+}
+
+/// Decides requests for one workload. Cheap to share (`Arc<Engine>`);
+/// [`Engine::reload`] swaps the whole compiled set atomically and the
+/// decision path takes no lock.
+#[derive(Debug)]
+pub struct Engine {
+    workload: Workload,
+    mesh: MeshConfig,
+    state: ArcSwap<State>,
+}
+
+impl Engine {
+    /// Compiles `set` for `workload`.
+    pub fn new(workload: Workload, mesh: MeshConfig, set: &PolicySet) -> Self {
+        let state = State::build(set, &workload, &mesh);
+        Engine {
+            workload,
+            mesh,
+            state: ArcSwap::from_pointee(state),
+        }
+    }
+
+    /// Replaces every policy at once; in-flight checks finish on the old set.
+    pub fn reload(&self, set: &PolicySet) {
+        let state = State::build(set, &self.workload, &self.mesh);
+        self.state.store(Arc::new(state));
+    }
+
+    /// The effective mTLS mode for a workload port (PA-4, PA-5).
+    pub fn mtls_mode(&self, port: u16) -> MtlsMode {
+        self.state.load().mtls.mode(port)
+    }
+
+    /// Decides with no external authorizer (a matching CUSTOM rule denies)
+    /// at the current time.
+    pub fn check(&self, request: &Request) -> Decision {
+        self.check_with(request, &NoExtAuthz, SystemTime::now())
+    }
+
+    /// Decides, asking `ext` for CUSTOM policies; `now` is used for token times.
+    pub fn check_with(&self, request: &Request, ext: &dyn ExtAuthz, now: SystemTime) -> Decision {
+        self.decide(request, ext, now, true)
+    }
+
+    /// Reference evaluation that scans every compiled rule in order instead
+    /// of using the indexes. Same decisions as [`Engine::check`]; meant for
+    /// differential tests and benchmarks.
+    pub fn check_unindexed(&self, request: &Request) -> Decision {
+        self.decide(request, &NoExtAuthz, SystemTime::now(), false)
+    }
+
+    fn decide(
+        &self,
+        request: &Request,
+        ext: &dyn ExtAuthz,
+        now: SystemTime,
+        indexed: bool,
+    ) -> Decision {
+        let state = self.state.load();
+        let tcp = request.protocol == Protocol::Tcp;
+        let mode = state.mtls.mode(request.port);
+        if mode == MtlsMode::Strict && request.peer.is_none() {
+            return deny(Response::ConnectionReset, None, Reason::StrictMtlsPlaintext);
+        }
+        // DISABLE: the sidecar does not terminate mTLS, so there is no peer identity.
+        let peer = if mode == MtlsMode::Disable {
+            None
+        } else {
+            request.peer.as_ref()
+        };
+        let (path, host, headers) = if tcp {
+            (String::new(), None, Vec::new())
+        } else {
+            match normalise(request) {
+                Ok(parts) => parts,
+                Err(why) => return deny(Response::Http(400), None, Reason::BadRequest(why)),
+            }
+        };
+        let identity: Option<RequestIdentity> = if tcp || is_cors_preflight(request, &headers) {
+            None
+        } else {
+            match state.authn.authenticate(&request.tokens, now) {
+                Ok(id) => id,
+                Err(f) => return deny(Response::Http(f.status()), None, Reason::Jwt(f)),
+            }
+        };
+        let cx = Ctx {
+            peer,
+            source_ip: request.source_ip,
+            remote_ip: request.remote_ip,
+            destination_ip: request.destination_ip,
+            port: request.port,
+            sni: request.sni.as_deref(),
+            method: &request.method,
+            path: &path,
+            host: host.as_deref(),
+            headers: &headers,
+            jwt: identity.as_ref(),
+            space_delimited: &state.authn.space_delimited,
+        };
+        let compiled = if tcp { &state.tcp } else { &state.http };
+        let mut decision = authorize(compiled, &cx, request, ext, tcp, indexed);
+        decision.audit = compiled.audit.first_match(&cx, indexed).is_some();
+        decision.shadow = shadow(compiled, &cx, indexed);
+        decision
+    }
+}
+
+fn deny(response: Response, policy: Option<String>, reason: Reason) -> Decision {
+    Decision {
+        allowed: false,
+        response,
+        policy,
+        reason,
+        audit: false,
+        shadow: Vec::new(),
+    }
+}
+
+type Normalised = (String, Option<String>, Vec<(String, String)>);
+
+/// M-9: method case, header names, path; joins repeated headers.
+fn normalise(request: &Request) -> Result<Normalised, &'static str> {
+    if request.method.is_empty() || request.method != request.method.to_ascii_uppercase() {
+        return Err("method must be upper case");
+    }
+    let path = path::normalize(&request.path).map_err(|e| match e {
+        path::PathError::EncodedNul => "path contains %00",
+        path::PathError::NotAbsolute => "path must start with `/`",
+    })?;
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (name, value) in &request.headers {
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            return Err("header name contains whitespace");
+        }
+        let name = name.to_ascii_lowercase();
+        match headers.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, joined)) => {
+                joined.push(',');
+                joined.push_str(value);
+            }
+            None => headers.push((name, value.clone())),
+        }
+    }
+    let host = request
+        .host
+        .clone()
+        .or_else(|| {
+            headers
+                .iter()
+                .find(|(n, _)| n == "host" || n == ":authority")
+                .map(|(_, v)| v.clone())
+        })
+        .map(|h| h.to_ascii_lowercase());
+    Ok((path, host, headers))
+}
+
+fn is_cors_preflight(request: &Request, headers: &[(String, String)]) -> bool {
+    request.method == "OPTIONS"
+        && headers.iter().any(|(n, _)| n == "origin")
+        && headers
+            .iter()
+            .any(|(n, _)| n == "access-control-request-method")
+}
+
+fn rule_name(group: &Group, i: usize) -> Option<String> {
+    group.rules.get(i).map(|r| r.name.clone())
+}
+
+fn authorize(
+    c: &Compiled,
+    cx: &Ctx<'_>,
+    request: &Request,
+    ext: &dyn ExtAuthz,
+    tcp: bool,
+    indexed: bool,
+) -> Decision {
+    let denied = if tcp {
+        Response::ConnectionClosed
+    } else {
+        Response::Http(403)
+    };
+    let allowed = if tcp {
+        Response::Connected
+    } else {
+        Response::Http(200)
+    };
+    // E-2: CUSTOM first. Only enforced policies' answers count; a dry-run
+    // CUSTOM rule still triggers the call (D-4).
+    if let Some(i) = c.custom.first_match(cx, indexed) {
+        let provider = c.custom.providers.get(i).cloned().unwrap_or_default();
+        if let ExtAuthzVerdict::Deny { status } = ext.check(&provider, request) {
+            let response = if tcp {
+                Response::ConnectionClosed
+            } else {
+                Response::Http(status)
+            };
+            return deny(
+                response,
+                rule_name(&c.custom, i),
+                Reason::ExtAuthzDenied { provider },
+            );
+        }
+    }
+    // E-3: DENY.
+    if let Some(i) = c.deny.first_match(cx, indexed) {
+        return deny(denied, rule_name(&c.deny, i), Reason::DenyMatched);
+    }
+    // E-4 / E-5: ALLOW.
+    if !c.allow_present {
+        return Decision {
+            allowed: true,
+            response: allowed,
+            policy: None,
+            reason: Reason::NoAllowPolicy,
+            audit: false,
+            shadow: Vec::new(),
+        };
+    }
+    match c.allow.first_match(cx, indexed) {
+        Some(i) => Decision {
+            allowed: true,
+            response: allowed,
+            policy: rule_name(&c.allow, i),
+            reason: Reason::AllowMatched,
+            audit: false,
+            shadow: Vec::new(),
+        },
+        None => deny(denied, None, Reason::NoAllowMatched),
+    }
+}
+
+/// D-2/D-3: ALLOW and DENY shadow results, reported separately.
+fn shadow(c: &Compiled, cx: &Ctx<'_>, indexed: bool) -> Vec<ShadowResult> {
+    let mut out = Vec::new();
+    if c.dry_allow_present {
+        let hit = c.dry_allow.first_match(cx, indexed);
+        out.push(ShadowResult {
+            action: Action::Allow,
+            allowed: hit.is_some(),
+            policy: hit.and_then(|i| rule_name(&c.dry_allow, i)),
+        });
+    }
+    if !c.dry_deny.is_empty() {
+        let hit = c.dry_deny.first_match(cx, indexed);
+        out.push(ShadowResult {
+            action: Action::Deny,
+            allowed: hit.is_none(),
+            policy: hit.and_then(|i| rule_name(&c.dry_deny, i)),
+        });
+    }
+    out
+}
