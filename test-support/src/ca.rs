@@ -105,6 +105,10 @@ fn ca_params(spec: &CaSpec, cn: &str) -> CertificateParams {
     p
 }
 
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn random_serial() -> [u8; 16] {
     let mut s = [0u8; 16];
     aws_lc_rs::rand::fill(&mut s).expect("system randomness is available in tests");
@@ -122,7 +126,7 @@ impl TestCa {
     /// A self-signed root made to `spec`.
     pub fn root(spec: CaSpec) -> Self {
         let key = spec.key.generate();
-        let params = ca_params(&spec, "test root");
+        let params = ca_params(&spec, &format!("test root {}", hex(&random_serial()[..6])));
         let cert = params
             .self_signed(&key)
             .expect("self-signing a test root works")
@@ -139,7 +143,10 @@ impl TestCa {
     /// An intermediate CA signed by this one.
     pub fn intermediate(&self, spec: CaSpec) -> TestCa {
         let key = spec.key.generate();
-        let params = ca_params(&spec, "test intermediate");
+        let params = ca_params(
+            &spec,
+            &format!("test intermediate {}", hex(&random_serial()[..6])),
+        );
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("signing a test intermediate works")

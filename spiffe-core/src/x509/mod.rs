@@ -13,4 +13,3 @@ pub use error::{VerifyError, X509Error};
 pub use key::{KeyAlgorithm, PrivateKey};
 pub use svid::X509Svid;
 pub use verify::{VerifiedX509Svid, X509BundleLookup, verify_x509_svid, verify_x509_svid_full};
-

@@ -51,7 +51,9 @@ pub struct VerifiedX509Svid {
 /// In this order: the leaf's single URI SAN names the ID (X509-1); the bundle
 /// of *that ID's* trust domain is selected, never a pooled set (X509-6,
 /// WL-FED-1); the chain is validated with webpki at `now`, with no DNS-name
-/// check; then the leaf rules apply (X509-7). Each failure names its rule.
+/// check; the signing certificates on the validated path must have cA and
+/// keyCertSign (X509-4); then the leaf rules apply (X509-7). Each failure
+/// names its rule.
 ///
 /// ```no_run
 /// # fn demo(chain: &[rustls_pki_types::CertificateDer<'_>], bundles: &spiffe_core::BundleSet)
@@ -89,16 +91,23 @@ pub fn verify_x509_svid_full(
     };
     let ee = EndEntityCert::try_from(leaf_der).map_err(chain_err)?;
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        bundle.trust_anchors(),
-        intermediates,
-        UnixTime::since_unix_epoch(since_epoch),
-        KeyUsage::client_auth(),
-        None,
-        None,
-    )
-    .map_err(chain_err)?;
+    let path = ee
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            bundle.trust_anchors(),
+            intermediates,
+            UnixTime::since_unix_epoch(since_epoch),
+            KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(chain_err)?;
+    // webpki checks cA on issuers but not their keyUsage: apply X509-4 to
+    // the intermediates the validated path actually went through.
+    for (i, cert) in path.intermediate_certificates().enumerate() {
+        let der = cert.der();
+        rules::check_signing(&rules::parse(&der, i + 1)?, i + 1)?;
+    }
     rules::check_leaf(&leaf, &spiffe_id)?;
     Ok(VerifiedX509Svid {
         not_after: rules::not_after(&leaf),
