@@ -125,10 +125,12 @@ impl PolicySet {
         let mut scratch = PolicySet::default();
         for (document, body) in split_documents(text) {
             let value: serde_json::Value =
-                serde_saphyr::from_str(&body).map_err(|e| LoadError::Syntax {
-                    file: file.to_owned(),
-                    document,
-                    message: e.to_string(),
+                serde_saphyr::from_str_with_options(&body, yaml_options()).map_err(|e| {
+                    LoadError::Syntax {
+                        file: file.to_owned(),
+                        document,
+                        message: e.to_string(),
+                    }
                 })?;
             if value.is_null() {
                 continue;
@@ -161,6 +163,12 @@ impl PolicySet {
         self.warnings.append(&mut scratch.warnings);
         Ok(())
     }
+}
+
+/// YAML 1.2 booleans only: `n`, `yes` or `on` stay strings, so a label or
+/// a name is never silently turned into a boolean.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
