@@ -9,6 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::jwks;
 use crate::model::{JwtRule, RequestAuthentication};
 
 /// Where a token was found in the request.
@@ -89,6 +92,8 @@ impl JwtFailure {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Verdict {
+    /// The raw token; the engine verifies it against the provider's JWKS.
+    Raw(String),
     Verified(Map<String, Value>),
     Failed(JwtFailure),
 }
@@ -101,7 +106,16 @@ pub struct PresentedToken {
 }
 
 impl PresentedToken {
-    /// A token whose signature verified; `claims` is its payload.
+    /// A raw token as found in the request; the engine verifies its
+    /// signature against the inline `jwks` of the matching jwtRules.
+    pub fn raw(location: TokenLocation, token: impl Into<String>) -> Self {
+        PresentedToken {
+            location,
+            verdict: Verdict::Raw(token.into()),
+        }
+    }
+
+    /// A token whose signature the caller already verified; `claims` is its payload.
     pub fn verified(location: TokenLocation, claims: Map<String, Value>) -> Self {
         PresentedToken {
             location,
@@ -131,6 +145,9 @@ struct Provider {
     issuer: Option<String>,
     audiences: Vec<String>,
     locations: Vec<TokenLocation>,
+    /// Inline JWKS; `None` when only `jwksUri` is configured, which this
+    /// crate does not fetch, so raw tokens for it fail (RA-2: JWKS unavailable).
+    keys: Option<JwkSet>,
 }
 
 /// The merged jwtRules of every RequestAuthentication selecting a workload (RA-1).
@@ -171,6 +188,7 @@ impl Authenticator {
                     issuer: rule.issuer.clone(),
                     audiences: rule.audiences.clone(),
                     locations: locations(rule),
+                    keys: rule.jwks.as_deref().and_then(jwks::parse_jwks),
                 });
                 out.space_delimited
                     .extend(rule.space_delimited_claims.iter().cloned());
@@ -207,15 +225,17 @@ impl Authenticator {
             if here.is_empty() {
                 continue; // Not in a configured location: not a token for us.
             }
+            let verified;
             let claims = match &token.verdict {
                 Verdict::Failed(f) => return Err(*f),
                 Verdict::Verified(c) => c,
+                Verdict::Raw(raw) => {
+                    verified = verify_raw(raw, &here)?;
+                    &verified
+                }
             };
             let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
-            let by_issuer: Vec<&&Provider> = here
-                .iter()
-                .filter(|p| p.issuer.as_deref().is_none_or(|i| i == iss))
-                .collect();
+            let by_issuer = for_issuer(&here, iss);
             if by_issuer.is_empty() {
                 return Err(JwtFailure::UnknownIssuer);
             }
@@ -250,6 +270,32 @@ impl Authenticator {
         }
         Ok(identity)
     }
+}
+
+fn for_issuer<'a>(providers: &[&'a Provider], iss: &str) -> Vec<&'a Provider> {
+    providers
+        .iter()
+        .copied()
+        .filter(|p| p.issuer.as_deref().is_none_or(|i| i == iss))
+        .collect()
+}
+
+/// Routes a raw token to its issuer's providers and checks the signature.
+fn verify_raw(raw: &str, here: &[&Provider]) -> Result<Map<String, Value>, JwtFailure> {
+    let unverified = jwks::peek_claims(raw)?;
+    let iss = unverified.get("iss").and_then(Value::as_str).unwrap_or("");
+    let providers = for_issuer(here, iss);
+    if providers.is_empty() {
+        return Err(JwtFailure::UnknownIssuer);
+    }
+    let mut failure = JwtFailure::JwksUnavailable;
+    for keys in providers.iter().filter_map(|p| p.keys.as_ref()) {
+        match jwks::verify(raw, keys) {
+            Ok(claims) => return Ok(claims),
+            Err(f) => failure = f,
+        }
+    }
+    Err(failure)
 }
 
 /// `aud` as a list of strings (a string or a list of strings).

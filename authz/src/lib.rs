@@ -41,6 +41,7 @@ mod engine;
 mod error;
 mod glob;
 mod identity;
+mod jwks;
 mod jwt;
 mod load;
 mod matcher;

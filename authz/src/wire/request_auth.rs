@@ -65,6 +65,17 @@ fn jwt_rule(node: &Node<'_>) -> VResult<JwtRule> {
             ValidationKind::Conflict { other: "jwksUri" },
         ));
     }
+    if let Some(doc) = &jwks
+        && crate::jwks::parse_jwks(doc).is_none()
+    {
+        return Err(super::at(
+            &format!("{}.jwks", node.path),
+            ValidationKind::BadValue {
+                value: doc.chars().take(40).collect(),
+                why: "not a JWKS document",
+            },
+        ));
+    }
     if let Some(uri) = &jwks_uri
         && !(uri.starts_with("https://") || uri.starts_with("http://"))
     {
