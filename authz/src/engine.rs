@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 
 use crate::compile::{self, Compiled, Group};
 use crate::decision::{Decision, Reason, Response, ShadowResult};
-use crate::jwt::{Authenticator, RequestIdentity};
+use crate::jwt::{Authenticator, RequestIdentity, TokenHandling};
 use crate::load::PolicySet;
 use crate::matcher::Ctx;
 use crate::mesh::{MeshConfig, Workload};
@@ -72,6 +72,7 @@ struct State {
     tcp: Compiled,
     mtls: EffectiveMtls,
     authn: Authenticator,
+    handling: Arc<[TokenHandling]>,
 }
 
 impl State {
@@ -86,11 +87,13 @@ impl State {
                 mesh,
             )
         });
+        let authn = Authenticator::new(selected);
         State {
             http,
             tcp,
             mtls: EffectiveMtls::resolve(&set.peer_authentication, workload, mesh),
-            authn: Authenticator::new(selected),
+            handling: authn.token_handling().into(),
+            authn,
         }
     }
 }
@@ -125,6 +128,12 @@ impl Engine {
     /// The effective mTLS mode for a workload port (PA-4, PA-5).
     pub fn mtls_mode(&self, port: u16) -> MtlsMode {
         self.state.load().mtls.mode(port)
+    }
+
+    /// Where the selected RequestAuthentications look for tokens, and what
+    /// to do with them after an allow (used by the HTTP layer).
+    pub(crate) fn token_handling(&self) -> Arc<[TokenHandling]> {
+        Arc::clone(&self.state.load().handling)
     }
 
     /// Decides with no external authorizer (a matching CUSTOM rule denies)

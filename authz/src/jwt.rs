@@ -40,7 +40,7 @@ impl TokenLocation {
         }
     }
 
-    fn same(&self, other: &TokenLocation) -> bool {
+    pub(crate) fn same(&self, other: &TokenLocation) -> bool {
         match (self, other) {
             (
                 TokenLocation::Header { name: a, prefix: p },
@@ -148,6 +148,18 @@ struct Provider {
     /// Inline JWKS; `None` when only `jwksUri` is configured, which this
     /// crate does not fetch, so raw tokens for it fail (RA-2: JWKS unavailable).
     keys: Option<JwkSet>,
+    forward_original_token: bool,
+    output_payload_to_header: Option<String>,
+}
+
+/// What the HTTP layer does with a token location after a request is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TokenHandling {
+    pub(crate) location: TokenLocation,
+    /// `forwardOriginalToken` of any provider at this location.
+    pub(crate) forward: bool,
+    /// `outputPayloadToHeader` values of providers at this location.
+    pub(crate) payload_headers: Vec<String>,
 }
 
 /// The merged jwtRules of every RequestAuthentication selecting a workload (RA-1).
@@ -189,9 +201,37 @@ impl Authenticator {
                     audiences: rule.audiences.clone(),
                     locations: locations(rule),
                     keys: rule.jwks.as_deref().and_then(jwks::parse_jwks),
+                    forward_original_token: rule.forward_original_token,
+                    output_payload_to_header: rule.output_payload_to_header.clone(),
                 });
                 out.space_delimited
                     .extend(rule.space_delimited_claims.iter().cloned());
+            }
+        }
+        out
+    }
+
+    /// Every configured token location with its forwarding settings.
+    pub(crate) fn token_handling(&self) -> Vec<TokenHandling> {
+        let mut out: Vec<TokenHandling> = Vec::new();
+        for p in &self.providers {
+            for loc in &p.locations {
+                let entry = match out.iter_mut().position(|h| h.location.same(loc)) {
+                    Some(i) => &mut out[i],
+                    None => {
+                        out.push(TokenHandling {
+                            location: loc.clone(),
+                            forward: false,
+                            payload_headers: Vec::new(),
+                        });
+                        let last = out.len() - 1;
+                        &mut out[last]
+                    }
+                };
+                entry.forward |= p.forward_original_token;
+                if let Some(h) = &p.output_payload_to_header {
+                    entry.payload_headers.push(h.clone());
+                }
             }
         }
         out

@@ -43,6 +43,7 @@ mod glob;
 mod identity;
 mod jwks;
 mod jwt;
+mod layer;
 mod load;
 mod matcher;
 mod mesh;
@@ -59,6 +60,7 @@ pub use decision::{Decision, Reason, Response, ShadowResult};
 pub use engine::{Engine, ExtAuthz, ExtAuthzVerdict};
 pub use error::{LoadError, ValidationError, ValidationKind};
 pub use jwt::{JwtFailure, PresentedToken, TokenLocation};
+pub use layer::{Authorized, Authz, AuthzBody, AuthzLayer, ConnectionInfo, ResponseFuture};
 pub use load::{PolicySet, Warning};
 pub use mesh::{ExtensionProvider, MeshConfig, ProviderKind, Workload};
 pub use model::{
