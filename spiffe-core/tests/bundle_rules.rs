@@ -56,22 +56,40 @@ fn bun_3_extra_top_level_parameters_are_ignored() {
 fn bun_4_sequence_is_a_64_bit_integer() {
     let doc = json!({"keys": [], "spiffe_sequence": u64::MAX});
     assert_eq!(parse(&doc).unwrap().sequence(), Some(u64::MAX));
-    assert!(matches!(parse(&json!({"keys": [], "spiffe_sequence": -1})), Err(BundleError::Malformed { .. })));
-    assert!(matches!(parse(&json!({"keys": [], "spiffe_sequence": "1"})), Err(BundleError::Malformed { .. })));
+    assert!(matches!(
+        parse(&json!({"keys": [], "spiffe_sequence": -1})),
+        Err(BundleError::Malformed { .. })
+    ));
+    assert!(matches!(
+        parse(&json!({"keys": [], "spiffe_sequence": "1"})),
+        Err(BundleError::Malformed { .. })
+    ));
 }
 
 #[test]
 fn bun_5_refresh_hint_is_whole_seconds() {
     let doc = json!({"keys": [], "spiffe_refresh_hint": 300});
-    assert_eq!(parse(&doc).unwrap().refresh_hint(), Some(Duration::from_secs(300)));
+    assert_eq!(
+        parse(&doc).unwrap().refresh_hint(),
+        Some(Duration::from_secs(300))
+    );
     assert_eq!(parse(&json!({"keys": []})).unwrap().refresh_hint(), None);
-    assert!(matches!(parse(&json!({"keys": [], "spiffe_refresh_hint": 1.5})), Err(BundleError::Malformed { .. })));
+    assert!(matches!(
+        parse(&json!({"keys": [], "spiffe_refresh_hint": 1.5})),
+        Err(BundleError::Malformed { .. })
+    ));
 }
 
 #[test]
 fn bun_6_keys_must_be_present() {
-    assert!(matches!(parse(&json!({})), Err(BundleError::Malformed { .. })));
-    assert!(matches!(parse(&json!({"keys": null})), Err(BundleError::Malformed { .. })));
+    assert!(matches!(
+        parse(&json!({})),
+        Err(BundleError::Malformed { .. })
+    ));
+    assert!(matches!(
+        parse(&json!({"keys": null})),
+        Err(BundleError::Malformed { .. })
+    ));
     assert!(parse(&json!({"keys": []})).is_ok());
 }
 
@@ -97,13 +115,18 @@ fn bun_8_empty_bundle_trusts_nothing() {
     let ca = TestCa::new("example.org");
     let leaf = ca.leaf("spiffe://example.org/w");
     let set: BundleSet = [bundle].into_iter().collect();
-    assert!(spiffe_core::verify_x509_svid(&leaf.chain, &set, std::time::SystemTime::now()).is_err());
+    assert!(
+        spiffe_core::verify_x509_svid(&leaf.chain, &set, std::time::SystemTime::now()).is_err()
+    );
 }
 
 #[test]
 fn bun_9_kty_is_required() {
     let doc = json!({"keys": [{"use": "jwt-svid", "kid": "k"}]});
-    assert_eq!(parse(&doc).unwrap_err(), BundleError::MissingKty { index: 0 });
+    assert_eq!(
+        parse(&doc).unwrap_err(),
+        BundleError::MissingKty { index: 0 }
+    );
 }
 
 #[test]
@@ -111,7 +134,8 @@ fn bun_10_rotation_is_a_new_document_with_a_higher_sequence() {
     let old = TestCa::new("example.org");
     let new = TestCa::new("example.org");
     let v1 = parse(&json!({"keys": [x509_jwk(&old)], "spiffe_sequence": 1})).unwrap();
-    let v2 = parse(&json!({"keys": [x509_jwk(&old), x509_jwk(&new)], "spiffe_sequence": 2})).unwrap();
+    let v2 =
+        parse(&json!({"keys": [x509_jwk(&old), x509_jwk(&new)], "spiffe_sequence": 2})).unwrap();
     let v3 = parse(&json!({"keys": [x509_jwk(&new)], "spiffe_sequence": 3})).unwrap();
     assert!(v1.sequence() < v2.sequence() && v2.sequence() < v3.sequence());
     let leaf = old.leaf("spiffe://example.org/w");
@@ -119,22 +143,30 @@ fn bun_10_rotation_is_a_new_document_with_a_higher_sequence() {
         spiffe_core::verify_x509_svid(&leaf.chain, b.x509(), std::time::SystemTime::now())
     };
     assert!(verify(&v2).is_ok());
-    assert!(verify(&v3).is_err(), "removing the old key revokes its SVIDs");
+    assert!(
+        verify(&v3).is_err(),
+        "removing the old key revokes its SVIDs"
+    );
 }
 
 #[test]
 fn x509_8_serialized_authorities_have_one_x5c_and_no_kid() {
     let ca = TestCa::new("example.org");
     let key = TestJwtKey::generate(KeyKind::P256);
-    let bundle = parse(&json!({"keys": [x509_jwk(&ca), jwt_jwk(&key, "k")], "spiffe_sequence": 9,
-                               "spiffe_refresh_hint": 60}))
+    let bundle = parse(
+        &json!({"keys": [x509_jwk(&ca), jwt_jwk(&key, "k")], "spiffe_sequence": 9,
+                               "spiffe_refresh_hint": 60}),
+    )
     .unwrap();
     let out: Value = serde_json::from_slice(&bundle.to_json()).unwrap();
     let keys = out["keys"].as_array().unwrap();
     let x = keys.iter().find(|k| k["use"] == "x509-svid").unwrap();
     assert!(x.get("kid").is_none());
     assert_eq!(x["x5c"].as_array().unwrap().len(), 1);
-    assert_eq!(STANDARD.decode(x["x5c"][0].as_str().unwrap()).unwrap(), ca.cert().to_vec());
+    assert_eq!(
+        STANDARD.decode(x["x5c"][0].as_str().unwrap()).unwrap(),
+        ca.cert().to_vec()
+    );
     assert_eq!(x["kty"], "EC");
     assert_eq!(x["crv"], "P-256");
     let j = keys.iter().find(|k| k["use"] == "jwt-svid").unwrap();
@@ -156,15 +188,26 @@ fn x509_9_missing_x5c_is_skipped_and_only_the_first_is_used() {
     let bundle = parse(&doc).unwrap();
     assert_eq!(bundle.x509().authorities(), &[a.cert().clone()]);
     let bad = json!({"keys": [{"kty": "EC", "use": "x509-svid", "x5c": ["%%%"]}]});
-    assert!(matches!(parse(&bad), Err(BundleError::InvalidX5c { index: 0, .. })));
-    let not_cert = json!({"keys": [{"kty": "EC", "use": "x509-svid", "x5c": [STANDARD.encode(b"nope")]}]});
+    assert!(matches!(
+        parse(&bad),
+        Err(BundleError::InvalidX5c { index: 0, .. })
+    ));
+    let not_cert =
+        json!({"keys": [{"kty": "EC", "use": "x509-svid", "x5c": [STANDARD.encode(b"nope")]}]});
     assert!(matches!(parse(&not_cert), Err(BundleError::X509(_))));
 }
 
 #[test]
 fn map_1_trust_domains_object_is_required() {
-    assert!(matches!(BundleSet::from_bundle_map(b"{}"), Err(BundleError::Malformed { .. })));
-    assert!(BundleSet::from_bundle_map(br#"{"trust_domains": {}}"#).unwrap().is_empty());
+    assert!(matches!(
+        BundleSet::from_bundle_map(b"{}"),
+        Err(BundleError::Malformed { .. })
+    ));
+    assert!(
+        BundleSet::from_bundle_map(br#"{"trust_domains": {}}"#)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -172,7 +215,9 @@ fn map_2_duplicate_trust_domains_are_rejected() {
     let doc = br#"{"trust_domains": {"example.org": {"keys": []}, "other.org": {"keys": []}, "example.org": {"keys": []}}}"#;
     assert_eq!(
         BundleSet::from_bundle_map(doc).unwrap_err(),
-        BundleError::DuplicateTrustDomain { trust_domain: td("example.org") }
+        BundleError::DuplicateTrustDomain {
+            trust_domain: td("example.org")
+        }
     );
     let case = br#"{"trust_domains": {"example.org": {"keys": []}, "EXAMPLE.org": {"keys": []}}}"#;
     assert!(matches!(
@@ -217,7 +262,13 @@ fn map_4_maps_load_whole_and_round_trip() {
 
 #[test]
 fn garbage_documents_fail_with_a_clear_error() {
-    for doc in [&b""[..], b"null", b"[1,2]", b"{\"keys\": {}}", &[0xff, 0xfe]] {
+    for doc in [
+        &b""[..],
+        b"null",
+        b"[1,2]",
+        b"{\"keys\": {}}",
+        &[0xff, 0xfe],
+    ] {
         let err = SpiffeBundle::parse(td("example.org"), doc).unwrap_err();
         assert!(matches!(err, BundleError::Malformed { .. }), "{err}");
         assert!(err.to_string().starts_with("bundle document is malformed"));

@@ -318,7 +318,7 @@ fn membership_and_ordering() {
     let a = id("spiffe://example.org/a").unwrap();
     assert!(a.is_member_of(&td("EXAMPLE.org").unwrap()));
     assert!(!a.is_member_of(&td("example.com").unwrap()));
-    let mut v = vec![
+    let mut v = [
         id("spiffe://b.org/a").unwrap(),
         id("spiffe://a.org/b").unwrap(),
         id("spiffe://a.org/a").unwrap(),

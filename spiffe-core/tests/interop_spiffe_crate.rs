@@ -21,8 +21,8 @@ use serde_json::json;
 use spiffe_core::jwt::{JwtClaims, sign_jwt_svid};
 use spiffe_core::{JwtBundle, JwtSvid, PrivateKey, SpiffeId, TrustDomain, X509Svid};
 use test_support::{
-    CaSpec, ExtendedKeyUsagePurpose as Eku, KeyKind, KeyUsagePurpose as Ku, Leaf, LeafSpec,
-    TestCa, TestJwtKey,
+    CaSpec, ExtendedKeyUsagePurpose as Eku, KeyKind, KeyUsagePurpose as Ku, Leaf, LeafSpec, TestCa,
+    TestJwtKey,
 };
 
 const IDS: &[&str] = &[
@@ -63,9 +63,17 @@ fn spiffe_ids_get_the_same_verdict_and_canonical_form() {
     for input in inputs {
         let ours = input.parse::<SpiffeId>();
         let theirs = spiffe::SpiffeId::new(input);
-        assert_eq!(ours.is_ok(), theirs.is_ok(), "verdict differs for {input:?}: ours {ours:?}");
+        assert_eq!(
+            ours.is_ok(),
+            theirs.is_ok(),
+            "verdict differs for {input:?}: ours {ours:?}"
+        );
         if let (Ok(a), Ok(b)) = (ours, theirs) {
-            assert_eq!(a.to_string(), b.to_string(), "canonical form differs for {input:?}");
+            assert_eq!(
+                a.to_string(),
+                b.to_string(),
+                "canonical form differs for {input:?}"
+            );
             assert_eq!(a.trust_domain().as_str(), b.trust_domain().as_str());
             assert_eq!(a.path(), b.path());
         }
@@ -90,7 +98,11 @@ fn trust_domains_get_the_same_verdict() {
     for input in cases {
         let ours = input.parse::<TrustDomain>();
         let theirs = spiffe::TrustDomain::new(input);
-        assert_eq!(ours.is_ok(), theirs.is_ok(), "verdict differs for {input:?}: ours {ours:?}");
+        assert_eq!(
+            ours.is_ok(),
+            theirs.is_ok(),
+            "verdict differs for {input:?}: ours {ours:?}"
+        );
         if let (Ok(a), Ok(b)) = (ours, theirs) {
             assert_eq!(a.as_str(), b.as_str());
         }
@@ -111,32 +123,59 @@ fn fixtures() -> Vec<(&'static str, Leaf)> {
     vec![
         ("valid", valid),
         ("valid with intermediate", inter.leaf(ID)),
-        ("valid with DNS SAN", ca.leaf_with(LeafSpec::new(ID).dns(&["web.example.org"]))),
-        ("valid with empty subject", ca.leaf_with(LeafSpec::new(ID).empty_subject())),
-        ("leaf with CA=true", ca.leaf_with(LeafSpec::new(ID).ca(true))),
+        (
+            "valid with DNS SAN",
+            ca.leaf_with(LeafSpec::new(ID).dns(&["web.example.org"])),
+        ),
+        (
+            "valid with empty subject",
+            ca.leaf_with(LeafSpec::new(ID).empty_subject()),
+        ),
+        (
+            "leaf with CA=true",
+            ca.leaf_with(LeafSpec::new(ID).ca(true)),
+        ),
         (
             "leaf with keyCertSign",
-            ca.leaf_with(LeafSpec::new(ID).key_usages(Some(vec![Ku::DigitalSignature, Ku::KeyCertSign]))),
+            ca.leaf_with(
+                LeafSpec::new(ID).key_usages(Some(vec![Ku::DigitalSignature, Ku::KeyCertSign])),
+            ),
         ),
         (
             "leaf with cRLSign",
-            ca.leaf_with(LeafSpec::new(ID).key_usages(Some(vec![Ku::DigitalSignature, Ku::CrlSign]))),
+            ca.leaf_with(
+                LeafSpec::new(ID).key_usages(Some(vec![Ku::DigitalSignature, Ku::CrlSign])),
+            ),
         ),
         (
             "leaf without digitalSignature",
             ca.leaf_with(LeafSpec::new(ID).key_usages(Some(vec![Ku::KeyEncipherment]))),
         ),
-        ("leaf without keyUsage", ca.leaf_with(LeafSpec::new(ID).key_usages(None))),
-        ("two URI SANs", ca.leaf_with(LeafSpec::new(ID).uris(&[ID, "spiffe://example.org/b"]))),
-        ("no URI SAN", ca.leaf_with(LeafSpec::new(ID).uris(&[]).dns(&["x.org"]))),
+        (
+            "leaf without keyUsage",
+            ca.leaf_with(LeafSpec::new(ID).key_usages(None)),
+        ),
+        (
+            "two URI SANs",
+            ca.leaf_with(LeafSpec::new(ID).uris(&[ID, "spiffe://example.org/b"])),
+        ),
+        (
+            "no URI SAN",
+            ca.leaf_with(LeafSpec::new(ID).uris(&[]).dns(&["x.org"])),
+        ),
         ("root-path ID", ca.leaf("spiffe://example.org")),
         ("intermediate without CA", inter_not_ca.leaf(ID)),
         (
             "expired",
-            ca.leaf_with(LeafSpec::new(ID).valid(time::Duration::hours(-2), time::Duration::hours(-1))),
+            ca.leaf_with(
+                LeafSpec::new(ID).valid(time::Duration::hours(-2), time::Duration::hours(-1)),
+            ),
         ),
         ("key mismatch", mismatch),
-        ("RSA leaf", ca.leaf_with(LeafSpec::new(ID).key(KeyKind::Rsa2048))),
+        (
+            "RSA leaf",
+            ca.leaf_with(LeafSpec::new(ID).key(KeyKind::Rsa2048)),
+        ),
     ]
 }
 
@@ -152,7 +191,10 @@ fn x509_svids_get_the_same_verdict() {
         let ours = X509Svid::from_der(&leaf.chain_der(), &leaf.key_der);
         let theirs = spiffe::X509Svid::parse_from_der(&leaf.chain_der(), &leaf.key_der);
         if KEY_DIFFERENCES.contains(&name) {
-            assert!(ours.is_err() && theirs.is_ok(), "documented difference changed: {name}");
+            assert!(
+                ours.is_err() && theirs.is_ok(),
+                "documented difference changed: {name}"
+            );
             continue;
         }
         assert_eq!(
@@ -190,7 +232,9 @@ fn jwt_svids_signed_by_us_validate_in_the_spiffe_crate() {
     for kind in [KeyKind::P256, KeyKind::P384, KeyKind::Rsa2048] {
         let key = TestJwtKey::generate(kind);
         let jwks = json!({"keys": [key.jwk("kid-1")]});
-        let ours = JwtBundle::from_jwks("example.org".parse().unwrap(), jwks.to_string().as_bytes()).unwrap();
+        let ours =
+            JwtBundle::from_jwks("example.org".parse().unwrap(), jwks.to_string().as_bytes())
+                .unwrap();
         let pk = PrivateKey::from_pkcs8_der(key.pkcs8()).unwrap();
         let claims = JwtClaims {
             subject: "spiffe://example.org/w".parse().unwrap(),
@@ -201,11 +245,15 @@ fn jwt_svids_signed_by_us_validate_in_the_spiffe_crate() {
             extra: Default::default(),
         };
         let token = sign_jwt_svid(&pk, "kid-1", &claims).unwrap();
-        let theirs = spiffe::JwtSvid::parse_and_validate(&token, &their_bundle_set(&ours), &["api"])
-            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let theirs =
+            spiffe::JwtSvid::parse_and_validate(&token, &their_bundle_set(&ours), &["api"])
+                .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
         assert_eq!(theirs.spiffe_id().to_string(), "spiffe://example.org/w");
         // Both refuse the wrong audience.
-        assert!(spiffe::JwtSvid::parse_and_validate(&token, &their_bundle_set(&ours), &["other"]).is_err());
+        assert!(
+            spiffe::JwtSvid::parse_and_validate(&token, &their_bundle_set(&ours), &["other"])
+                .is_err()
+        );
         assert!(JwtSvid::validate(&token, &ours, "other", SystemTime::now()).is_err());
     }
 }
@@ -214,10 +262,15 @@ fn jwt_svids_signed_by_us_validate_in_the_spiffe_crate() {
 fn jwt_svids_signed_by_jsonwebtoken_validate_in_ours_and_theirs() {
     let key = TestJwtKey::generate(KeyKind::P256);
     let jwks = json!({"keys": [key.jwk("kid-9")]});
-    let ours = JwtBundle::from_jwks("example.org".parse().unwrap(), jwks.to_string().as_bytes()).unwrap();
+    let ours =
+        JwtBundle::from_jwks("example.org".parse().unwrap(), jwks.to_string().as_bytes()).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some("kid-9".into());
-    let exp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let exp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
     let claims = json!({"sub": "spiffe://example.org/w", "aud": ["api"], "exp": exp});
     let token = jsonwebtoken::encode(
         &header,
@@ -227,7 +280,9 @@ fn jwt_svids_signed_by_jsonwebtoken_validate_in_ours_and_theirs() {
     .unwrap();
     let svid = JwtSvid::validate(&token, &ours, "api", SystemTime::now()).unwrap();
     assert_eq!(svid.spiffe_id().as_str(), "spiffe://example.org/w");
-    assert!(spiffe::JwtSvid::parse_and_validate(&token, &their_bundle_set(&ours), &["api"]).is_ok());
+    assert!(
+        spiffe::JwtSvid::parse_and_validate(&token, &their_bundle_set(&ours), &["api"]).is_ok()
+    );
     // A token signed by another key fails on both sides.
     let other = TestJwtKey::generate(KeyKind::P256);
     let forged = jsonwebtoken::encode(
@@ -237,15 +292,22 @@ fn jwt_svids_signed_by_jsonwebtoken_validate_in_ours_and_theirs() {
     )
     .unwrap();
     assert!(JwtSvid::validate(&forged, &ours, "api", SystemTime::now()).is_err());
-    assert!(spiffe::JwtSvid::parse_and_validate(&forged, &their_bundle_set(&ours), &["api"]).is_err());
+    assert!(
+        spiffe::JwtSvid::parse_and_validate(&forged, &their_bundle_set(&ours), &["api"]).is_err()
+    );
 }
 
 #[test]
 fn hostile_jwt_headers_get_the_same_verdict() {
     let key = TestJwtKey::generate(KeyKind::P256);
     let jwks = json!({"keys": [key.jwk("k")]});
-    let ours = JwtBundle::from_jwks("example.org".parse().unwrap(), jwks.to_string().as_bytes()).unwrap();
-    let exp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let ours =
+        JwtBundle::from_jwks("example.org".parse().unwrap(), jwks.to_string().as_bytes()).unwrap();
+    let exp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
     let claims = json!({"sub": "spiffe://example.org/w", "aud": "api", "exp": exp});
     let headers = [
         json!({"alg": "ES256", "kid": "k"}),
@@ -261,6 +323,12 @@ fn hostile_jwt_headers_get_the_same_verdict() {
         let token = test_support::sign_raw(&h, &claims, Some(&key));
         let a = JwtSvid::validate(&token, &ours, "api", SystemTime::now());
         let b = spiffe::JwtSvid::parse_and_validate(&token, &their_bundle_set(&ours), &["api"]);
-        assert_eq!(a.is_ok(), b.is_ok(), "verdict differs for header {h}: ours {:?}, theirs {:?}", a.err(), b.err());
+        assert_eq!(
+            a.is_ok(),
+            b.is_ok(),
+            "verdict differs for header {h}: ours {:?}, theirs {:?}",
+            a.err(),
+            b.err()
+        );
     }
 }

@@ -66,11 +66,17 @@ fn jwt_1_only_compact_serialization() {
     let f = fixture(KeyKind::P256);
     let t = token(&f, header("ES256"), claims());
     assert_eq!(validate(&f, "a.b").unwrap_err(), JwtError::NotCompact);
-    assert_eq!(validate(&f, &format!("{t}.x.y")).unwrap_err(), JwtError::NotCompact);
+    assert_eq!(
+        validate(&f, &format!("{t}.x.y")).unwrap_err(),
+        JwtError::NotCompact
+    );
     assert_eq!(validate(&f, "").unwrap_err(), JwtError::NotCompact);
     let json_form = json!({"payload": "x", "signatures": []}).to_string();
     assert_eq!(validate(&f, &json_form).unwrap_err(), JwtError::NotCompact);
-    assert!(matches!(validate(&f, "!!.??.**"), Err(JwtError::Malformed { part: "header", .. })));
+    assert!(matches!(
+        validate(&f, "!!.??.**"),
+        Err(JwtError::Malformed { part: "header", .. })
+    ));
 }
 
 #[test]
@@ -80,7 +86,10 @@ fn jwt_2_only_alg_kid_typ_in_header() {
         let mut h = header("ES256");
         h[extra] = json!("x");
         let r = validate(&f, &token(&f, h, claims()));
-        assert!(matches!(r, Err(JwtError::ForbiddenHeader { .. })), "{extra}: {r:?}");
+        assert!(
+            matches!(r, Err(JwtError::ForbiddenHeader { .. })),
+            "{extra}: {r:?}"
+        );
     }
     // Duplicated field, written by hand.
     use base64::Engine;
@@ -90,9 +99,15 @@ fn jwt_2_only_alg_kid_typ_in_header() {
         b64(r#"{"alg":"ES256","alg":"none","kid":"k1"}"#),
         b64(&claims().to_string())
     );
-    assert!(matches!(validate(&f, &dup), Err(JwtError::ForbiddenHeader { .. })));
+    assert!(matches!(
+        validate(&f, &dup),
+        Err(JwtError::ForbiddenHeader { .. })
+    ));
     // Non-string typ.
-    let r = validate(&f, &token(&f, json!({"alg": "ES256", "kid": "k1", "typ": 1}), claims()));
+    let r = validate(
+        &f,
+        &token(&f, json!({"alg": "ES256", "kid": "k1", "typ": 1}), claims()),
+    );
     assert!(matches!(r, Err(JwtError::ForbiddenHeader { .. })), "{r:?}");
 }
 
@@ -117,13 +132,22 @@ fn jwt_3_key_family_must_match_alg() {
     let rsa = fixture(KeyKind::Rsa2048);
     // EC-signed token against an RSA key.
     let t = token(&ec, header("ES256"), claims());
-    assert!(matches!(validate(&rsa, &t), Err(JwtError::KeyAlgorithmMismatch { .. })));
+    assert!(matches!(
+        validate(&rsa, &t),
+        Err(JwtError::KeyAlgorithmMismatch { .. })
+    ));
     // RS256 header against an EC key.
     let t = token(&rsa, header("RS256"), claims());
-    assert!(matches!(validate(&ec, &t), Err(JwtError::KeyAlgorithmMismatch { .. })));
+    assert!(matches!(
+        validate(&ec, &t),
+        Err(JwtError::KeyAlgorithmMismatch { .. })
+    ));
     // ES384 header against a P-256 key.
     let t = token(&ec, header("ES384"), claims());
-    assert!(matches!(validate(&ec, &t), Err(JwtError::KeyAlgorithmMismatch { .. })));
+    assert!(matches!(
+        validate(&ec, &t),
+        Err(JwtError::KeyAlgorithmMismatch { .. })
+    ));
     // RSA tokens verify with RSA keys, both paddings.
     assert!(validate(&rsa, &token(&rsa, header("RS256"), claims())).is_ok());
     assert!(validate(&rsa, &token(&rsa, header("PS256"), claims())).is_ok());
@@ -152,7 +176,10 @@ fn jwt_4_kid_is_required() {
     assert_eq!(r.unwrap_err(), JwtError::MissingKid);
     let r = validate(&f, &token(&f, json!({"alg": "ES256", "kid": ""}), claims()));
     assert_eq!(r.unwrap_err(), JwtError::MissingKid);
-    let r = validate(&f, &token(&f, json!({"alg": "ES256", "kid": "other"}), claims()));
+    let r = validate(
+        &f,
+        &token(&f, json!({"alg": "ES256", "kid": "other"}), claims()),
+    );
     assert!(matches!(r, Err(JwtError::UnknownKid { .. })));
 }
 
@@ -163,7 +190,13 @@ fn jwt_5_typ_is_absent_jwt_or_jose() {
         let h = json!({"alg": "ES256", "kid": "k1", "typ": typ});
         assert!(validate(&f, &token(&f, h, claims())).is_ok(), "{typ}");
     }
-    assert!(validate(&f, &token(&f, json!({"alg": "ES256", "kid": "k1"}), claims())).is_ok());
+    assert!(
+        validate(
+            &f,
+            &token(&f, json!({"alg": "ES256", "kid": "k1"}), claims())
+        )
+        .is_ok()
+    );
     for typ in ["jwt", "wit+jwt", "at+jwt"] {
         let h = json!({"alg": "ES256", "kid": "k1", "typ": typ});
         assert_eq!(
@@ -178,7 +211,10 @@ fn jwt_6_sub_is_a_spiffe_id() {
     let f = fixture(KeyKind::P256);
     let mut c = claims();
     c.as_object_mut().unwrap().remove("sub");
-    assert_eq!(validate(&f, &token(&f, header("ES256"), c)).unwrap_err(), JwtError::MissingSubject);
+    assert_eq!(
+        validate(&f, &token(&f, header("ES256"), c)).unwrap_err(),
+        JwtError::MissingSubject
+    );
     let mut c = claims();
     c["sub"] = json!("https://example.org/web");
     assert!(matches!(
@@ -187,7 +223,10 @@ fn jwt_6_sub_is_a_spiffe_id() {
     ));
     let mut c = claims();
     c["sub"] = json!(42);
-    assert_eq!(validate(&f, &token(&f, header("ES256"), c)).unwrap_err(), JwtError::MissingSubject);
+    assert_eq!(
+        validate(&f, &token(&f, header("ES256"), c)).unwrap_err(),
+        JwtError::MissingSubject
+    );
 }
 
 #[test]
@@ -195,7 +234,10 @@ fn jwt_7_audience_must_contain_ours() {
     let f = fixture(KeyKind::P256);
     let mut c = claims();
     c["aud"] = json!(AUD);
-    assert!(validate(&f, &token(&f, header("ES256"), c)).is_ok(), "string aud");
+    assert!(
+        validate(&f, &token(&f, header("ES256"), c)).is_ok(),
+        "string aud"
+    );
     let mut c = claims();
     c["aud"] = json!(["other", AUD]);
     assert!(validate(&f, &token(&f, header("ES256"), c)).is_ok());
@@ -203,7 +245,9 @@ fn jwt_7_audience_must_contain_ours() {
     c["aud"] = json!(["other"]);
     assert_eq!(
         validate(&f, &token(&f, header("ES256"), c)).unwrap_err(),
-        JwtError::AudienceMismatch { expected: AUD.into() }
+        JwtError::AudienceMismatch {
+            expected: AUD.into()
+        }
     );
     for bad in [json!([]), json!(null), json!(5), json!([1])] {
         let mut c = claims();
@@ -216,7 +260,10 @@ fn jwt_7_audience_must_contain_ours() {
     }
     let mut c = claims();
     c.as_object_mut().unwrap().remove("aud");
-    assert_eq!(validate(&f, &token(&f, header("ES256"), c)).unwrap_err(), JwtError::MissingAudience);
+    assert_eq!(
+        validate(&f, &token(&f, header("ES256"), c)).unwrap_err(),
+        JwtError::MissingAudience
+    );
 }
 
 #[test]
@@ -224,19 +271,31 @@ fn jwt_8_exp_required_and_in_the_future_nbf_honoured() {
     let f = fixture(KeyKind::P256);
     let mut c = claims();
     c.as_object_mut().unwrap().remove("exp");
-    assert_eq!(validate(&f, &token(&f, header("ES256"), c)).unwrap_err(), JwtError::MissingExpiry);
+    assert_eq!(
+        validate(&f, &token(&f, header("ES256"), c)).unwrap_err(),
+        JwtError::MissingExpiry
+    );
     let mut c = claims();
     c["exp"] = json!("tomorrow");
-    assert_eq!(validate(&f, &token(&f, header("ES256"), c)).unwrap_err(), JwtError::MissingExpiry);
+    assert_eq!(
+        validate(&f, &token(&f, header("ES256"), c)).unwrap_err(),
+        JwtError::MissingExpiry
+    );
     let t = token(&f, header("ES256"), claims());
     let exp = validate(&f, &t).unwrap().expiry();
     // exp == now is expired.
-    assert!(matches!(JwtSvid::validate(&t, &f.bundle, AUD, exp), Err(JwtError::Expired { .. })));
+    assert!(matches!(
+        JwtSvid::validate(&t, &f.bundle, AUD, exp),
+        Err(JwtError::Expired { .. })
+    ));
     assert!(JwtSvid::validate(&t, &f.bundle, AUD, exp - Duration::from_secs(1)).is_ok());
     let mut c = claims();
     c["nbf"] = json!(epoch(now()) + 60);
     let t = token(&f, header("ES256"), c);
-    assert!(matches!(validate(&f, &t), Err(JwtError::NotYetValid { .. })));
+    assert!(matches!(
+        validate(&f, &t),
+        Err(JwtError::NotYetValid { .. })
+    ));
     assert!(JwtSvid::validate(&t, &f.bundle, AUD, now() + Duration::from_secs(61)).is_ok());
 }
 
@@ -263,11 +322,20 @@ fn jwt_10_signature_must_verify() {
     c["sub"] = json!("spiffe://example.org/admin");
     use base64::Engine;
     parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c.to_string());
-    assert_eq!(validate(&f, &parts.join(".")).unwrap_err(), JwtError::BadSignature);
+    assert_eq!(
+        validate(&f, &parts.join(".")).unwrap_err(),
+        JwtError::BadSignature
+    );
     let unsigned = sign_raw(&header("ES256"), &claims(), None);
     assert_eq!(validate(&f, &unsigned).unwrap_err(), JwtError::BadSignature);
     let bad_b64 = format!("{}.{}.***", parts[0], parts[1]);
-    assert!(matches!(validate(&f, &bad_b64), Err(JwtError::Malformed { part: "signature", .. })));
+    assert!(matches!(
+        validate(&f, &bad_b64),
+        Err(JwtError::Malformed {
+            part: "signature",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -275,7 +343,10 @@ fn jwt_11_12_tokens_are_plain_bearer_strings() {
     // Transport rules are for callers; the token carries no transport data.
     let f = fixture(KeyKind::P256);
     let t = token(&f, header("ES256"), claims());
-    assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+    assert!(
+        t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    );
 }
 
 #[test]
@@ -315,14 +386,19 @@ fn jwt_15_bundle_of_the_subjects_trust_domain_is_used() {
     set.insert_jwt(theirs);
     // other.org's key signs a token for an example.org subject: refused.
     let forged = sign_raw(&header("ES256"), &claims(), Some(&theirs_key));
-    assert_eq!(JwtSvid::validate(&forged, &set, AUD, now()).unwrap_err(), JwtError::BadSignature);
+    assert_eq!(
+        JwtSvid::validate(&forged, &set, AUD, now()).unwrap_err(),
+        JwtError::BadSignature
+    );
     // A subject in a trust domain without a bundle: untrusted.
     let mut c = claims();
     c["sub"] = json!("spiffe://stranger.org/x");
     let t = token(&ours, header("ES256"), c);
     assert_eq!(
         JwtSvid::validate(&t, &set, AUD, now()).unwrap_err(),
-        JwtError::NoBundle { trust_domain: td("stranger.org") }
+        JwtError::NoBundle {
+            trust_domain: td("stranger.org")
+        }
     );
 }
 
@@ -345,8 +421,14 @@ fn signed_by_this_crate_validates_and_parses_insecurely() {
     assert_eq!(s.claims()["iss"], "https://issuer.example.org");
     let insecure = JwtSvid::parse_insecure(&t).unwrap();
     assert_eq!(insecure.spiffe_id(), s.spiffe_id());
-    let no_aud = JwtClaims { audience: vec![], ..c };
-    assert_eq!(sign_jwt_svid(&pk, "kid-1", &no_aud).unwrap_err(), JwtError::MissingAudience);
+    let no_aud = JwtClaims {
+        audience: vec![],
+        ..c
+    };
+    assert_eq!(
+        sign_jwt_svid(&pk, "kid-1", &no_aud).unwrap_err(),
+        JwtError::MissingAudience
+    );
 }
 
 #[test]
@@ -360,7 +442,8 @@ fn jwks_round_trips_and_rejects_garbage() {
             Err(JwtError::InvalidJwks { .. })
         ));
     }
-    let short = json!({"keys": [{"kty": "EC", "kid": "k", "crv": "P-256", "x": "AAAA", "y": "AAAA"}]});
+    let short =
+        json!({"keys": [{"kty": "EC", "kid": "k", "crv": "P-256", "x": "AAAA", "y": "AAAA"}]});
     assert!(matches!(
         JwtBundle::from_jwks(td("example.org"), short.to_string().as_bytes()),
         Err(JwtError::InvalidKey { .. })
@@ -376,5 +459,11 @@ fn oversized_and_hostile_tokens_fail_cleanly() {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     let t = format!("{}.{}.AAAA", b64(&header("ES256").to_string()), b64(&deep));
-    assert!(matches!(validate(&f, &t), Err(JwtError::Malformed { part: "payload", .. })));
+    assert!(matches!(
+        validate(&f, &t),
+        Err(JwtError::Malformed {
+            part: "payload",
+            ..
+        })
+    ));
 }

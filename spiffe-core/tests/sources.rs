@@ -36,13 +36,19 @@ async fn svid_source_publishes_each_change() {
     };
     rx.changed().await.unwrap();
     assert_eq!(*rx.borrow_and_update(), 1);
-    assert_eq!(source.x509_svid().unwrap().spiffe_id().as_str(), "spiffe://example.org/a");
+    assert_eq!(
+        source.x509_svid().unwrap().spiffe_id().as_str(),
+        "spiffe://example.org/a"
+    );
     writer.await.unwrap();
     source.set(svid(&ca, "spiffe://example.org/b"));
     assert_eq!(source.generation(), 2);
     source.withdraw();
     assert_eq!(source.generation(), 3);
-    assert!(source.x509_svid().is_none(), "withdrawn SVIDs are not served");
+    assert!(
+        source.x509_svid().is_none(),
+        "withdrawn SVIDs are not served"
+    );
     assert!(format!("{source:?}").contains("generation: 3"));
 }
 
@@ -53,7 +59,10 @@ fn readers_keep_the_snapshot_they_loaded() {
     let held = source.x509_svid().unwrap();
     source.set(svid(&ca, "spiffe://example.org/new"));
     assert_eq!(held.spiffe_id().as_str(), "spiffe://example.org/old");
-    assert_eq!(source.x509_svid().unwrap().spiffe_id().as_str(), "spiffe://example.org/new");
+    assert_eq!(
+        source.x509_svid().unwrap().spiffe_id().as_str(),
+        "spiffe://example.org/new"
+    );
 }
 
 #[test]
@@ -95,8 +104,14 @@ fn file_loaders_read_pem_and_json_and_report_the_path() {
     assert!(matches!(err, FileError::Io { .. }));
     assert!(err.to_string().contains("missing.pem"));
     std::fs::write(&json, b"{\"keys\": 1}").unwrap();
-    assert!(matches!(bundle_from_file(td("example.org"), &json), Err(FileError::Bundle { .. })));
+    assert!(matches!(
+        bundle_from_file(td("example.org"), &json),
+        Err(FileError::Bundle { .. })
+    ));
     std::fs::write(&key, b"not a key").unwrap();
-    assert!(matches!(svid_from_pem_files(&cert, &key), Err(FileError::X509 { .. })));
+    assert!(matches!(
+        svid_from_pem_files(&cert, &key),
+        Err(FileError::X509 { .. })
+    ));
     std::fs::remove_dir_all(&dir).unwrap();
 }

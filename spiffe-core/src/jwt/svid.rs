@@ -65,12 +65,13 @@ fn split(token: &str) -> Result<Parts<'_>, JwtError> {
         .kid
         .filter(|k| !k.is_empty())
         .ok_or(JwtError::MissingKid)?;
-    if let Some(typ) = header.typ {
-        if typ != "JWT" && typ != "JOSE" {
-            return Err(JwtError::BadTyp {
-                typ: typ.chars().take(32).collect(),
-            });
-        }
+    if let Some(typ) = header.typ
+        && typ != "JWT"
+        && typ != "JOSE"
+    {
+        return Err(JwtError::BadTyp {
+            typ: typ.chars().take(32).collect(),
+        });
     }
     let payload = b64url(p).ok_or_else(|| malformed("payload", "not base64url"))?;
     let claims: Map<String, Value> =
@@ -157,10 +158,10 @@ impl JwtSvid {
                 expired_at: svid.expiry,
             });
         }
-        if let Some(not_before) = numeric_date(svid.claims.get("nbf")) {
-            if not_before > now {
-                return Err(JwtError::NotYetValid { not_before });
-            }
+        if let Some(not_before) = numeric_date(svid.claims.get("nbf"))
+            && not_before > now
+        {
+            return Err(JwtError::NotYetValid { not_before });
         }
         Ok(svid)
     }

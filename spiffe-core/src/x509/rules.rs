@@ -12,7 +12,7 @@ use crate::SpiffeId;
 /// Parses one DER certificate, reporting `index` on failure.
 pub(crate) fn parse(der: &[u8], index: usize) -> Result<X509Certificate<'_>, X509Error> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(X509Error::Malformed {
             index,
             reason: "trailing bytes after certificate".into(),
@@ -91,7 +91,7 @@ pub(crate) fn check_leaf(cert: &X509Certificate<'_>, id: &SpiffeId) -> Result<()
     }
     if let Some(eku) = cert.extended_key_usage().map_err(|e| malformed(0, e))? {
         let eku = eku.value;
-        if !eku.any && !(eku.server_auth && eku.client_auth) {
+        if !(eku.any || eku.server_auth && eku.client_auth) {
             return Err(X509Error::LeafEku);
         }
     }
@@ -110,10 +110,10 @@ pub(crate) fn check_signing(cert: &X509Certificate<'_>, index: usize) -> Result<
     }
     let (uris, _) = uri_sans(cert, index)?;
     for uri in uris {
-        if let Ok(id) = uri.parse::<SpiffeId>() {
-            if !id.is_root() {
-                return Err(X509Error::SigningCertIdHasPath { index });
-            }
+        if let Ok(id) = uri.parse::<SpiffeId>()
+            && !id.is_root()
+        {
+            return Err(X509Error::SigningCertIdHasPath { index });
         }
     }
     Ok(())
