@@ -235,8 +235,8 @@ fn select(c: &mut Compiled, action: Action, dry_run: bool) -> Option<&mut Group>
         (Action::Allow, true) => &mut c.dry_allow,
         (Action::Deny, false) => &mut c.deny,
         (Action::Deny, true) => &mut c.dry_deny,
-        // D-4: a dry-run CUSTOM policy still triggers the call; the engine
-        // does not enforce its answer.
+        // D-4: a dry-run CUSTOM policy still triggers the call, and the
+        // provider's answer is enforced like any CUSTOM answer.
         (Action::Custom, _) => &mut c.custom,
         (Action::Audit, false) => &mut c.audit,
         (Action::Audit, true) => return None,
