@@ -7,12 +7,11 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
-use x509_parser::public_key::PublicKey;
 
 use super::BundleError;
 use crate::TrustDomain;
 use crate::jwt::{Jwk, JwtBundle};
-use crate::x509::X509Bundle;
+use crate::x509::{self, X509Bundle};
 
 const USE_X509: &str = "x509-svid";
 const USE_JWT: &str = "jwt-svid";
@@ -207,34 +206,36 @@ fn x509_jwk(cert: &CertificateDer<'_>) -> Jwk {
         ..Jwk::default()
     };
     let enc = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
-    if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) {
-        let spki = parsed.public_key();
-        match spki.parsed() {
-            Ok(PublicKey::EC(point)) => {
-                let data = point.data();
-                let len = (data.len().saturating_sub(1)) / 2;
-                jwk.kty = Some("EC".into());
-                jwk.crv = Some(
-                    match len {
-                        48 => "P-384",
-                        66 => "P-521",
-                        _ => "P-256",
-                    }
-                    .into(),
-                );
-                jwk.x = data.get(1..1 + len).map(enc);
-                jwk.y = data.get(1 + len..).map(enc);
-            }
-            Ok(PublicKey::RSA(rsa)) => {
-                jwk.kty = Some("RSA".into());
-                let n = rsa.modulus;
-                let n = n.strip_prefix(&[0]).unwrap_or(n);
-                jwk.n = Some(enc(n));
-                jwk.e = Some(enc(rsa.exponent));
-            }
-            Ok(PublicKey::Unknown(_)) | Ok(_) | Err(_) => {
-                jwk.kty = Some("OKP".into());
-            }
+    let Ok(info) = x509::parse_cert(cert, 0) else {
+        return jwk;
+    };
+    if info.key_algorithm == x509::OID_EC_PUBLIC_KEY {
+        let crv = match info.key_parameters {
+            Some(x509::OID_P256) => "P-256",
+            Some(x509::OID_P384) => "P-384",
+            Some(x509::OID_P521) => "P-521",
+            _ => return jwk,
+        };
+        let point = info.public_key;
+        let len = point.len().saturating_sub(1) / 2;
+        jwk.kty = Some("EC".into());
+        jwk.crv = Some(crv.into());
+        jwk.x = point.get(1..1 + len).map(enc);
+        jwk.y = point.get(1 + len..).map(enc);
+    } else if info.key_algorithm == x509::OID_RSA {
+        // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+        let mut outer = x509::Reader::new(info.public_key);
+        let Some(seq) = outer.expect(x509::tag::SEQUENCE) else {
+            return jwk;
+        };
+        let mut seq = x509::Reader::new(seq);
+        if let (Some(n), Some(e)) = (
+            seq.expect(x509::tag::INTEGER),
+            seq.expect(x509::tag::INTEGER),
+        ) {
+            jwk.kty = Some("RSA".into());
+            jwk.n = Some(enc(n.strip_prefix(&[0]).unwrap_or(n)));
+            jwk.e = Some(enc(e));
         }
     }
     jwk

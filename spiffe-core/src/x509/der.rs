@@ -1,45 +1,110 @@
-//! Splitting a plain concatenation of DER certificates, as the Workload API
-//! sends chains and bundles.
+//! A minimal strict DER reader: just enough to walk certificates and the
+//! Workload API's concatenated DER encodings. Every read is bounds-checked;
+//! nothing here can panic on input.
 
 use super::X509Error;
 
-/// Splits `input` into successive DER `SEQUENCE`s (tag, length, contents).
-pub(crate) fn split_der_sequence(input: &[u8]) -> Result<Vec<&[u8]>, X509Error> {
-    let mut out = Vec::new();
-    let mut rest = input;
-    while !rest.is_empty() {
-        let len = element_len(rest).ok_or(X509Error::Malformed {
-            index: out.len(),
-            reason: "truncated or invalid DER element".into(),
-        })?;
-        let (item, tail) = rest.split_at(len);
-        out.push(item);
-        rest = tail;
-    }
-    Ok(out)
+/// Tags used by the certificate walker.
+pub(crate) mod tag {
+    pub(crate) const BOOLEAN: u8 = 0x01;
+    pub(crate) const INTEGER: u8 = 0x02;
+    pub(crate) const BIT_STRING: u8 = 0x03;
+    pub(crate) const OCTET_STRING: u8 = 0x04;
+    pub(crate) const OID: u8 = 0x06;
+    pub(crate) const UTC_TIME: u8 = 0x17;
+    pub(crate) const GENERALIZED_TIME: u8 = 0x18;
+    pub(crate) const SEQUENCE: u8 = 0x30;
+    pub(crate) const EXPLICIT_0: u8 = 0xA0;
+    pub(crate) const IMPLICIT_1: u8 = 0x81;
+    pub(crate) const IMPLICIT_2: u8 = 0x82;
+    pub(crate) const EXPLICIT_3: u8 = 0xA3;
+    pub(crate) const URI_NAME: u8 = 0x86;
 }
 
-/// Total length (header included) of the DER SEQUENCE at the start of `input`.
-fn element_len(input: &[u8]) -> Option<usize> {
-    let (&tag, rest) = input.split_first()?;
-    if tag != 0x30 {
-        return None;
+/// A cursor over DER elements.
+#[derive(Clone, Copy)]
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(input: &'a [u8]) -> Self {
+        Reader { rest: input }
     }
-    let (&first, rest) = rest.split_first()?;
-    let (content_len, header_len) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    pub(crate) fn peek_tag(&self) -> Option<u8> {
+        self.rest.first().copied()
+    }
+
+    /// Reads one element: (tag, contents, whole element including header).
+    pub(crate) fn any(&mut self) -> Option<(u8, &'a [u8], &'a [u8])> {
+        let input = self.rest;
+        let (&tag, rest) = input.split_first()?;
+        if tag & 0x1f == 0x1f {
+            return None; // multi-byte tags never occur in certificates
+        }
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let (len_bytes, rest) = rest.split_at(n);
+            let len = len_bytes
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            (len, rest)
+        };
+        if rest.len() < len {
             return None;
         }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, 2 + n)
-    };
-    let total = header_len.checked_add(content_len)?;
-    (total <= input.len()).then_some(total)
+        let (value, tail) = rest.split_at(len);
+        let whole = &input[..input.len() - tail.len()];
+        self.rest = tail;
+        Some((tag, value, whole))
+    }
+
+    /// Reads one element that must have `expected` as its tag.
+    pub(crate) fn expect(&mut self, expected: u8) -> Option<&'a [u8]> {
+        match self.any()? {
+            (t, v, _) if t == expected => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Reads an element with tag `t` if it comes next.
+    pub(crate) fn optional(&mut self, t: u8) -> Option<Option<&'a [u8]>> {
+        if self.peek_tag() == Some(t) {
+            self.expect(t).map(Some)
+        } else {
+            Some(None)
+        }
+    }
+}
+
+/// Splits `input` into successive DER `SEQUENCE`s, as the Workload API
+/// concatenates certificates.
+pub(crate) fn split_der_sequence(input: &[u8]) -> Result<Vec<&[u8]>, X509Error> {
+    let mut out = Vec::new();
+    let mut r = Reader::new(input);
+    while !r.is_empty() {
+        match r.any() {
+            Some((tag::SEQUENCE, _, whole)) => out.push(whole),
+            _ => {
+                return Err(X509Error::Malformed {
+                    index: out.len(),
+                    reason: "truncated or invalid DER element".into(),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -61,7 +126,19 @@ mod tests {
         assert!(split_der_sequence(&[0x30, 0x05, 0x00]).is_err());
         assert!(split_der_sequence(&[0x02, 0x01, 0x00]).is_err());
         assert!(split_der_sequence(&[0x30, 0x85, 1, 1, 1, 1, 1]).is_err());
+        assert!(split_der_sequence(&[0x30, 0x80]).is_err());
         assert!(split_der_sequence(&[0x30]).is_err());
+        assert!(split_der_sequence(&[0x1f, 0x01, 0x00]).is_err());
         assert_eq!(split_der_sequence(&[]).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn optional_elements() {
+        let mut r = Reader::new(&[0x02, 0x01, 0x05, 0x04, 0x00]);
+        assert_eq!(r.optional(0xA0), Some(None));
+        assert_eq!(r.optional(0x02), Some(Some(&[5u8][..])));
+        assert_eq!(r.expect(0x04), Some(&[][..]));
+        assert!(r.is_empty());
+        assert_eq!(r.expect(0x04), None);
     }
 }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use super::{PrivateKey, X509Error, der, rules};
+use super::{PrivateKey, X509Error, cert, der, rules};
 use crate::SpiffeId;
 
 /// An X509-SVID: a certificate chain (leaf first) and the leaf's private key.
@@ -26,17 +26,16 @@ impl X509Svid {
     /// Builds an SVID from a chain (leaf first) and a PKCS#8 DER key.
     pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKey) -> Result<Self, X509Error> {
         let leaf_der = chain.first().ok_or(X509Error::EmptyChain)?;
-        let leaf = rules::parse(leaf_der, 0)?;
+        let leaf = cert::parse(leaf_der, 0)?;
         let id = rules::leaf_id(&leaf)?;
         rules::check_leaf(&leaf, &id)?;
         for (index, der) in chain.iter().enumerate().skip(1) {
-            rules::check_signing(&rules::parse(der, index)?, index)?;
+            rules::check_signing(&cert::parse(der, index)?, index)?;
         }
-        if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_bytes()?.as_slice()
-        {
+        if leaf.public_key != key.public_key_bytes()?.as_slice() {
             return Err(X509Error::KeyMismatch);
         }
-        let not_after = rules::not_after(&leaf);
+        let not_after = leaf.not_after;
         Ok(X509Svid {
             id,
             chain,

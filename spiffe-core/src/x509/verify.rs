@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
 
-use super::{VerifyError, X509Bundle, X509Error, rules};
+use super::{VerifyError, X509Bundle, X509Error, cert, rules};
 use crate::{SpiffeId, TrustDomain};
 
 /// Finds the X.509 bundle of a trust domain.
@@ -77,7 +77,7 @@ pub fn verify_x509_svid_full(
     now: SystemTime,
 ) -> Result<VerifiedX509Svid, VerifyError> {
     let (leaf_der, intermediates) = chain.split_first().ok_or(X509Error::EmptyChain)?;
-    let leaf = rules::parse(leaf_der, 0)?;
+    let leaf = cert::parse(leaf_der, 0)?;
     let spiffe_id = rules::leaf_id(&leaf)?;
     let td = spiffe_id.trust_domain();
     let bundle = bundles
@@ -106,11 +106,11 @@ pub fn verify_x509_svid_full(
     // the intermediates the validated path actually went through.
     for (i, cert) in path.intermediate_certificates().enumerate() {
         let der = cert.der();
-        rules::check_signing(&rules::parse(&der, i + 1)?, i + 1)?;
+        rules::check_signing(&cert::parse(&der, i + 1)?, i + 1)?;
     }
     rules::check_leaf(&leaf, &spiffe_id)?;
     Ok(VerifiedX509Svid {
-        not_after: rules::not_after(&leaf),
+        not_after: leaf.not_after,
         spiffe_id,
     })
 }
