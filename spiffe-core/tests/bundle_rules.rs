@@ -250,6 +250,7 @@ fn map_4_maps_load_whole_and_round_trip() {
         X509Bundle::new(td("a.org"), vec![ca.cert().clone()]).unwrap(),
         JwtBundle::new(td("a.org")),
     )
+    .unwrap()
     .with_sequence(1);
     let b = SpiffeBundle::empty(td("b.org")).with_sequence(7);
     let set: BundleSet = [a, b].into_iter().collect();
@@ -258,6 +259,18 @@ fn map_4_maps_load_whole_and_round_trip() {
     // One bad bundle fails the whole map: nothing half-loaded.
     let doc = br#"{"trust_domains": {"a.org": {"keys": []}, "b.org": {"nokeys": []}}}"#;
     assert!(BundleSet::from_bundle_map(doc).is_err());
+}
+
+#[test]
+fn fed_6_halves_of_different_trust_domains_never_merge() {
+    let err = SpiffeBundle::new(X509Bundle::empty(td("a.org")), JwtBundle::new(td("b.org")));
+    assert_eq!(
+        err.unwrap_err(),
+        BundleError::TrustDomainMismatch {
+            x509: td("a.org"),
+            jwt: td("b.org")
+        }
+    );
 }
 
 #[test]

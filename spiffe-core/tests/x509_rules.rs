@@ -24,7 +24,7 @@ fn bundles(cas: &[(&str, &TestCa)]) -> BundleSet {
     cas.iter()
         .map(|(name, ca)| {
             let x = X509Bundle::new(td(name), vec![ca.root_cert()]).unwrap();
-            SpiffeBundle::new(x, JwtBundle::new(td(name)))
+            SpiffeBundle::new(x, JwtBundle::new(td(name))).unwrap()
         })
         .collect()
 }

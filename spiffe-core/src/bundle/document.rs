@@ -46,9 +46,31 @@ struct Document {
 }
 
 impl SpiffeBundle {
-    /// A bundle from its parts.
-    pub fn new(x509: X509Bundle, jwt: JwtBundle) -> Self {
-        debug_assert_eq!(x509.trust_domain(), jwt.trust_domain());
+    /// A bundle from its two halves, which must name the same trust domain.
+    pub fn new(x509: X509Bundle, jwt: JwtBundle) -> Result<Self, BundleError> {
+        if x509.trust_domain() != jwt.trust_domain() {
+            return Err(BundleError::TrustDomainMismatch {
+                x509: x509.trust_domain().clone(),
+                jwt: jwt.trust_domain().clone(),
+            });
+        }
+        Ok(Self::from_parts(x509, jwt))
+    }
+
+    /// A bundle with X.509 authorities only.
+    pub fn from_x509(x509: X509Bundle) -> Self {
+        let jwt = JwtBundle::new(x509.trust_domain().clone());
+        Self::from_parts(x509, jwt)
+    }
+
+    /// A bundle with JWT keys only.
+    pub fn from_jwt(jwt: JwtBundle) -> Self {
+        let x509 = X509Bundle::empty(jwt.trust_domain().clone());
+        Self::from_parts(x509, jwt)
+    }
+
+    /// Joins two halves already known to name the same trust domain.
+    pub(crate) fn from_parts(x509: X509Bundle, jwt: JwtBundle) -> Self {
         SpiffeBundle {
             x509,
             jwt,
@@ -59,10 +81,7 @@ impl SpiffeBundle {
 
     /// An empty bundle: every SVID of the trust domain is untrusted (BUN-8).
     pub fn empty(trust_domain: TrustDomain) -> Self {
-        Self::new(
-            X509Bundle::empty(trust_domain.clone()),
-            JwtBundle::new(trust_domain),
-        )
+        Self::from_x509(X509Bundle::empty(trust_domain))
     }
 
     /// Sets `spiffe_sequence`.

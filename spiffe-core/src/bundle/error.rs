@@ -34,6 +34,14 @@ pub enum BundleError {
     /// A `jwt-svid` entry is not a usable key (JWT-13).
     #[error("jwt-svid key: {0}")]
     Jwt(#[from] JwtError),
+    /// The X.509 and JWT halves of a bundle name different trust domains.
+    #[error("X.509 authorities of {x509} and JWT keys of {jwt} cannot form one bundle (FED-6)")]
+    TrustDomainMismatch {
+        /// The trust domain of the X.509 half.
+        x509: TrustDomain,
+        /// The trust domain of the JWT half.
+        jwt: TrustDomain,
+    },
     /// A bundle map names the same trust domain twice (MAP-2).
     #[error("bundle map names trust domain {trust_domain} twice (MAP-2)")]
     DuplicateTrustDomain {

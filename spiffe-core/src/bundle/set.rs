@@ -35,15 +35,14 @@ impl BundleSet {
         match self.bundles.entry(x509.trust_domain().clone()) {
             Entry::Occupied(mut e) => {
                 let old = e.get();
-                let mut b = SpiffeBundle::new(x509, old.jwt().clone());
+                let mut b = SpiffeBundle::from_parts(x509, old.jwt().clone());
                 if let Some(seq) = old.sequence() {
                     b = b.with_sequence(seq);
                 }
                 e.insert(b);
             }
             Entry::Vacant(e) => {
-                let td = e.key().clone();
-                e.insert(SpiffeBundle::new(x509, JwtBundle::new(td)));
+                e.insert(SpiffeBundle::from_x509(x509));
             }
         }
     }
@@ -53,15 +52,14 @@ impl BundleSet {
         match self.bundles.entry(jwt.trust_domain().clone()) {
             Entry::Occupied(mut e) => {
                 let old = e.get();
-                let mut b = SpiffeBundle::new(old.x509().clone(), jwt);
+                let mut b = SpiffeBundle::from_parts(old.x509().clone(), jwt);
                 if let Some(seq) = old.sequence() {
                     b = b.with_sequence(seq);
                 }
                 e.insert(b);
             }
             Entry::Vacant(e) => {
-                let td = e.key().clone();
-                e.insert(SpiffeBundle::new(X509Bundle::empty(td), jwt));
+                e.insert(SpiffeBundle::from_jwt(jwt));
             }
         }
     }

@@ -69,5 +69,5 @@ pub fn bundle_from_file(td: TrustDomain, path: &Path) -> Result<SpiffeBundle, Fi
         path: path.to_owned(),
         source,
     })?;
-    Ok(SpiffeBundle::new(x509, crate::JwtBundle::new(td)))
+    Ok(SpiffeBundle::from_x509(x509))
 }
