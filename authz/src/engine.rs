@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 
 use crate::compile::{self, Compiled, Group};
 use crate::decision::{Decision, Reason, Response, ShadowResult};
+use crate::jwks_fetch::JwksCache;
 use crate::jwt::{Authenticator, RequestIdentity, TokenHandling};
 use crate::load::PolicySet;
 use crate::matcher::Ctx;
@@ -106,6 +107,7 @@ pub struct Engine {
     workload: Workload,
     mesh: MeshConfig,
     state: ArcSwap<State>,
+    jwks: Option<Arc<JwksCache>>,
 }
 
 impl Engine {
@@ -116,7 +118,22 @@ impl Engine {
             workload,
             mesh,
             state: ArcSwap::from_pointee(state),
+            jwks: None,
         }
+    }
+
+    /// Reads key sets for `jwksUri` rules from `cache` (kept current by a
+    /// [`JwksFetcher`](crate::JwksFetcher)). Without a cache, tokens for
+    /// `jwksUri`-only rules fail with 401.
+    #[must_use]
+    pub fn with_jwks_cache(mut self, cache: Arc<JwksCache>) -> Self {
+        self.jwks = Some(cache);
+        self
+    }
+
+    /// Every `jwksUri` of the RequestAuthentications selecting this workload.
+    pub fn jwks_uris(&self) -> Vec<String> {
+        self.state.load().authn.jwks_uris()
     }
 
     /// Replaces every policy at once; in-flight checks finish on the old set.
@@ -184,7 +201,10 @@ impl Engine {
         let identity: Option<RequestIdentity> = if tcp || is_cors_preflight(request, &headers) {
             None
         } else {
-            match state.authn.authenticate(&request.tokens, now) {
+            match state
+                .authn
+                .authenticate(&request.tokens, now, self.jwks.as_deref())
+            {
                 Ok(id) => id,
                 Err(f) => return deny(Response::Http(f.status()), None, Reason::Jwt(f)),
             }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use jsonwebtoken::jwk::JwkSet;
 
 use crate::jwks;
+use crate::jwks_fetch::JwksCache;
 use crate::model::{JwtRule, RequestAuthentication};
 
 /// Where a token was found in the request.
@@ -148,6 +149,7 @@ struct Provider {
     /// Inline JWKS; `None` when only `jwksUri` is configured, which this
     /// crate does not fetch, so raw tokens for it fail (RA-2: JWKS unavailable).
     keys: Option<JwkSet>,
+    jwks_uri: Option<String>,
     forward_original_token: bool,
     output_payload_to_header: Option<String>,
 }
@@ -201,6 +203,7 @@ impl Authenticator {
                     audiences: rule.audiences.clone(),
                     locations: locations(rule),
                     keys: rule.jwks.as_deref().and_then(jwks::parse_jwks),
+                    jwks_uri: rule.jwks_uri.clone(),
                     forward_original_token: rule.forward_original_token,
                     output_payload_to_header: rule.output_payload_to_header.clone(),
                 });
@@ -237,6 +240,18 @@ impl Authenticator {
         out
     }
 
+    /// Every `jwksUri` of the selected rules.
+    pub(crate) fn jwks_uris(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .providers
+            .iter()
+            .filter_map(|p| p.jwks_uri.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Whether any RequestAuthentication selects the workload.
     pub(crate) fn is_active(&self) -> bool {
         !self.providers.is_empty()
@@ -247,6 +262,7 @@ impl Authenticator {
         &self,
         tokens: &[PresentedToken],
         now: SystemTime,
+        cache: Option<&JwksCache>,
     ) -> Result<Option<RequestIdentity>, JwtFailure> {
         if !self.is_active() {
             return Ok(None);
@@ -270,7 +286,7 @@ impl Authenticator {
                 Verdict::Failed(f) => return Err(*f),
                 Verdict::Verified(c) => c,
                 Verdict::Raw(raw) => {
-                    verified = verify_raw(raw, &here)?;
+                    verified = verify_raw(raw, &here, cache)?;
                     &verified
                 }
             };
@@ -321,7 +337,11 @@ fn for_issuer<'a>(providers: &[&'a Provider], iss: &str) -> Vec<&'a Provider> {
 }
 
 /// Routes a raw token to its issuer's providers and checks the signature.
-fn verify_raw(raw: &str, here: &[&Provider]) -> Result<Map<String, Value>, JwtFailure> {
+fn verify_raw(
+    raw: &str,
+    here: &[&Provider],
+    cache: Option<&JwksCache>,
+) -> Result<Map<String, Value>, JwtFailure> {
     let unverified = jwks::peek_claims(raw)?;
     let iss = unverified.get("iss").and_then(Value::as_str).unwrap_or("");
     let providers = for_issuer(here, iss);
@@ -329,7 +349,14 @@ fn verify_raw(raw: &str, here: &[&Provider]) -> Result<Map<String, Value>, JwtFa
         return Err(JwtFailure::UnknownIssuer);
     }
     let mut failure = JwtFailure::JwksUnavailable;
-    for keys in providers.iter().filter_map(|p| p.keys.as_ref()) {
+    for p in providers {
+        let fetched = p
+            .jwks_uri
+            .as_deref()
+            .and_then(|uri| cache.and_then(|c| c.get(uri)));
+        let Some(keys) = p.keys.as_ref().or(fetched.as_deref()) else {
+            continue;
+        };
         match jwks::verify(raw, keys) {
             Ok(claims) => return Ok(claims),
             Err(f) => failure = f,

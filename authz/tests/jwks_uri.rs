@@ -1,0 +1,156 @@
+//! RA-2 `jwksUri`: fetched over HTTPS from a server bound to 127.0.0.1,
+//! cached, refreshed, last good kept on failure.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authz::{
+    JwksCache, JwksFetchError, JwksFetcher, JwtFailure, PresentedToken, Reason, TokenLocation,
+};
+use common::*;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::json;
+use test_support::{KeyKind, LeafSpec, TestCa, TestJwtKey, sign_raw};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const ISS: &str = "https://issuer.example";
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Serves `body` (or a 500 when it is `None`) to every request over TLS.
+async fn serve(ca: &TestCa, body: Arc<Mutex<Option<String>>>) -> u16 {
+    let leaf = ca.leaf_with(LeafSpec::new("spiffe://example.org/jwks").dns(&["localhost"]));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(leaf.chain.clone(), key)
+        .expect("server cert");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let current = body.lock().map(|b| b.clone()).unwrap_or(None);
+            let reply = match current {
+                Some(b) => format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}", b.len()),
+                None => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned(),
+            };
+            let _ = tls.write_all(reply.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    port
+}
+
+fn client(ca: &TestCa) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.root_cert().to_vec()))
+        .expect("root");
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_jwks_uri_fetched_cached_and_last_good_kept() {
+    let ca = TestCa::new("example.org");
+    let key = TestJwtKey::generate(KeyKind::P256);
+    let body = Arc::new(Mutex::new(Some(
+        json!({"keys": [key.jwk("k1")]}).to_string(),
+    )));
+    let port = serve(&ca, Arc::clone(&body)).await;
+    let uri = format!("https://localhost:{port}/jwks");
+    let cache = Arc::new(JwksCache::new());
+    let e = engine(&doc(
+        "RequestAuthentication",
+        "foo",
+        "jwt",
+        &format!("jwtRules:\n- issuer: {ISS}\n  jwksUri: {uri}"),
+    ))
+    .with_jwks_cache(Arc::clone(&cache));
+    assert_eq!(e.jwks_uris(), vec![uri.clone()]);
+    let token = sign_raw(
+        &json!({"alg": "ES256", "kid": "k1"}),
+        &json!({"iss": ISS, "sub": "a"}),
+        Some(&key),
+    );
+    let req = get("/").token(PresentedToken::raw(TokenLocation::bearer(), token));
+
+    // Not fetched yet: the token fails, token-less requests pass.
+    assert_eq!(
+        e.check(&req).reason,
+        Reason::Jwt(JwtFailure::JwksUnavailable)
+    );
+    assert!(e.check(&get("/")).allowed);
+
+    let fetcher = JwksFetcher::new(Arc::clone(&cache), client(&ca)).timeout(Duration::from_secs(5));
+    assert!(fetcher.refresh(&e.jwks_uris()).await.is_empty());
+    assert!(e.check(&req).allowed);
+
+    // The server fails: the refresh reports it and the last good set stays.
+    if let Ok(mut b) = body.lock() {
+        *b = None;
+    }
+    let errors = fetcher.refresh(&e.jwks_uris()).await;
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [JwksFetchError::Status { status: 500, .. }]
+        ),
+        "{errors:?}"
+    );
+    assert!(e.check(&req).allowed);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_jwks_uri_requires_a_trusted_server() {
+    let server_ca = TestCa::new("example.org");
+    let other_ca = TestCa::new("other.org");
+    let port = serve(
+        &server_ca,
+        Arc::new(Mutex::new(Some("{\"keys\": []}".to_owned()))),
+    )
+    .await;
+    let cache = Arc::new(JwksCache::new());
+    let fetcher = JwksFetcher::new(Arc::clone(&cache), client(&other_ca));
+    let uri = format!("https://localhost:{port}/jwks");
+    let err = fetcher
+        .fetch(&uri)
+        .await
+        .map(|_| ())
+        .expect_err("untrusted server");
+    assert!(matches!(err, JwksFetchError::Connect { .. }), "{err}");
+    let ok = JwksFetcher::new(Arc::clone(&cache), client(&server_ca));
+    assert!(ok.fetch(&uri).await.is_ok());
+    let err = ok
+        .fetch("ftp://localhost/jwks")
+        .await
+        .map(|_| ())
+        .expect_err("bad scheme");
+    assert!(matches!(err, JwksFetchError::BadUri { .. }), "{err}");
+}
