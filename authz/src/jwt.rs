@@ -152,6 +152,7 @@ struct Provider {
     jwks_uri: Option<String>,
     forward_original_token: bool,
     output_payload_to_header: Option<String>,
+    output_claim_to_headers: Vec<(String, String)>,
 }
 
 /// What the HTTP layer does with a token location after a request is allowed.
@@ -162,6 +163,8 @@ pub(crate) struct TokenHandling {
     pub(crate) forward: bool,
     /// `outputPayloadToHeader` values of providers at this location.
     pub(crate) payload_headers: Vec<String>,
+    /// `outputClaimToHeaders` (header, claim) pairs of providers at this location.
+    pub(crate) claim_headers: Vec<(String, String)>,
 }
 
 /// The merged jwtRules of every RequestAuthentication selecting a workload (RA-1).
@@ -206,6 +209,7 @@ impl Authenticator {
                     jwks_uri: rule.jwks_uri.clone(),
                     forward_original_token: rule.forward_original_token,
                     output_payload_to_header: rule.output_payload_to_header.clone(),
+                    output_claim_to_headers: rule.output_claim_to_headers.clone(),
                 });
                 out.space_delimited
                     .extend(rule.space_delimited_claims.iter().cloned());
@@ -226,6 +230,7 @@ impl Authenticator {
                             location: loc.clone(),
                             forward: false,
                             payload_headers: Vec::new(),
+                            claim_headers: Vec::new(),
                         });
                         let last = out.len() - 1;
                         &mut out[last]
@@ -235,6 +240,9 @@ impl Authenticator {
                 if let Some(h) = &p.output_payload_to_header {
                     entry.payload_headers.push(h.clone());
                 }
+                entry
+                    .claim_headers
+                    .extend(p.output_claim_to_headers.iter().cloned());
             }
         }
         out

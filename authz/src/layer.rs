@@ -14,6 +14,7 @@ use spiffe_core::SpiffeId;
 
 use crate::decision::{Decision, Response};
 use crate::engine::{Engine, ExtAuthz, ExtAuthzVerdict};
+use crate::jwks;
 use crate::jwt::{PresentedToken, TokenLocation};
 use crate::request::Request;
 
@@ -219,13 +220,52 @@ fn denial<B>(decision: &Decision) -> http::Response<AuthzBody<B>> {
     resp
 }
 
+/// `outputClaimToHeaders`: a string, number or boolean claim, nested claims
+/// named with dots.
+fn claim_text(claims: &serde_json::Map<String, serde_json::Value>, path: &str) -> Option<String> {
+    let mut parts = path.split('.');
+    let mut value = claims.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Overwrites `name` with `value`; a missing value removes any incoming header
+/// of that name, so clients cannot forge it.
+fn set_header<B>(req: &mut http::Request<B>, name: &str, value: Option<String>) {
+    let Ok(name) = HeaderName::try_from(name) else {
+        return;
+    };
+    match value.and_then(|v| HeaderValue::try_from(v).ok()) {
+        Some(v) => {
+            req.headers_mut().insert(name, v);
+        }
+        None => {
+            req.headers_mut().remove(name);
+        }
+    }
+}
+
 /// RA-2: drop tokens unless `forwardOriginalToken`; copy payloads to
-/// `outputPayloadToHeader`.
+/// `outputPayloadToHeader` and claims to `outputClaimToHeaders`.
 fn rewrite_token_headers<B>(req: &mut http::Request<B>, engine: &Engine) {
     for h in engine.token_handling().iter() {
         let Some(token) = find_token(req, &h.location) else {
             continue;
         };
+        if !h.claim_headers.is_empty()
+            && let Ok(claims) = jwks::peek_claims(&token)
+        {
+            for (header, claim) in &h.claim_headers {
+                set_header(req, header, claim_text(&claims, claim));
+            }
+        }
         if let Some(payload) = token.split('.').nth(1) {
             for name in &h.payload_headers {
                 if let (Ok(n), Ok(v)) = (

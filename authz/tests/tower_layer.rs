@@ -26,6 +26,8 @@ async fn echo(req: http::Request<()>) -> Result<http::Response<Full<Bytes>>, Inf
         "policy": proof.flatten(),
         "authorization": req.headers().get("authorization").and_then(|v| v.to_str().ok()),
         "payload": req.headers().get("x-jwt-payload").and_then(|v| v.to_str().ok()),
+        "tenant": req.headers().get("x-tenant").and_then(|v| v.to_str().ok()),
+        "admin": req.headers().get("x-admin").and_then(|v| v.to_str().ok()),
     });
     Ok(http::Response::new(Full::new(Bytes::from(
         body.to_string(),
@@ -116,6 +118,28 @@ async fn ra_2_token_forwarding_and_payload_header() {
         v["authorization"].as_str(),
         Some(format!("Bearer {token}").as_str())
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_output_claim_to_headers() {
+    let key = TestJwtKey::generate(KeyKind::P256);
+    let extra = "\n  outputClaimToHeaders:\n  - {header: x-tenant, claim: org.tenant}\n  - {header: x-admin, claim: admin}";
+    let token = sign_raw(
+        &json!({"alg": "ES256", "kid": "k1"}),
+        &json!({"iss": ISS, "sub": "a", "org": {"tenant": "blue"}}),
+        Some(&key),
+    );
+    let mut req = with_bearer(&token);
+    // A forged incoming header is overwritten, or removed when the claim is absent.
+    req.headers_mut()
+        .insert("x-tenant", http::HeaderValue::from_static("red"));
+    req.headers_mut()
+        .insert("x-admin", http::HeaderValue::from_static("true"));
+    let (status, body) = call(jwt_engine(&key, extra), req).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["tenant"], "blue");
+    assert!(v["admin"].is_null(), "{v}");
 }
 
 #[tokio::test(flavor = "current_thread")]
