@@ -15,6 +15,9 @@ use crate::jwks;
 use crate::jwks_fetch::JwksCache;
 use crate::model::{JwtRule, RequestAuthentication};
 
+/// Allowed clock skew for `exp`/`nbf`, Envoy's default (`clock_skew_seconds`).
+const CLOCK_SKEW_SECS: f64 = 60.0;
+
 /// Where a token was found in the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -303,10 +306,10 @@ impl Authenticator {
             if by_issuer.is_empty() {
                 return Err(JwtFailure::UnknownIssuer);
             }
-            if claim_time(claims, "exp").is_some_and(|exp| exp <= now) {
+            if claim_time(claims, "exp").is_some_and(|exp| exp + CLOCK_SKEW_SECS <= now) {
                 return Err(JwtFailure::Expired);
             }
-            if claim_time(claims, "nbf").is_some_and(|nbf| nbf > now) {
+            if claim_time(claims, "nbf").is_some_and(|nbf| nbf > now + CLOCK_SKEW_SECS) {
                 return Err(JwtFailure::NotYetValid);
             }
             let aud = audiences(claims);

@@ -285,3 +285,22 @@ fn ra_8_claims_strings_and_lists_only() {
             .allowed
     );
 }
+
+#[test]
+fn ra_3_token_times_allow_envoys_60s_clock_skew() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let e = engine(&basic_ra());
+    let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let none = |_: &str, _: &Request| authz::ExtAuthzVerdict::Allow;
+    let at = |claims: Value| e.check_with(&with_token(claims), &none, now);
+    assert!(at(json!({"iss": ISS, "exp": 1_000_000 - 30})).allowed);
+    assert_eq!(
+        at(json!({"iss": ISS, "exp": 1_000_000 - 61})).reason,
+        Reason::Jwt(JwtFailure::Expired)
+    );
+    assert!(at(json!({"iss": ISS, "nbf": 1_000_000 + 30})).allowed);
+    assert_eq!(
+        at(json!({"iss": ISS, "nbf": 1_000_000 + 61})).reason,
+        Reason::Jwt(JwtFailure::NotYetValid)
+    );
+}
