@@ -45,6 +45,11 @@ fn path_policies(n: usize) -> String {
     y
 }
 
+/// `n` ALLOW rules, each naming one path prefix.
+fn prefix_policies(n: usize) -> String {
+    path_policies(n).replace("\"]}}]", "/*\"]}}]")
+}
+
 fn engine(yaml: &str) -> Engine {
     let set = PolicySet::from_yaml_str("bench.yaml", yaml).expect("bench policies load");
     Engine::new(Workload::new("shop"), MeshConfig::default(), &set)
@@ -76,6 +81,18 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("path/linear", n), &n, |b, _| {
             b.iter(|| black_box(by_path.check_unindexed(black_box(&req))))
+        });
+    }
+    for n in [10usize, 1_000, 10_000] {
+        let last = n - 1;
+        let by_prefix = engine(&prefix_policies(n));
+        let req = Request::http("GET", format!("/api/v1/item{last}/detail"));
+        assert!(by_prefix.check(&req).allowed);
+        group.bench_with_input(BenchmarkId::new("path-prefix/indexed", n), &n, |b, _| {
+            b.iter(|| black_box(by_prefix.check(black_box(&req))))
+        });
+        group.bench_with_input(BenchmarkId::new("path-prefix/linear", n), &n, |b, _| {
+            b.iter(|| black_box(by_prefix.check_unindexed(black_box(&req))))
         });
     }
     group.finish();

@@ -48,13 +48,16 @@ pub(crate) struct Group {
     pub(crate) providers: Vec<String>,
     by_principal: HashMap<String, Vec<usize>>,
     by_path: HashMap<String, Vec<usize>>,
+    by_prefix: HashMap<String, Vec<usize>>,
+    /// Distinct key lengths of `by_prefix`, ascending.
+    prefix_lens: Vec<usize>,
     linear: Vec<usize>,
 }
 
-fn exact_keys<'a>(
+fn exact_keys<'a, K>(
     clauses: Option<&'a Vec<Clause>>,
-    key: impl Fn(&'a Matcher) -> Option<&'a str>,
-) -> Option<Vec<&'a str>> {
+    key: impl Fn(&'a Matcher) -> Option<K>,
+) -> Option<Vec<K>> {
     let mut keys = Vec::new();
     for clause in clauses? {
         let field = clause
@@ -66,35 +69,57 @@ fn exact_keys<'a>(
     Some(keys)
 }
 
+/// An indexable path value: exact, or a plain prefix (M-7).
+#[derive(Debug, Clone, Copy)]
+enum PathKey<'a> {
+    Exact(&'a str),
+    Prefix(&'a str),
+}
+
+fn path_key(m: &Matcher) -> Option<PathKey<'_>> {
+    match m {
+        Matcher::Path(PathMatch::Pattern(StrMatch::Exact(s))) => Some(PathKey::Exact(s)),
+        Matcher::Path(PathMatch::Pattern(StrMatch::Prefix(s))) => Some(PathKey::Prefix(s)),
+        _ => None,
+    }
+}
+
 impl Group {
     fn push(&mut self, rule: CompiledRule, provider: Option<&str>) {
         self.rules.push(rule);
         self.providers.push(provider.unwrap_or_default().to_owned());
     }
 
-    /// Builds the indexes; call once after the last `push`.
+    /// Builds the indexes; call once after the last `push`. A rule goes to
+    /// the principal index when every `from` entry names exact principals,
+    /// else to the path indexes when every `to` entry names exact or prefix
+    /// paths, else to the scanned list. Lists stay in rule order.
     fn index(&mut self) {
         for (i, rule) in self.rules.iter().enumerate() {
             let principal = exact_keys(rule.from.as_ref(), |m| match m {
                 Matcher::Principal(p) => p.exact(),
                 _ => None,
             });
-            let path = exact_keys(rule.to.as_ref(), |m| match m {
-                Matcher::Path(PathMatch::Pattern(p)) => p.exact(),
-                _ => None,
-            });
+            let path = exact_keys(rule.to.as_ref(), path_key);
             if let Some(keys) = principal {
                 for k in keys {
                     push_unique(self.by_principal.entry(k.to_owned()).or_default(), i);
                 }
             } else if let Some(keys) = path {
                 for k in keys {
-                    push_unique(self.by_path.entry(k.to_owned()).or_default(), i);
+                    let (map, key) = match k {
+                        PathKey::Exact(k) => (&mut self.by_path, k),
+                        PathKey::Prefix(k) => (&mut self.by_prefix, k),
+                    };
+                    push_unique(map.entry(key.to_owned()).or_default(), i);
                 }
             } else {
                 self.linear.push(i);
             }
         }
+        self.prefix_lens = self.by_prefix.keys().map(String::len).collect();
+        self.prefix_lens.sort_unstable();
+        self.prefix_lens.dedup();
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -112,8 +137,19 @@ impl Group {
             .and_then(|p| self.by_principal.get(p.as_str()))
             .and_then(|l| first_in(l));
         let by_path = self.by_path.get(cx.path).and_then(|l| first_in(l));
+        let by_prefix = self
+            .prefix_lens
+            .iter()
+            .take_while(|&&len| len <= cx.path.len())
+            .filter_map(|&len| cx.path.get(..len))
+            .filter_map(|prefix| self.by_prefix.get(prefix))
+            .filter_map(|l| first_in(l))
+            .min();
         let linear = first_in(&self.linear);
-        [by_principal, by_path, linear].into_iter().flatten().min()
+        [by_principal, by_path, by_prefix, linear]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 

@@ -31,6 +31,8 @@ fn rule() -> impl Strategy<Value = String> {
             PATHS[i]
         )),
         Just("{to: [{operation: {paths: [\"/api/*\"]}}]}".to_owned()),
+        Just("{to: [{operation: {paths: [\"/x\", \"/ad*\"]}}, {operation: {paths: [\"/y*\"], methods: [POST]}}]}".to_owned()),
+        Just("{from: [{source: {principals: [\"cluster.local/ns/a/sa/a\"]}}, {source: {namespaces: [b]}}]}".to_owned()),
         Just("{to: [{operation: {ports: [\"9000\"]}}]}".to_owned()),
     ]
 }
