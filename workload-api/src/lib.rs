@@ -1,0 +1,39 @@
+//! The SPIFFE Workload API on the wire: server, client and sources.
+//!
+//! - [`WorkloadApiServer`] serves the five Workload API RPCs on a Unix
+//!   socket, attests each caller from its peer credentials through an
+//!   [`Attestor`] (built in: [`UnixAttestor`]) and hands out what an
+//!   [`IdentityProvider`] (built in: [`MemoryIdentityProvider`]) grants.
+//! - [`WorkloadApiClient`] talks to any Workload API (ours, SPIRE's),
+//!   located explicitly or through `SPIFFE_ENDPOINT_SOCKET`
+//!   ([`EndpointAddress`]).
+//! - [`X509Source`] keeps a workload's SVID and bundles current and
+//!   implements spiffe-core's [`SvidSource`](spiffe_core::SvidSource) and
+//!   [`BundleSource`](spiffe_core::BundleSource).
+//!
+//! The protocol follows the project's SPIFFE rules, sections 6 (EP-*) and
+//! 7 (WL-*). The protobuf code is generated from `proto/workload.proto`,
+//! which has no `package`, so the paths are `/SpiffeWorkloadAPI/<Method>`.
+
+mod address;
+mod attest;
+mod client;
+mod proto;
+mod provider;
+mod selector;
+mod server;
+mod source;
+
+pub use address::{AddressError, ENDPOINT_SOCKET_ENV, EndpointAddress};
+pub use attest::{AttestError, Attestor, Caller, UnixAttestor, UnixPeer};
+pub use client::{
+    ClientError, FetchedJwtSvid, MalformedResponse, StatusCode, ValidatedJwtSvid, WatchStream,
+    WorkloadApiClient, WorkloadSvid, X509Context,
+};
+pub use provider::{
+    EntryId, IdentityProvider, IssuedSvid, MAX_HINT_LEN, MemoryIdentityProvider, MintError,
+    MintFuture, ProviderError, RegistrationEntry, WorkloadIdentity,
+};
+pub use selector::{Selector, SelectorError, Selectors};
+pub use server::{ServerError, ServerLimits, WorkloadApiServer};
+pub use source::{Backoff, SourceHealth, SourceTask, X509Source};

@@ -1,0 +1,400 @@
+//! Our client against our server over a Unix socket: the Workload API
+//! behaviour rules (WL-*) and the endpoint rules (EP-*).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Domain, TempDir, my_uid_selector, provider_for, serve, serve_with, unix_address};
+use spiffe_core::SpiffeId;
+use workload_api::{ClientError, RegistrationEntry, ServerLimits, StatusCode, WorkloadApiClient};
+
+fn code(e: ClientError) -> StatusCode {
+    e.code()
+        .unwrap_or_else(|| panic!("expected a status, got {e}"))
+}
+
+#[tokio::test]
+async fn wl_5_first_message_at_once_and_wl_17_rotation_on_the_open_stream() {
+    let dir = TempDir::new("rotate");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    let entry = provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    let _server = serve(Arc::clone(&provider), &socket);
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+    let mut stream = client.watch_x509_context().await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    let svid = first.default_svid().unwrap().clone();
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/web");
+    assert!(first.bundles.get(&domain.td).is_some());
+
+    provider.rotate(entry, domain.svid("/web")).unwrap();
+    let second = stream.next().await.unwrap().unwrap();
+    let rotated = second.default_svid().unwrap();
+    assert_eq!(rotated.spiffe_id(), svid.spiffe_id());
+    assert_ne!(
+        rotated.leaf(),
+        svid.leaf(),
+        "WL-17: the new certificate arrives"
+    );
+}
+
+#[tokio::test]
+async fn wl_11_caller_without_identity_gets_permission_denied() {
+    let dir = TempDir::new("denied");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    provider
+        .add_entry(RegistrationEntry::new(
+            ["unix:uid:4242424".parse().unwrap()],
+            domain.svid("/other"),
+        ))
+        .unwrap();
+    let _server = serve(provider, &socket);
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(client.fetch_x509_context().await.unwrap_err()),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        code(client.fetch_x509_bundles().await.unwrap_err()),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        code(client.fetch_jwt_bundles().await.unwrap_err()),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        code(client.fetch_jwt_svids(&["aud"], None).await.unwrap_err()),
+        StatusCode::PermissionDenied
+    );
+}
+
+#[tokio::test]
+async fn wl_11_withdrawal_mid_stream_is_permission_denied_and_ends_the_stream() {
+    let dir = TempDir::new("withdraw");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    let entry = provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    let _server = serve(Arc::clone(&provider), &socket);
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+    let mut stream = client.watch_x509_context().await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    let mut bundles = client.watch_x509_bundles().await.unwrap();
+    bundles.next().await.unwrap().unwrap();
+    provider.remove_entry(entry).unwrap();
+    assert_eq!(
+        code(stream.next().await.unwrap().unwrap_err()),
+        StatusCode::PermissionDenied
+    );
+    assert!(stream.next().await.is_none());
+    assert_eq!(
+        code(bundles.next().await.unwrap().unwrap_err()),
+        StatusCode::PermissionDenied
+    );
+}
+
+#[tokio::test]
+async fn wl_9_duplicate_hints_keep_the_first_and_wl_10_order_is_kept() {
+    let dir = TempDir::new("hints");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    for (path, hint) in [("/a", "internal"), ("/b", "internal"), ("/c", "external")] {
+        provider
+            .add_entry(
+                RegistrationEntry::new([my_uid_selector()], domain.svid(path)).with_hint(hint),
+            )
+            .unwrap();
+    }
+    let _server = serve(provider, &socket);
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+    let ctx = client.fetch_x509_context().await.unwrap();
+    let got: Vec<(String, Option<String>)> = ctx
+        .svids
+        .iter()
+        .map(|s| (s.svid.spiffe_id().path().to_owned(), s.hint.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/a".to_owned(), Some("internal".to_owned())),
+            ("/c".to_owned(), Some("external".to_owned()))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn wl_12_wl_13_wl_15_bundles_include_own_and_federated_trust_domains() {
+    let dir = TempDir::new("bundles");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let partner = Domain::new("partner.test");
+    let unrelated = Domain::new("unrelated.test");
+    let provider = provider_for(&domain);
+    let mut set = spiffe_core::BundleSet::new();
+    set.insert(domain.bundle());
+    set.insert(partner.bundle());
+    set.insert(unrelated.bundle());
+    provider.set_bundles(set);
+    provider
+        .add_entry(
+            RegistrationEntry::new([my_uid_selector()], domain.svid("/web"))
+                .federates_with(partner.td.clone()),
+        )
+        .unwrap();
+    let _server = serve(provider, &socket);
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+
+    let ctx = client.fetch_x509_context().await.unwrap();
+    let mut tds: Vec<String> = ctx
+        .bundles
+        .iter()
+        .map(|b| b.trust_domain().to_string())
+        .collect();
+    tds.sort();
+    assert_eq!(tds, ["example.org", "partner.test"]);
+
+    let x509 = client.fetch_x509_bundles().await.unwrap();
+    assert_eq!(x509.len(), 2);
+    assert_eq!(
+        x509.get(&partner.td).unwrap().x509().authorities(),
+        [partner.ca.root_cert()]
+    );
+    assert!(x509.get(&unrelated.td).is_none());
+
+    let jwt = client.fetch_jwt_bundles().await.unwrap();
+    assert!(
+        jwt.get(&domain.td)
+            .unwrap()
+            .jwt()
+            .key(&domain.kid)
+            .is_some()
+    );
+    assert!(
+        jwt.get(&partner.td)
+            .unwrap()
+            .jwt()
+            .key(&partner.kid)
+            .is_some()
+    );
+    assert!(
+        jwt.get(&domain.td).unwrap().x509().is_empty(),
+        "WL-15: no X.509 roots"
+    );
+}
+
+#[tokio::test]
+async fn wl_14_jwt_svids_for_all_or_one_identity() {
+    let dir = TempDir::new("jwt");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    for path in ["/a", "/b"] {
+        provider
+            .add_entry(RegistrationEntry::new(
+                [my_uid_selector()],
+                domain.svid(path),
+            ))
+            .unwrap();
+    }
+    let _server = serve(provider, &socket);
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+
+    let all = client
+        .fetch_jwt_svids(&["spiffe://example.org/db"], None)
+        .await
+        .unwrap();
+    let ids: Vec<String> = all.iter().map(|s| s.svid.spiffe_id().to_string()).collect();
+    assert_eq!(ids, ["spiffe://example.org/a", "spiffe://example.org/b"]);
+    assert_eq!(all[0].svid.audience(), ["spiffe://example.org/db"]);
+
+    let b: SpiffeId = "spiffe://example.org/b".parse().unwrap();
+    let one = client.fetch_jwt_svids(&["x"], Some(&b)).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].svid.spiffe_id(), &b);
+
+    let other: SpiffeId = "spiffe://example.org/not-mine".parse().unwrap();
+    assert_eq!(
+        code(
+            client
+                .fetch_jwt_svids(&["x"], Some(&other))
+                .await
+                .unwrap_err()
+        ),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        code(client.fetch_jwt_svids(&[], None).await.unwrap_err()),
+        StatusCode::InvalidArgument,
+        "WL-14: audience is mandatory"
+    );
+    assert_eq!(
+        code(client.fetch_jwt_svids(&[""], None).await.unwrap_err()),
+        StatusCode::InvalidArgument
+    );
+}
+
+#[tokio::test]
+async fn wl_16_validate_jwt_svid_returns_claims_and_rejects_bad_tokens() {
+    let dir = TempDir::new("validate");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let stranger = Domain::new("stranger.test");
+    let provider = provider_for(&domain);
+    provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    let _server = serve(Arc::clone(&provider), &socket);
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+    let token = client.fetch_jwt_svids(&["svc-a"], None).await.unwrap()[0]
+        .svid
+        .token()
+        .to_owned();
+
+    let ok = client.validate_jwt_svid(&token, "svc-a").await.unwrap();
+    assert_eq!(ok.spiffe_id.to_string(), "spiffe://example.org/web");
+    assert_eq!(ok.claims["sub"], "spiffe://example.org/web");
+    assert_eq!(ok.claims["aud"], serde_json::json!(["svc-a"]));
+    assert!(ok.claims["exp"].is_i64());
+
+    let wrong_audience = client.validate_jwt_svid(&token, "svc-b").await.unwrap_err();
+    assert_eq!(code(wrong_audience), StatusCode::InvalidArgument);
+    let garbage = client
+        .validate_jwt_svid("not.a.jwt", "svc-a")
+        .await
+        .unwrap_err();
+    assert_eq!(code(garbage), StatusCode::InvalidArgument);
+    assert_eq!(
+        code(client.validate_jwt_svid(&token, "").await.unwrap_err()),
+        StatusCode::InvalidArgument
+    );
+
+    // A token from a trust domain the caller has no bundle for is untrusted.
+    let foreign = spiffe_core::jwt::sign_jwt_svid(
+        &stranger.signing_key(),
+        &stranger.kid,
+        &spiffe_core::jwt::JwtClaims {
+            subject: "spiffe://stranger.test/x".parse().unwrap(),
+            audience: vec!["svc-a".into()],
+            expiry: std::time::SystemTime::now() + std::time::Duration::from_secs(60),
+            issued_at: std::time::SystemTime::now(),
+            issuer: None,
+            extra: Default::default(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        code(
+            client
+                .validate_jwt_svid(&foreign, "svc-a")
+                .await
+                .unwrap_err()
+        ),
+        StatusCode::InvalidArgument
+    );
+}
+
+#[tokio::test]
+async fn stream_limit_sheds_load_with_unavailable() {
+    let dir = TempDir::new("limit");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    let running = serve_with(
+        provider,
+        &socket,
+        ServerLimits::default().with_max_streams(1),
+    );
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+    let mut open = client.watch_x509_context().await.unwrap();
+    open.next().await.unwrap().unwrap();
+    assert_eq!(running.server.open_streams(), 1);
+    assert_eq!(
+        code(client.fetch_x509_bundles().await.unwrap_err()),
+        StatusCode::Unavailable
+    );
+    drop(open);
+    // Once the stream is gone its slot is free again.
+    let mut ok = None;
+    for _ in 0..100 {
+        match client.fetch_x509_bundles().await {
+            Ok(b) => {
+                ok = Some(b);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(code(e), StatusCode::Unavailable);
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    assert!(ok.is_some(), "the slot of a closed stream is released");
+}
+
+#[tokio::test]
+async fn oversized_request_is_refused() {
+    let dir = TempDir::new("size");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    let _server = serve_with(
+        provider,
+        &socket,
+        ServerLimits::default().with_max_message_size(16 * 1024),
+    );
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+    let huge = "a".repeat(64 * 1024);
+    let err = client.validate_jwt_svid(&huge, "aud").await.unwrap_err();
+    assert_eq!(
+        code(err),
+        StatusCode::Other,
+        "OUT_OF_RANGE for a too-large message"
+    );
+}
