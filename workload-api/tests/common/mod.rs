@@ -151,3 +151,26 @@ pub fn provider_for(domain: &Domain) -> Arc<MemoryIdentityProvider> {
     provider.set_jwt_signer(domain.td.clone(), domain.signing_key(), domain.kid.clone());
     provider
 }
+
+pub fn serve_attested(
+    provider: Arc<MemoryIdentityProvider>,
+    socket: &std::path::Path,
+    attestor: Arc<dyn workload_api::Attestor>,
+) -> Running {
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    let server = Arc::new(WorkloadApiServer::new(provider, attestor));
+    let (tx, rx) = oneshot::channel::<()>();
+    let s = Arc::clone(&server);
+    let task = tokio::spawn(async move {
+        s.serve_unix(listener, async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Running {
+        server,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}

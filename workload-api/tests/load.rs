@@ -1,0 +1,91 @@
+//! Load: 1,000 concurrent watching clients on one server; one rotation
+//! reaches every one of them.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Domain, TempDir, my_uid_selector, provider_for, serve, unix_address};
+use futures_util::future::join_all;
+use workload_api::{RegistrationEntry, WorkloadApiClient};
+
+const CLIENTS: usize = 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_reaches_1000_watching_clients() {
+    let dir = TempDir::new("load");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    let entry = provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    let running = serve(Arc::clone(&provider), &socket);
+    let address = unix_address(&socket);
+
+    let mut streams = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let mut client = WorkloadApiClient::connect(&address).await.unwrap();
+        streams.push(client.watch_x509_context().await.unwrap());
+    }
+    let firsts = join_all(streams.iter_mut().map(|s| s.next())).await;
+    let old_leaf = firsts[0].as_ref().unwrap().as_ref().unwrap().svids[0]
+        .svid
+        .leaf()
+        .clone();
+    assert!(
+        firsts
+            .iter()
+            .all(|f| matches!(f, Some(Ok(c)) if c.svids[0].svid.leaf() == &old_leaf))
+    );
+    assert_eq!(running.server.open_streams(), CLIENTS);
+
+    let new_svid = domain.svid("/web");
+    let new_leaf = new_svid.leaf().clone();
+    provider.rotate(entry, new_svid).unwrap();
+    let updates = join_all(streams.iter_mut().map(|s| s.next())).await;
+    let reached = updates
+        .iter()
+        .filter(|u| matches!(u, Some(Ok(c)) if c.svids[0].svid.leaf() == &new_leaf))
+        .count();
+    assert_eq!(reached, CLIENTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_does_not_hold_up_the_others() {
+    let dir = TempDir::new("slow");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    let entry = provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    let _running = serve(Arc::clone(&provider), &socket);
+    let address = unix_address(&socket);
+    // The stalled client opens a stream and then never reads again.
+    let mut stalled_client = WorkloadApiClient::connect(&address).await.unwrap();
+    let _stalled = stalled_client.watch_x509_context().await.unwrap();
+    let mut client = WorkloadApiClient::connect(&address).await.unwrap();
+    let mut active = client.watch_x509_context().await.unwrap();
+    active.next().await.unwrap().unwrap();
+    // Many rotations: far more data than the stalled connection's windows hold.
+    let mut last = None;
+    for _ in 0..200 {
+        let svid = domain.svid("/web");
+        last = Some(svid.leaf().clone());
+        provider.rotate(entry, svid).unwrap();
+    }
+    let last = last.unwrap();
+    loop {
+        let ctx = active.next().await.unwrap().unwrap();
+        if ctx.svids[0].svid.leaf() == &last {
+            break;
+        }
+    }
+}

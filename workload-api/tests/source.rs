@@ -1,0 +1,156 @@
+//! `X509Source` against our server under paused time: rotation, server
+//! restart with last-known-good material, withdrawal on PermissionDenied.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Domain, TempDir, my_uid_selector, provider_for, serve, unix_address};
+use spiffe_core::{BundleSource, SvidSource};
+use workload_api::{Backoff, RegistrationEntry, SourceHealth, X509Source};
+
+#[tokio::test(start_paused = true)]
+async fn source_follows_rotation_survives_restart_and_withdraws_on_denial() {
+    let dir = TempDir::new("source");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    let entry = provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    let server = serve(Arc::clone(&provider), &socket);
+
+    let (source, task) = X509Source::new(unix_address(&socket));
+    assert_eq!(source.health(), SourceHealth::Connecting);
+    assert!(source.x509_svid().is_none());
+    let task = tokio::spawn(task);
+    let mut health = source.watch_health();
+    health
+        .wait_for(|h| *h == SourceHealth::Ready)
+        .await
+        .unwrap();
+    let first = source.x509_svid().unwrap();
+    assert_eq!(first.spiffe_id().to_string(), "spiffe://example.org/web");
+    assert!(source.bundle_set().get(&domain.td).is_some());
+    let g1 = SvidSource::generation(&source);
+    assert!(g1 >= 1);
+
+    // Rotation arrives on the open stream.
+    let mut changes = SvidSource::subscribe(&source);
+    provider.rotate(entry, domain.svid("/web")).unwrap();
+    changes.changed().await.unwrap();
+    let rotated = source.x509_svid().unwrap();
+    assert_ne!(rotated.leaf(), first.leaf());
+    assert!(SvidSource::generation(&source) > g1);
+
+    // The server goes away: the last good SVID stays in use.
+    server.stop().await;
+    health
+        .wait_for(|h| matches!(h, SourceHealth::Reconnecting { .. }))
+        .await
+        .unwrap();
+    assert_eq!(source.x509_svid().unwrap().leaf(), rotated.leaf());
+    // Several failed attempts pass (paused time jumps over the backoff).
+    health
+        .wait_for(|h| matches!(h, SourceHealth::Reconnecting { failures } if *failures >= 3))
+        .await
+        .unwrap();
+    assert_eq!(source.x509_svid().unwrap().leaf(), rotated.leaf());
+
+    // It comes back: the source reconnects by itself.
+    let _server = serve(Arc::clone(&provider), &socket);
+    health
+        .wait_for(|h| *h == SourceHealth::Ready)
+        .await
+        .unwrap();
+    assert_eq!(source.x509_svid().unwrap().leaf(), rotated.leaf());
+
+    // Identity withdrawn mid-stream: stop using the SVID and bundles (WL-11).
+    provider.remove_entry(entry).unwrap();
+    health
+        .wait_for(|h| *h == SourceHealth::Denied)
+        .await
+        .unwrap();
+    assert!(source.x509_svid().is_none());
+    assert!(source.bundle_set().is_empty());
+
+    // Granted again: the source picks it up after its backoff.
+    provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    health
+        .wait_for(|h| *h == SourceHealth::Ready)
+        .await
+        .unwrap();
+    assert!(source.x509_svid().is_some());
+    assert_eq!(source.discarded_updates(), 0);
+
+    // Dropping the last handle ends the task.
+    drop(source);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn source_without_server_keeps_retrying_with_capped_backoff() {
+    let dir = TempDir::new("source-none");
+    let socket = dir.0.join("absent.sock");
+    let backoff = Backoff {
+        initial: std::time::Duration::from_millis(100),
+        max: std::time::Duration::from_secs(2),
+    };
+    let (source, task) = X509Source::with_options(unix_address(&socket), backoff, None);
+    let task = tokio::spawn(task);
+    let start = tokio::time::Instant::now();
+    let mut health = source.watch_health();
+    health
+        .wait_for(|h| matches!(h, SourceHealth::Reconnecting { failures } if *failures >= 10))
+        .await
+        .unwrap();
+    // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 2 * 4 = 11.1 s of backoff before the 10th failure.
+    let waited = start.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(11_100),
+        "{waited:?}"
+    );
+    assert!(waited < std::time::Duration::from_secs(13), "{waited:?}");
+    assert!(source.x509_svid().is_none());
+    drop(source);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn source_uses_the_svid_with_the_requested_hint() {
+    let dir = TempDir::new("source-hint");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    for (path, hint) in [("/a", "internal"), ("/b", "external")] {
+        provider
+            .add_entry(
+                RegistrationEntry::new([my_uid_selector()], domain.svid(path)).with_hint(hint),
+            )
+            .unwrap();
+    }
+    let _server = serve(Arc::clone(&provider), &socket);
+    let (source, task) = X509Source::with_options(
+        unix_address(&socket),
+        Backoff::default(),
+        Some("external".into()),
+    );
+    let _task = tokio::spawn(task);
+    source
+        .watch_health()
+        .wait_for(|h| *h == SourceHealth::Ready)
+        .await
+        .unwrap();
+    assert_eq!(
+        source.x509_svid().unwrap().spiffe_id().to_string(),
+        "spiffe://example.org/b"
+    );
+}
