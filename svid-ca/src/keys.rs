@@ -1,0 +1,137 @@
+//! Signing keys: generation, restoring from PKCS#8, and their public forms.
+
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, RsaKeySize};
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use spiffe_core::PrivateKey;
+use spiffe_core::jwt::{EcCurve, JwtKey};
+use spiffe_core::x509::KeyAlgorithm;
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+/// The key types the authority can sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// ECDSA on NIST P-256 with SHA-256 (the default; ES256 for JWTs).
+    #[default]
+    EcP256,
+    /// ECDSA on NIST P-384 with SHA-384 (ES384 for JWTs).
+    EcP384,
+    /// RSA with a 2048-bit modulus, PKCS#1 v1.5 with SHA-256 (RS256 for JWTs).
+    Rsa2048,
+}
+
+/// Why a key could not be generated or loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The crypto library refused to generate a key.
+    #[error("key generation failed for {key_type:?}")]
+    Generate {
+        /// The requested key type.
+        key_type: KeyType,
+    },
+    /// The PKCS#8 bytes are not a key of a supported type.
+    #[error("the private key is not a supported PKCS#8 EC P-256, P-384 or RSA key")]
+    Unsupported,
+}
+
+/// A signing key in both forms the crate needs: rcgen's (for certificates)
+/// and spiffe-core's (for SVIDs and JWTs). `Debug` never shows the key.
+pub(crate) struct SigningKey {
+    pub(crate) pair: KeyPair,
+    pub(crate) private: PrivateKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("algorithm", &self.private.algorithm())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Generates a fresh key of `key_type`.
+    pub(crate) fn generate(key_type: KeyType) -> Result<Self, KeyError> {
+        let pair = match key_type {
+            KeyType::EcP256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
+            KeyType::EcP384 => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384),
+            KeyType::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048),
+        }
+        .map_err(|_| KeyError::Generate { key_type })?;
+        let private =
+            PrivateKey::from_pkcs8_der(&pair.serialize_der()).map_err(|_| KeyError::Unsupported)?;
+        Ok(SigningKey { pair, private })
+    }
+
+    /// Restores a key from PKCS#8 DER.
+    pub(crate) fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
+        let private = PrivateKey::from_pkcs8_der(der).map_err(|_| KeyError::Unsupported)?;
+        let alg = match private.algorithm() {
+            KeyAlgorithm::EcdsaP256 => &PKCS_ECDSA_P256_SHA256,
+            KeyAlgorithm::EcdsaP384 => &PKCS_ECDSA_P384_SHA384,
+            KeyAlgorithm::Rsa => &PKCS_RSA_SHA256,
+            _ => return Err(KeyError::Unsupported),
+        };
+        let pair =
+            KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(der.to_vec()), alg)
+                .map_err(|_| KeyError::Unsupported)?;
+        Ok(SigningKey { pair, private })
+    }
+
+    /// The public key as a JWT verification key.
+    pub(crate) fn jwt_key(&self) -> Result<JwtKey, KeyError> {
+        jwt_key_from_spki(&rcgen::PublicKeyData::subject_public_key_info(&self.pair))
+            .ok_or(KeyError::Unsupported)
+    }
+}
+
+/// Reads an EC or RSA SubjectPublicKeyInfo as a JWT key.
+pub(crate) fn jwt_key_from_spki(spki: &[u8]) -> Option<JwtKey> {
+    let (_, info) = SubjectPublicKeyInfo::from_der(spki).ok()?;
+    match info.parsed().ok()? {
+        PublicKey::EC(point) => {
+            let curve = match point.key_size() {
+                256 => EcCurve::P256,
+                384 => EcCurve::P384,
+                521 => EcCurve::P521,
+                _ => return None,
+            };
+            Some(JwtKey::Ec {
+                curve,
+                point: point.data().to_vec(),
+            })
+        }
+        PublicKey::RSA(rsa) => Some(JwtKey::Rsa {
+            n: strip_zeros(rsa.modulus),
+            e: strip_zeros(rsa.exponent),
+        }),
+        _ => None,
+    }
+}
+
+fn strip_zeros(bytes: &[u8]) -> Vec<u8> {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes.get(start..).unwrap_or_default().to_vec()
+}
+
+/// `N` random bytes from the system generator; `None` only if the operating
+/// system has no entropy source.
+pub(crate) fn random<const N: usize>() -> Option<[u8; N]> {
+    let mut buf = [0u8; N];
+    aws_lc_rs::rand::fill(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

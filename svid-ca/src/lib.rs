@@ -1,0 +1,30 @@
+//! A SPIFFE certificate authority.
+//!
+//! - [`CertificateAuthority`]: a self-signed root for the trust domain, or
+//!   an intermediate under an [`UpstreamCa`], with separate X.509 and JWT
+//!   key slots that rotate PREPARED → ACTIVE → OLD on the
+//!   [`RotationPolicy`] schedule, and the trust domain's [`SpiffeBundle`]
+//!   (`spiffe_core::SpiffeBundle`).
+//! - Issuance: X509-SVIDs from a CSR or a public key, and JWT-SVIDs, for an
+//!   [`Entitlement`].
+//!
+//! Time comes from a [`Clock`], so rotation can be tested with a
+//! [`ManualClock`].
+//!
+//! [`SpiffeBundle`]: spiffe_core::SpiffeBundle
+
+mod authority;
+mod clock;
+mod config;
+mod issuer;
+mod keys;
+mod store;
+mod upstream;
+
+pub use authority::{AuthorityInfo, CaBuilder, CaError, CertificateAuthority, SlotKind, SlotState};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{CaConfig, ConfigError, RotationPolicy};
+pub use issuer::{Entitlement, IssueError, IssuedX509};
+pub use keys::{KeyError, KeyType};
+pub use store::{CaJournal, JournalSlot, Store, StoreError};
+pub use upstream::{UpstreamCa, UpstreamError};

@@ -1,0 +1,80 @@
+//! The [`Store`] trait: where the authority keeps its journal, entries,
+//! join tokens, attested nodes and bundles. [`SqliteStore`] is the default.
+
+use spiffe_core::SpiffeBundle;
+use zeroize::Zeroizing;
+
+use crate::AuthorityInfo;
+
+/// One journaled key slot. `Debug` never shows the key.
+pub struct JournalSlot {
+    /// The slot's description (with its certificate, for X.509 keys).
+    pub info: AuthorityInfo,
+    /// The private key, PKCS#8 DER.
+    pub key_pkcs8: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for JournalSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalSlot")
+            .field("info", &self.info)
+            .field("key_pkcs8", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The authority's journal: every key slot it holds and the bundle sequence.
+#[derive(Debug)]
+pub struct CaJournal {
+    /// The trust domain the journal belongs to.
+    pub trust_domain: String,
+    /// The `spiffe_sequence` of the bundle these slots produce.
+    pub sequence: u64,
+    /// The slots.
+    pub slots: Vec<JournalSlot>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database was written by a newer version of this crate.
+    #[error(
+        "the store has schema version {found}, newer than the supported {supported}; upgrade svid-ca"
+    )]
+    SchemaTooNew {
+        /// The version in the database.
+        found: i64,
+        /// The newest version this build understands.
+        supported: i64,
+    },
+    /// Stored data does not decode.
+    #[error("corrupt {what} in the store")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+    },
+}
+
+/// Persistence for the authority. Every method is one transaction: it
+/// either fully happens or not at all.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// The journal, if the authority ran before.
+    fn load_ca_journal(&self) -> Result<Option<CaJournal>, StoreError>;
+    /// Replaces the journal and records `bundle` in the bundle history.
+    fn save_ca_journal(&self, journal: &CaJournal, bundle: &SpiffeBundle)
+    -> Result<(), StoreError>;
+}
