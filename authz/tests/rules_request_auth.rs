@@ -93,6 +93,18 @@ fn ra_2_token_locations() {
         "jwtRules:\n- issuer: a\n  jwks: \"{}\"\n  jwksUri: https://x/jwks",
     ));
     assert!(err.contains("jwksUri"), "{err}");
+    // Private key material in an inline JWKS is only warned about.
+    let s = set(&ra(
+        "jwtRules:\n- issuer: a\n  jwks: '{\"keys\": [{\"kty\": \"oct\", \"k\": \"c2VjcmV0\"}]}'",
+    ));
+    assert_eq!(s.request_authentication.len(), 1);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.field == "spec.jwtRules[0].jwks"),
+        "{:?}",
+        s.warnings
+    );
 }
 
 #[test]

@@ -51,7 +51,9 @@ pub(crate) fn convert(value: &Value, warnings: &mut Vec<(String, String)>) -> VR
             authorization::convert(meta, &spec, warnings).map(Document::Authorization)
         }
         "PeerAuthentication" => peer::convert(meta, &spec).map(Document::Peer),
-        "RequestAuthentication" => request_auth::convert(meta, &spec).map(Document::RequestAuth),
+        "RequestAuthentication" => {
+            request_auth::convert(meta, &spec, warnings).map(Document::RequestAuth)
+        }
         other => Err(kind_node.err(ValidationKind::Unsupported {
             what: "kind",
             value: other.to_owned(),

@@ -5,7 +5,11 @@ use crate::error::ValidationKind;
 use crate::model::{JwtHeader, JwtRule, RequestAuthentication};
 use crate::node::{Node, VResult};
 
-pub(crate) fn convert(meta: Metadata, spec: &Node<'_>) -> VResult<RequestAuthentication> {
+pub(crate) fn convert(
+    meta: Metadata,
+    spec: &Node<'_>,
+    warnings: &mut Vec<(String, String)>,
+) -> VResult<RequestAuthentication> {
     spec.only_keys(&["selector", "targetRef", "targetRefs", "jwtRules"])?;
     let selector = common::selector(spec, &mut Vec::new())?;
     let target_refs = common::target_refs(spec)?;
@@ -23,7 +27,7 @@ pub(crate) fn convert(meta: Metadata, spec: &Node<'_>) -> VResult<RequestAuthent
             if item.value.is_null() {
                 return Err(item.err(ValidationKind::Null));
             }
-            jwt_rules.push(jwt_rule(&item)?);
+            jwt_rules.push(jwt_rule(&item, warnings)?);
         }
     }
     Ok(RequestAuthentication {
@@ -35,7 +39,7 @@ pub(crate) fn convert(meta: Metadata, spec: &Node<'_>) -> VResult<RequestAuthent
     })
 }
 
-fn jwt_rule(node: &Node<'_>) -> VResult<JwtRule> {
+fn jwt_rule(node: &Node<'_>, warnings: &mut Vec<(String, String)>) -> VResult<JwtRule> {
     node.only_keys(&[
         "issuer",
         "audiences",
@@ -74,6 +78,14 @@ fn jwt_rule(node: &Node<'_>) -> VResult<JwtRule> {
                 value: doc.chars().take(40).collect(),
                 why: "not a JWKS document",
             },
+        ));
+    }
+    if let Some(doc) = &jwks
+        && has_private_key_material(doc)
+    {
+        warnings.push((
+            format!("{}.jwks", node.path),
+            "contains private key material; publish public keys only".to_owned(),
         ));
     }
     if let Some(uri) = &jwks_uri
@@ -123,4 +135,23 @@ fn jwt_rule(node: &Node<'_>) -> VResult<JwtRule> {
         output_claim_to_headers,
         space_delimited_claims: node.opt_str_list("spaceDelimitedClaims")?,
     })
+}
+
+/// Whether any key of a JWKS document carries a private member (`d`, RSA
+/// primes or CRT values, or a symmetric `k`).
+fn has_private_key_material(doc: &str) -> bool {
+    let Ok(serde_json::Value::Object(root)) = serde_json::from_str::<serde_json::Value>(doc) else {
+        return false;
+    };
+    root.get("keys")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|keys| {
+            keys.iter()
+                .filter_map(serde_json::Value::as_object)
+                .any(|k| {
+                    ["d", "p", "q", "dp", "dq", "qi", "k"]
+                        .iter()
+                        .any(|m| k.contains_key(*m))
+                })
+        })
 }
