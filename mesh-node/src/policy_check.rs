@@ -1,4 +1,8 @@
 //! `mesh-node policy check`: request file → `authz::Request` → decision JSON.
+//!
+//! Besides the statuses of the contract (200, 401, 403 and the TCP words),
+//! a request a sidecar rejects before authorization (M-9: lower-case
+//! method, `%00` in the path, whitespace in a header name) reports `400`.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;

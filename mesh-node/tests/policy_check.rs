@@ -121,6 +121,17 @@ fn denied_and_default_denied_requests() {
     let v = json(&out);
     assert_eq!(v["decision"], "deny");
     assert!(v["policy"].is_null());
+    // Rejected before authorization (M-9): still a decision, status 400.
+    let out = run(
+        &s,
+        r#"{"method": "get", "path": "/api/items", "protocol": "http"}"#,
+        &[],
+    );
+    let v = json(&out);
+    assert_eq!(
+        (v["decision"].as_str(), v["status"].as_u64()),
+        (Some("deny"), Some(400))
+    );
 }
 
 #[test]
