@@ -111,12 +111,12 @@ impl CaConfig {
         if self.refresh_hint < Duration::from_secs(1) {
             return Err(ConfigError::RefreshHintTooShort);
         }
-        if let Some(upstream) = &self.upstream {
-            if upstream.not_after() <= now {
-                return Err(ConfigError::UpstreamExpired {
-                    not_after: upstream.not_after(),
-                });
-            }
+        if let Some(upstream) = &self.upstream
+            && upstream.not_after() <= now
+        {
+            return Err(ConfigError::UpstreamExpired {
+                not_after: upstream.not_after(),
+            });
         }
         Ok(())
     }
