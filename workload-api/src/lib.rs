@@ -21,7 +21,7 @@ mod client;
 mod proto;
 mod provider;
 mod selector;
-mod server;
+pub(crate) mod server;
 mod source;
 
 pub use address::{AddressError, ENDPOINT_SOCKET_ENV, EndpointAddress};
@@ -36,4 +36,4 @@ pub use provider::{
 };
 pub use selector::{Selector, SelectorError, Selectors};
 pub use server::{ServerError, ServerLimits, WorkloadApiServer};
-pub use source::{Backoff, SourceHealth, SourceTask, X509Source};
+pub use source::{Backoff, JwtSource, SourceHealth, SourceTask, X509BundleSource, X509Source};

@@ -398,3 +398,72 @@ async fn oversized_request_is_refused() {
         "OUT_OF_RANGE for a too-large message"
     );
 }
+
+#[tokio::test]
+async fn ep_2_loopback_tcp_with_a_custom_attestor() {
+    use workload_api::{Caller, EndpointAddress, Selectors, WorkloadApiServer};
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    provider
+        .add_entry(RegistrationEntry::new(
+            ["tcp:loopback:true".parse().unwrap()],
+            domain.svid("/tcp"),
+        ))
+        .unwrap();
+    let attestor = |caller: &Caller| {
+        let mut s = Selectors::new();
+        if let Caller::Tcp { peer } = caller
+            && peer.ip().is_loopback()
+        {
+            s.insert("tcp:loopback:true".parse().unwrap());
+        }
+        Ok(s)
+    };
+    let server = Arc::new(WorkloadApiServer::new(provider, Arc::new(attestor)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let s = Arc::clone(&server);
+    let task = tokio::spawn(async move {
+        s.serve_tcp(listener, async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    let mut client = WorkloadApiClient::connect(&EndpointAddress::Tcp(addr))
+        .await
+        .unwrap();
+    let ctx = client.fetch_x509_context().await.unwrap();
+    assert_eq!(
+        ctx.svids[0].svid.spiffe_id().to_string(),
+        "spiffe://example.org/tcp"
+    );
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn server_shutdown_ends_open_streams_with_unavailable() {
+    let dir = TempDir::new("shutdown");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    let running = serve(provider, &socket);
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+    let mut stream = client.watch_x509_context().await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    let stopped = tokio::spawn(running.stop());
+    assert_eq!(
+        code(stream.next().await.unwrap().unwrap_err()),
+        StatusCode::Unavailable
+    );
+    stopped.await.unwrap();
+}

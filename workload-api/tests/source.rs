@@ -154,3 +154,93 @@ async fn source_uses_the_svid_with_the_requested_hint() {
         "spiffe://example.org/b"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn bundle_sources_follow_bundle_changes_and_jwt_source_mints() {
+    use workload_api::{JwtSource, X509BundleSource};
+    let dir = TempDir::new("bundle-source");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let partner = Domain::new("partner.test");
+    let provider = provider_for(&domain);
+    let entry = provider
+        .add_entry(
+            RegistrationEntry::new([my_uid_selector()], domain.svid("/web"))
+                .federates_with(partner.td.clone()),
+        )
+        .unwrap();
+    let _server = serve(Arc::clone(&provider), &socket);
+
+    let (x509, x509_task) = X509BundleSource::new(unix_address(&socket), Backoff::default());
+    let (jwt, jwt_task) = JwtSource::new(unix_address(&socket), Backoff::default());
+    let x509_task = tokio::spawn(x509_task);
+    let jwt_task = tokio::spawn(jwt_task);
+    x509.watch_health()
+        .wait_for(|h| *h == SourceHealth::Ready)
+        .await
+        .unwrap();
+    jwt.watch_health()
+        .wait_for(|h| *h == SourceHealth::Ready)
+        .await
+        .unwrap();
+    assert_eq!(x509.bundle_set().len(), 1);
+    assert!(
+        jwt.bundle_set()
+            .get(&domain.td)
+            .unwrap()
+            .jwt()
+            .key(&domain.kid)
+            .is_some()
+    );
+
+    // The federated bundle appears: both sources publish a new generation.
+    let (g_x509, g_jwt) = (x509.generation(), jwt.generation());
+    let mut set = spiffe_core::BundleSet::new();
+    set.insert(domain.bundle());
+    set.insert(partner.bundle());
+    provider.set_bundles(set);
+    let mut x509_changes = x509.subscribe();
+    x509_changes.wait_for(|g| *g > g_x509).await.unwrap();
+    let mut jwt_changes = jwt.subscribe();
+    jwt_changes.wait_for(|g| *g > g_jwt).await.unwrap();
+    assert!(x509.bundle_set().get(&partner.td).is_some());
+    assert!(
+        jwt.bundle_set()
+            .get(&partner.td)
+            .unwrap()
+            .jwt()
+            .key(&partner.kid)
+            .is_some()
+    );
+
+    // JWT-SVIDs on demand, validated locally against the source's bundles.
+    let tokens = jwt.fetch_jwt_svids(&["db"], None).await.unwrap();
+    let validated = spiffe_core::JwtSvid::validate(
+        tokens[0].svid.token(),
+        &*jwt.bundle_set(),
+        "db",
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    assert_eq!(
+        validated.spiffe_id().to_string(),
+        "spiffe://example.org/web"
+    );
+
+    // Withdrawal empties both.
+    provider.remove_entry(entry).unwrap();
+    x509.watch_health()
+        .wait_for(|h| *h == SourceHealth::Denied)
+        .await
+        .unwrap();
+    jwt.watch_health()
+        .wait_for(|h| *h == SourceHealth::Denied)
+        .await
+        .unwrap();
+    assert!(x509.bundle_set().is_empty());
+    assert!(jwt.bundle_set().is_empty());
+
+    drop((x509, jwt));
+    x509_task.await.unwrap().unwrap();
+    jwt_task.await.unwrap().unwrap();
+}

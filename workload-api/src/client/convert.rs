@@ -194,3 +194,165 @@ fn value_to_json(v: prost_types::Value) -> Value {
         Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s.fields)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use test_support::TestCa;
+
+    use super::*;
+
+    struct Material {
+        ca: TestCa,
+        chain: Vec<u8>,
+        key: Vec<u8>,
+    }
+
+    fn material(id: &str) -> Material {
+        let ca = TestCa::new("example.org");
+        let leaf = ca.leaf(id);
+        Material {
+            chain: leaf.chain_der(),
+            key: leaf.key_der.clone(),
+            ca,
+        }
+    }
+
+    fn svid_msg(m: &Material, id: &str, hint: &str) -> proto::X509svid {
+        proto::X509svid {
+            spiffe_id: id.into(),
+            x509_svid: m.chain.clone(),
+            x509_svid_key: m.key.clone(),
+            bundle: m.ca.root_cert().to_vec(),
+            hint: hint.into(),
+        }
+    }
+
+    #[test]
+    fn well_formed_x509_response_converts() {
+        let m = material("spiffe://example.org/a");
+        let other = TestCa::new("partner.test");
+        let msg = proto::X509svidResponse {
+            svids: vec![svid_msg(&m, "spiffe://example.org/a", "h")],
+            crl: vec![],
+            federated_bundles: [(
+                "spiffe://partner.test".to_owned(),
+                other.root_cert().to_vec(),
+            )]
+            .into(),
+        };
+        let ctx = x509_context(msg).unwrap();
+        assert_eq!(ctx.svids[0].hint.as_deref(), Some("h"));
+        assert_eq!(ctx.bundles.len(), 2);
+    }
+
+    #[test]
+    fn wl_8_empty_svid_list_is_malformed() {
+        let msg = proto::X509svidResponse::default();
+        assert!(matches!(x509_context(msg), Err(M::NoSvids)));
+        assert!(matches!(
+            jwt_svids(proto::JwtsvidResponse::default()),
+            Err(M::NoSvids)
+        ));
+    }
+
+    #[test]
+    fn wl_8_empty_mandatory_fields_are_malformed() {
+        let m = material("spiffe://example.org/a");
+        for (field, clear) in [
+            (
+                "spiffe_id",
+                (|s: &mut proto::X509svid| s.spiffe_id.clear()) as fn(&mut _),
+            ),
+            ("x509_svid", |s| s.x509_svid.clear()),
+            ("x509_svid_key", |s| s.x509_svid_key.clear()),
+            ("bundle", |s| s.bundle.clear()),
+        ] {
+            let mut s = svid_msg(&m, "spiffe://example.org/a", "");
+            clear(&mut s);
+            let msg = proto::X509svidResponse {
+                svids: vec![s],
+                ..Default::default()
+            };
+            match x509_context(msg) {
+                Err(M::EmptyField { field: f }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn svid_naming_another_id_than_its_field_is_malformed() {
+        let m = material("spiffe://example.org/a");
+        let msg = proto::X509svidResponse {
+            svids: vec![svid_msg(&m, "spiffe://example.org/b", "")],
+            ..Default::default()
+        };
+        assert!(matches!(x509_context(msg), Err(M::IdMismatch { .. })));
+    }
+
+    #[test]
+    fn garbage_certificate_or_key_is_malformed() {
+        let m = material("spiffe://example.org/a");
+        let mut s = svid_msg(&m, "spiffe://example.org/a", "");
+        s.x509_svid_key = vec![0x30, 0x03, 0x02, 0x01, 0x00];
+        let msg = proto::X509svidResponse {
+            svids: vec![s],
+            ..Default::default()
+        };
+        assert!(matches!(x509_context(msg), Err(M::X509(_))));
+        let mut s = svid_msg(&m, "spiffe://example.org/a", "");
+        s.x509_svid = vec![1, 2, 3];
+        let msg = proto::X509svidResponse {
+            svids: vec![s],
+            ..Default::default()
+        };
+        assert!(matches!(x509_context(msg), Err(M::X509(_))));
+    }
+
+    #[test]
+    fn bundle_keys_accept_spiffe_ids_and_bare_names_and_reject_junk() {
+        let ca = TestCa::new("example.org");
+        let ok = proto::X509BundlesResponse {
+            crl: vec![],
+            bundles: [
+                ("spiffe://example.org".to_owned(), ca.root_cert().to_vec()),
+                ("partner.test".to_owned(), ca.root_cert().to_vec()),
+            ]
+            .into(),
+        };
+        assert_eq!(x509_bundles(ok).unwrap().len(), 2);
+        let bad = proto::X509BundlesResponse {
+            crl: vec![],
+            bundles: [("Not A Domain!".to_owned(), ca.root_cert().to_vec())].into(),
+        };
+        assert!(matches!(x509_bundles(bad), Err(M::TrustDomainKey { .. })));
+        let bad_jwks = proto::JwtBundlesResponse {
+            bundles: [("spiffe://example.org".to_owned(), b"{not json".to_vec())].into(),
+        };
+        assert!(matches!(jwt_bundles(bad_jwks), Err(M::Jwt(_))));
+    }
+
+    #[test]
+    fn validate_response_without_claims_is_malformed() {
+        let msg = proto::ValidateJwtsvidResponse {
+            spiffe_id: "spiffe://example.org/a".into(),
+            claims: None,
+        };
+        assert!(matches!(
+            validated(msg),
+            Err(M::EmptyField { field: "claims" })
+        ));
+    }
+
+    #[test]
+    fn struct_numbers_come_back_as_integers() {
+        let v = prost_types::Value {
+            kind: Some(Kind::NumberValue(1_700_000_000.0)),
+        };
+        assert_eq!(value_to_json(v), serde_json::json!(1_700_000_000));
+        let v = prost_types::Value {
+            kind: Some(Kind::NumberValue(0.5)),
+        };
+        assert_eq!(value_to_json(v), serde_json::json!(0.5));
+    }
+}

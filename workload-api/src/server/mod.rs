@@ -1,7 +1,7 @@
 //! [`WorkloadApiServer`]: the Workload API served on a Unix socket (and,
 //! when configured, on loopback TCP).
 
-mod conn;
+pub(crate) mod conn;
 mod render;
 mod service;
 

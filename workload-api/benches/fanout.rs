@@ -1,0 +1,109 @@
+//! Fan-out benchmark: how long one SVID rotation takes to reach 1,000 open
+//! `FetchX509SVID` streams, and how much memory an open stream costs.
+//!
+//! Run: `cargo bench -p workload-api --bench fanout`. Client and server run
+//! in this one process (one Unix connection per client), so the memory
+//! figure covers both ends of a stream.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Domain, TempDir, my_uid_selector, provider_for, serve, unix_address};
+use futures_util::future::join_all;
+use workload_api::{RegistrationEntry, WorkloadApiClient};
+
+const STREAMS: usize = 1000;
+const ROUNDS: usize = 30;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too,
+    // with fewer rounds.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let rounds = if quick { 2 } else { ROUNDS };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(rounds));
+}
+
+async fn run(rounds: usize) {
+    let dir = TempDir::new("bench");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    let entry = provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .expect("entry");
+    let _server = serve(Arc::clone(&provider), &socket);
+    let address = unix_address(&socket);
+    let rotations: Vec<_> = (0..rounds).map(|_| domain.svid("/web")).collect();
+
+    // Warm up allocator and runtime with one client.
+    let mut warm = WorkloadApiClient::connect(&address).await.expect("connect");
+    warm.fetch_x509_context().await.expect("fetch");
+    drop(warm);
+
+    let before = rss_kib();
+    let opening = Instant::now();
+    let mut streams = Vec::with_capacity(STREAMS);
+    for _ in 0..STREAMS {
+        let mut client = WorkloadApiClient::connect(&address).await.expect("connect");
+        streams.push(client.watch_x509_context().await.expect("watch"));
+    }
+    for f in join_all(streams.iter_mut().map(|s| s.next())).await {
+        f.expect("first message").expect("valid first message");
+    }
+    let open_time = opening.elapsed();
+    let after = rss_kib();
+
+    let mut times: Vec<Duration> = Vec::with_capacity(rounds);
+    for svid in rotations {
+        let leaf = svid.leaf().clone();
+        let start = Instant::now();
+        provider.rotate(entry, svid).expect("rotate");
+        for u in join_all(streams.iter_mut().map(|s| s.next())).await {
+            let ctx = u.expect("update").expect("valid update");
+            assert_eq!(ctx.svids[0].svid.leaf(), &leaf);
+        }
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let median = times.get(times.len() / 2).copied().unwrap_or_default();
+    println!("fanout/{STREAMS}_streams: rounds={rounds}");
+    println!(
+        "  rotation reaches all streams: min {:.2} ms, median {:.2} ms, max {:.2} ms",
+        ms(times.first().copied().unwrap_or_default()),
+        ms(median),
+        ms(times.last().copied().unwrap_or_default())
+    );
+    println!(
+        "  opening {STREAMS} connections + streams: {:.0} ms",
+        ms(open_time)
+    );
+    println!(
+        "  memory: RSS +{} KiB for {STREAMS} open streams = {:.1} KiB per stream (client and server ends)",
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / STREAMS as f64
+    );
+}

@@ -1,0 +1,145 @@
+//! The source against a scripted server: malformed updates are discarded,
+//! and `InvalidArgument` ends the task.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use spiffe_core::SvidSource;
+use test_support::TestCa;
+use tonic::{Request, Response, Status};
+
+use spiffe_core::X509Svid;
+
+use super::*;
+use crate::EndpointAddress;
+use crate::proto;
+use crate::proto::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
+
+type Msgs<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send>>;
+
+/// Sends its script on `FetchX509SVID`, then keeps the stream open.
+struct Scripted {
+    script: Vec<Result<proto::X509svidResponse, Status>>,
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for Scripted {
+    type FetchX509SVIDStream = Msgs<proto::X509svidResponse>;
+    type FetchX509BundlesStream = Msgs<proto::X509BundlesResponse>;
+    type FetchJWTBundlesStream = Msgs<proto::JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        _: Request<proto::X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let items = futures_util::stream::iter(self.script.clone());
+        Ok(Response::new(Box::pin(futures_util::StreamExt::chain(
+            items,
+            futures_util::stream::pending(),
+        ))))
+    }
+    async fn fetch_x509_bundles(
+        &self,
+        _: Request<proto::X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+    async fn fetch_jwt_bundles(
+        &self,
+        _: Request<proto::JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+    async fn fetch_jwtsvid(
+        &self,
+        _: Request<proto::JwtsvidRequest>,
+    ) -> Result<Response<proto::JwtsvidResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+    async fn validate_jwtsvid(
+        &self,
+        _: Request<proto::ValidateJwtsvidRequest>,
+    ) -> Result<Response<proto::ValidateJwtsvidResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+}
+
+fn start(
+    script: Vec<Result<proto::X509svidResponse, Status>>,
+) -> (EndpointAddress, std::path::PathBuf) {
+    let mut rnd = [0u8; 6];
+    aws_lc_rs::rand::fill(&mut rnd).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "wlapi-scripted-{}",
+        rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("api.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let svc = SpiffeWorkloadApiServer::new(Scripted { script });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(crate::server::conn::unix_incoming(listener)),
+    );
+    (EndpointAddress::Unix(socket), dir)
+}
+
+fn good() -> proto::X509svidResponse {
+    let ca = TestCa::new("example.org");
+    let leaf = ca.leaf("spiffe://example.org/web");
+    proto::X509svidResponse {
+        svids: vec![proto::X509svid {
+            spiffe_id: "spiffe://example.org/web".into(),
+            x509_svid: leaf.chain_der(),
+            x509_svid_key: leaf.key_der.clone(),
+            bundle: ca.root_cert().to_vec(),
+            hint: String::new(),
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn wl_8_malformed_updates_are_discarded_and_the_good_state_kept() {
+    let mut no_bundle = good();
+    if let Some(s) = no_bundle.svids.first_mut() {
+        s.bundle.clear();
+    }
+    let (address, dir) = start(vec![
+        Ok(proto::X509svidResponse::default()),
+        Ok(good()),
+        Ok(no_bundle),
+    ]);
+    let (source, task) = X509Source::new(address);
+    let _task = tokio::spawn(task);
+    let mut health = source.watch_health();
+    health
+        .wait_for(|h| *h == SourceHealth::Ready)
+        .await
+        .unwrap();
+    let svid: Arc<X509Svid> = source.x509_svid().unwrap();
+    while source.discarded_updates() < 2 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(source.health(), SourceHealth::Ready);
+    assert_eq!(source.x509_svid().unwrap(), svid, "the good SVID is kept");
+    assert_eq!(SvidSource::generation(&source), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ep_7_invalid_argument_ends_the_task_without_retrying() {
+    let (address, dir) = start(vec![Err(Status::invalid_argument("bad request"))]);
+    let (source, task) = X509Source::new(address);
+    let err = task.await.unwrap_err();
+    assert_eq!(err.code(), Some(StatusCode::InvalidArgument));
+    assert_eq!(
+        source.health(),
+        SourceHealth::Failed {
+            code: StatusCode::InvalidArgument
+        }
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
