@@ -467,3 +467,28 @@ async fn server_shutdown_ends_open_streams_with_unavailable() {
     );
     stopped.await.unwrap();
 }
+
+#[tokio::test]
+async fn wl_9_jwt_svid_hints_are_unique_too() {
+    let dir = TempDir::new("jwt-hints");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    for path in ["/a", "/b"] {
+        provider
+            .add_entry(
+                RegistrationEntry::new([my_uid_selector()], domain.svid(path)).with_hint("same"),
+            )
+            .unwrap();
+    }
+    let _server = serve(provider, &socket);
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+    let svids = client.fetch_jwt_svids(&["aud"], None).await.unwrap();
+    assert_eq!(svids.len(), 1);
+    assert_eq!(
+        svids[0].svid.spiffe_id().to_string(),
+        "spiffe://example.org/a"
+    );
+}

@@ -212,10 +212,17 @@ impl SpiffeWorkloadApi for WorkloadService {
         let selectors = self.attest(&request).await?;
         let identity = self.0.provider.identity(&selectors);
         let mut seen = HashSet::new();
+        let mut hints = HashSet::new();
         let mut svids = Vec::new();
         for issued in &identity.svids {
             let id = issued.svid.spiffe_id();
             if wanted.as_ref().is_some_and(|w| w != id) || !seen.insert(id.clone()) {
+                continue;
+            }
+            // WL-9: a non-empty hint appears once per response; the first wins.
+            if let Some(h) = issued.hint.as_deref().filter(|h| !h.is_empty())
+                && !hints.insert(h)
+            {
                 continue;
             }
             let token = self
