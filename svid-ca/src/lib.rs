@@ -13,18 +13,27 @@
 //!
 //! [`SpiffeBundle`]: spiffe_core::SpiffeBundle
 
+mod attest;
 mod authority;
 mod clock;
 mod config;
 mod issuer;
 mod keys;
+mod registry;
 mod store;
 mod upstream;
 
+pub use attest::{
+    AttestError, AttestedNode, JOIN_TOKEN, JoinToken, JoinTokenAttestor, NodeAttestor,
+};
 pub use authority::{AuthorityInfo, CaBuilder, CaError, CertificateAuthority, SlotKind, SlotState};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CaConfig, ConfigError, RotationPolicy};
 pub use issuer::{Entitlement, IssueError, IssuedX509};
 pub use keys::{KeyError, KeyType};
-pub use store::{CaJournal, JournalSlot, Store, StoreError};
+pub use registry::{
+    EntryError, EntryId, MAX_SELECTOR_LEN, RESERVED_PATH_PREFIXES, RegistrationEntry, Registry,
+    Selector, is_reserved,
+};
+pub use store::{CaJournal, JournalSlot, SCHEMA_VERSION, SqliteStore, Store, StoreError};
 pub use upstream::{UpstreamCa, UpstreamError};

@@ -1,10 +1,16 @@
 //! The [`Store`] trait: where the authority keeps its journal, entries,
 //! join tokens, attested nodes and bundles. [`SqliteStore`] is the default.
 
-use spiffe_core::SpiffeBundle;
+mod sqlite;
+
+use std::time::SystemTime;
+
+use spiffe_core::{SpiffeBundle, SpiffeId};
 use zeroize::Zeroizing;
 
-use crate::AuthorityInfo;
+use crate::{AttestedNode, AuthorityInfo, EntryId, RegistrationEntry};
+
+pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// One journaled key slot. `Debug` never shows the key.
 pub struct JournalSlot {
@@ -77,4 +83,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Replaces the journal and records `bundle` in the bundle history.
     fn save_ca_journal(&self, journal: &CaJournal, bundle: &SpiffeBundle)
     -> Result<(), StoreError>;
+    /// Adds a registration entry.
+    fn create_entry(&self, entry: &RegistrationEntry) -> Result<(), StoreError>;
+    /// Deletes a registration entry (no error if absent).
+    fn delete_entry(&self, id: &EntryId) -> Result<(), StoreError>;
+    /// Every registration entry.
+    fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError>;
+    /// Records a join token by its hash, valid until `expires_at`.
+    fn create_join_token(&self, hash: &str, expires_at: SystemTime) -> Result<(), StoreError>;
+    /// Deletes the join token with `hash` and returns its expiry, if it
+    /// existed: a token can be consumed once.
+    fn consume_join_token(&self, hash: &str) -> Result<Option<SystemTime>, StoreError>;
+    /// Records (or refreshes) an attested node.
+    fn put_attested_node(&self, node: &AttestedNode) -> Result<(), StoreError>;
+    /// The attested node with `id`.
+    fn attested_node(&self, id: &SpiffeId) -> Result<Option<AttestedNode>, StoreError>;
+    /// Stores the bundle of a federated trust domain.
+    fn put_federated_bundle(&self, bundle: &SpiffeBundle) -> Result<(), StoreError>;
+    /// Every federated bundle.
+    fn federated_bundles(&self) -> Result<Vec<SpiffeBundle>, StoreError>;
 }

@@ -1,0 +1,405 @@
+//! [`SqliteStore`]: the embedded default [`Store`] (SQLite in WAL mode,
+//! private keys in 0600 files next to the database).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use rustls_pki_types::CertificateDer;
+use spiffe_core::{SpiffeBundle, SpiffeId, TrustDomain};
+use zeroize::Zeroizing;
+
+use super::{CaJournal, JournalSlot, Store, StoreError};
+use crate::{AttestedNode, AuthorityInfo, EntryId, RegistrationEntry, SlotKind, SlotState};
+
+/// Schema migrations, in order; the schema version is their count.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "CREATE TABLE ca_journal (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         trust_domain TEXT NOT NULL,
+         sequence INTEGER NOT NULL
+     );
+     CREATE TABLE ca_slots (
+         id TEXT PRIMARY KEY,
+         kind TEXT NOT NULL,
+         state TEXT NOT NULL,
+         tainted INTEGER NOT NULL,
+         not_before INTEGER NOT NULL,
+         not_after INTEGER NOT NULL,
+         certificate BLOB
+     );
+     CREATE TABLE bundles (
+         sequence INTEGER PRIMARY KEY,
+         trust_domain TEXT NOT NULL,
+         document BLOB NOT NULL
+     );
+     CREATE TABLE entries (id TEXT PRIMARY KEY, document TEXT NOT NULL);
+     CREATE TABLE join_tokens (hash TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+     CREATE TABLE attested_nodes (spiffe_id TEXT PRIMARY KEY, document TEXT NOT NULL);
+     CREATE TABLE federated_bundles (trust_domain TEXT PRIMARY KEY, document BLOB NOT NULL);",
+];
+
+/// The newest schema version this build reads and writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// An SQLite store in a directory: `svid-ca.db` (WAL mode, full sync) and
+/// `keys/<authority id>.key` (PKCS#8, mode 0600, directory 0700).
+///
+/// Every [`Store`] method runs in one transaction. Opening a database with
+/// a newer schema than [`SCHEMA_VERSION`] fails with
+/// [`StoreError::SchemaTooNew`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    keys: PathBuf,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn time(s: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(s).unwrap_or(0))
+}
+
+fn kind_str(k: SlotKind) -> &'static str {
+    match k {
+        SlotKind::X509 => "x509",
+        SlotKind::Jwt => "jwt",
+    }
+}
+
+fn state_str(s: SlotState) -> &'static str {
+    match s {
+        SlotState::Prepared => "prepared",
+        SlotState::Active => "active",
+        SlotState::Old => "old",
+    }
+}
+
+fn corrupt(what: &'static str) -> StoreError {
+    StoreError::Corrupt { what }
+}
+
+/// Slot ids become file names: only hex is accepted.
+fn key_file(dir: &Path, id: &str) -> Result<PathBuf, StoreError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(corrupt("authority id"));
+    }
+    Ok(dir.join(format!("{id}.key")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir` and migrates its
+    /// schema to [`SCHEMA_VERSION`].
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let keys = dir.join("keys");
+        fs::create_dir_all(&keys).map_err(io("create", &keys))?;
+        fs::set_permissions(&keys, fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod", &keys))?;
+        let mut conn = Connection::open(dir.join("svid-ca.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            keys,
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn write_key(&self, id: &str, der: &[u8]) -> Result<(), StoreError> {
+        let path = key_file(&self.keys, id)?;
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = path.with_extension("tmp");
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        f.write_all(der).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("sync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+        fs::File::open(&self.keys)
+            .and_then(|d| d.sync_all())
+            .map_err(io("sync", &self.keys))?;
+        Ok(())
+    }
+
+    /// Removes key files no journaled slot refers to.
+    fn prune_keys(&self, keep: &[&str]) {
+        let Ok(dir) = fs::read_dir(&self.keys) else {
+            return;
+        };
+        for f in dir.flatten() {
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            let id = name
+                .strip_suffix(".key")
+                .or_else(|| name.strip_suffix(".tmp"));
+            if let Some(id) = id
+                && !keep.contains(&id)
+            {
+                let _ = fs::remove_file(f.path());
+            }
+        }
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn load_ca_journal(&self) -> Result<Option<CaJournal>, StoreError> {
+        let conn = self.conn();
+        let head: Option<(String, i64)> = conn
+            .query_row(
+                "SELECT trust_domain, sequence FROM ca_journal WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((trust_domain, sequence)) = head else {
+            return Ok(None);
+        };
+        let mut stmt = conn.prepare(
+            "SELECT id, kind, state, tainted, not_before, not_after, certificate
+             FROM ca_slots ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, bool>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Option<Vec<u8>>>(6)?,
+            ))
+        })?;
+        let mut slots = Vec::new();
+        for row in rows {
+            let (id, kind, state, tainted, nb, na, cert) = row?;
+            let kind = match kind.as_str() {
+                "x509" => SlotKind::X509,
+                "jwt" => SlotKind::Jwt,
+                _ => return Err(corrupt("slot kind")),
+            };
+            let state = match state.as_str() {
+                "prepared" => SlotState::Prepared,
+                "active" => SlotState::Active,
+                "old" => SlotState::Old,
+                _ => return Err(corrupt("slot state")),
+            };
+            let path = key_file(&self.keys, &id)?;
+            let key = Zeroizing::new(fs::read(&path).map_err(io("read", &path))?);
+            slots.push(JournalSlot {
+                info: AuthorityInfo {
+                    id,
+                    kind,
+                    state,
+                    tainted,
+                    not_before: time(nb),
+                    not_after: time(na),
+                    certificate: cert.map(CertificateDer::from),
+                },
+                key_pkcs8: key,
+            });
+        }
+        Ok(Some(CaJournal {
+            trust_domain,
+            sequence: u64::try_from(sequence).map_err(|_| corrupt("sequence"))?,
+            slots,
+        }))
+    }
+
+    fn save_ca_journal(
+        &self,
+        journal: &CaJournal,
+        bundle: &SpiffeBundle,
+    ) -> Result<(), StoreError> {
+        for s in &journal.slots {
+            self.write_key(&s.info.id, &s.key_pkcs8)?;
+        }
+        let sequence = i64::try_from(journal.sequence).map_err(|_| corrupt("sequence"))?;
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO ca_journal (id, trust_domain, sequence) VALUES (1, ?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET trust_domain = ?1, sequence = ?2",
+                params![journal.trust_domain, sequence],
+            )?;
+            tx.execute("DELETE FROM ca_slots", [])?;
+            for s in &journal.slots {
+                let i = &s.info;
+                tx.execute(
+                    "INSERT INTO ca_slots (id, kind, state, tainted, not_before, not_after, certificate)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        i.id,
+                        kind_str(i.kind),
+                        state_str(i.state),
+                        i.tainted,
+                        secs(i.not_before),
+                        secs(i.not_after),
+                        i.certificate.as_ref().map(|c| c.to_vec()),
+                    ],
+                )?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO bundles (sequence, trust_domain, document) VALUES (?1, ?2, ?3)",
+                params![sequence, journal.trust_domain, bundle.to_json()],
+            )?;
+            tx.commit()?;
+        }
+        let keep: Vec<&str> = journal.slots.iter().map(|s| s.info.id.as_str()).collect();
+        self.prune_keys(&keep);
+        Ok(())
+    }
+
+    fn create_entry(&self, entry: &RegistrationEntry) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(entry).map_err(|_| corrupt("entry"))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO entries (id, document) VALUES (?1, ?2)",
+            params![entry.id.as_str(), doc],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete_entry(&self, id: &EntryId) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM entries WHERE id = ?1", params![id.as_str()])?;
+        Ok(())
+    }
+
+    fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT document FROM entries ORDER BY rowid")?;
+        let docs = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for doc in docs {
+            out.push(serde_json::from_str(&doc?).map_err(|_| corrupt("entry"))?);
+        }
+        Ok(out)
+    }
+
+    fn create_join_token(&self, hash: &str, expires_at: SystemTime) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO join_tokens (hash, expires_at) VALUES (?1, ?2)",
+            params![hash, secs(expires_at)],
+        )?;
+        Ok(())
+    }
+
+    fn consume_join_token(&self, hash: &str) -> Result<Option<SystemTime>, StoreError> {
+        let conn = self.conn();
+        let at: Option<i64> = conn
+            .query_row(
+                "DELETE FROM join_tokens WHERE hash = ?1 RETURNING expires_at",
+                params![hash],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(at.map(time))
+    }
+
+    fn put_attested_node(&self, node: &AttestedNode) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(node).map_err(|_| corrupt("attested node"))?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO attested_nodes (spiffe_id, document) VALUES (?1, ?2)",
+            params![node.spiffe_id.as_str(), doc],
+        )?;
+        Ok(())
+    }
+
+    fn attested_node(&self, id: &SpiffeId) -> Result<Option<AttestedNode>, StoreError> {
+        let doc: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT document FROM attested_nodes WHERE spiffe_id = ?1",
+                params![id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        doc.map(|d| serde_json::from_str(&d).map_err(|_| corrupt("attested node")))
+            .transpose()
+    }
+
+    fn put_federated_bundle(&self, bundle: &SpiffeBundle) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO federated_bundles (trust_domain, document) VALUES (?1, ?2)",
+            params![bundle.trust_domain().as_str(), bundle.to_json()],
+        )?;
+        Ok(())
+    }
+
+    fn federated_bundles(&self) -> Result<Vec<SpiffeBundle>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT trust_domain, document FROM federated_bundles ORDER BY trust_domain",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (td, doc) = row?;
+            let td: TrustDomain = td.parse().map_err(|_| corrupt("federated trust domain"))?;
+            out.push(SpiffeBundle::parse(td, &doc).map_err(|_| corrupt("federated bundle"))?);
+        }
+        Ok(out)
+    }
+}
