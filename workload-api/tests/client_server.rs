@@ -492,3 +492,30 @@ async fn wl_9_jwt_svid_hints_are_unique_too() {
         "spiffe://example.org/a"
     );
 }
+
+#[tokio::test]
+async fn ep_7_attestation_failure_is_unavailable() {
+    use workload_api::{AttestError, Caller, WorkloadApiServer};
+    let dir = TempDir::new("attest-fail");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    let failing = |_: &Caller| Err(AttestError::NoPid);
+    let server = Arc::new(WorkloadApiServer::new(provider, Arc::new(failing)));
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let s = Arc::clone(&server);
+    let task = tokio::spawn(async move {
+        s.serve_unix(listener, async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    let mut client = WorkloadApiClient::connect(&unix_address(&socket))
+        .await
+        .unwrap();
+    let err = client.fetch_x509_context().await.unwrap_err();
+    assert_eq!(code(err), StatusCode::Unavailable);
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -288,3 +288,96 @@ impl fmt::Debug for MemoryIdentityProvider {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use test_support::TestCa;
+
+    use super::*;
+
+    fn svid(ca: &TestCa, id: &str) -> X509Svid {
+        let leaf = ca.leaf(id);
+        X509Svid::from_der(&leaf.chain_der(), &leaf.key_der).unwrap()
+    }
+
+    fn sel(s: &str) -> Selector {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn entries_need_selectors_and_short_hints() {
+        let ca = TestCa::new("example.org");
+        let p = MemoryIdentityProvider::new();
+        let none: [Selector; 0] = [];
+        assert_eq!(
+            p.add_entry(RegistrationEntry::new(
+                none,
+                svid(&ca, "spiffe://example.org/a")
+            )),
+            Err(ProviderError::NoSelectors)
+        );
+        let long = "h".repeat(MAX_HINT_LEN + 1);
+        assert_eq!(
+            p.add_entry(
+                RegistrationEntry::new([sel("unix:uid:1")], svid(&ca, "spiffe://example.org/a"))
+                    .with_hint(long)
+            ),
+            Err(ProviderError::HintTooLong {
+                len: MAX_HINT_LEN + 1
+            })
+        );
+    }
+
+    #[test]
+    fn rotation_must_keep_the_spiffe_id() {
+        let ca = TestCa::new("example.org");
+        let p = MemoryIdentityProvider::new();
+        let id = p
+            .add_entry(RegistrationEntry::new(
+                [sel("unix:uid:1")],
+                svid(&ca, "spiffe://example.org/a"),
+            ))
+            .unwrap();
+        assert!(matches!(
+            p.rotate(id, svid(&ca, "spiffe://example.org/b")),
+            Err(ProviderError::WrongIdentity { .. })
+        ));
+        p.remove_entry(id).unwrap();
+        assert_eq!(p.remove_entry(id), Err(ProviderError::UnknownEntry(id)));
+        assert_eq!(
+            p.rotate(id, svid(&ca, "spiffe://example.org/a")),
+            Err(ProviderError::UnknownEntry(id))
+        );
+    }
+
+    #[test]
+    fn an_entry_matches_only_callers_with_all_its_selectors() {
+        let ca = TestCa::new("example.org");
+        let p = MemoryIdentityProvider::new();
+        let mut rx = p.subscribe();
+        p.add_entry(RegistrationEntry::new(
+            [sel("unix:uid:1"), sel("unix:gid:2")],
+            svid(&ca, "spiffe://example.org/a"),
+        ))
+        .unwrap();
+        assert!(rx.has_changed().unwrap());
+        let partial: Selectors = [sel("unix:uid:1")].into_iter().collect();
+        assert!(p.identity(&partial).is_empty());
+        let full: Selectors = [sel("unix:uid:1"), sel("unix:gid:2"), sel("unix:user:x")]
+            .into_iter()
+            .collect();
+        let got = p.identity(&full);
+        assert_eq!(got.svids.len(), 1);
+        // No bundle for the trust domain was set: none is handed out.
+        assert!(got.bundles.is_empty());
+        rx.borrow_and_update();
+    }
+
+    #[tokio::test]
+    async fn minting_needs_a_signer_for_the_trust_domain() {
+        let p = MemoryIdentityProvider::new();
+        let id: SpiffeId = "spiffe://example.org/a".parse().unwrap();
+        let err = p.mint_jwt_svid(&id, &["aud".into()]).await.unwrap_err();
+        assert!(matches!(err, MintError::NoSigningKey { .. }), "{err}");
+    }
+}
