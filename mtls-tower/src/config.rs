@@ -1,0 +1,228 @@
+//! Builders for rustls `ServerConfig` / `ClientConfig` over SPIFFE sources.
+
+use std::sync::Arc;
+
+use rustls::client::Resumption;
+use rustls::crypto::CryptoProvider;
+use rustls::server::NoServerSessionStorage;
+use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
+use spiffe_core::{BundleSource, SvidSource};
+
+use crate::authorizer::{Authorizer, DynAuthorizer, TargetAuthorizers};
+use crate::error::ConfigError;
+use crate::rustls_impls::{
+    PeerVerifier, ServerAuthorization, SpiffeClientVerifier, SpiffeServerVerifier, SvidResolver,
+};
+use crate::trust::TrustPolicy;
+
+/// The ALPN protocols offered by default: HTTP/2, then HTTP/1.1.
+pub const DEFAULT_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+static TLS13_AND_12: &[&SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// Settings both sides share.
+struct Common {
+    provider: Arc<CryptoProvider>,
+    svid: Arc<dyn SvidSource>,
+    bundles: Arc<dyn BundleSource>,
+    policy: TrustPolicy,
+    alpn: Vec<Vec<u8>>,
+    tls12: bool,
+}
+
+impl Common {
+    fn new(
+        provider: Arc<CryptoProvider>,
+        svid: Arc<dyn SvidSource>,
+        bundles: Arc<dyn BundleSource>,
+    ) -> Self {
+        Common {
+            provider,
+            svid,
+            bundles,
+            policy: TrustPolicy::local_only(),
+            alpn: DEFAULT_ALPN.iter().map(|p| p.to_vec()).collect(),
+            tls12: false,
+        }
+    }
+
+    fn versions(&self) -> &'static [&'static SupportedProtocolVersion] {
+        if self.tls12 { TLS13_AND_12 } else { TLS13_ONLY }
+    }
+
+    fn verifier(&self) -> PeerVerifier {
+        PeerVerifier::new(
+            self.svid.clone(),
+            self.bundles.clone(),
+            self.policy.clone(),
+            &self.provider,
+        )
+    }
+
+    fn resolver(&self) -> Arc<SvidResolver> {
+        Arc::new(SvidResolver::new(self.svid.clone(), self.provider.clone()))
+    }
+}
+
+impl std::fmt::Debug for Common {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Common")
+            .field("policy", &self.policy)
+            .field("alpn", &self.alpn)
+            .field("tls12", &self.tls12)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a rustls [`ServerConfig`] that presents the current SVID and
+/// requires an authorized client SVID.
+///
+/// Built once: SVID and bundle rotation take effect at the next handshake,
+/// without rebuilding. TLS 1.3 only unless [`ServerConfigBuilder::enable_tls12`];
+/// ALPN `h2`, `http/1.1`; trust policy [`TrustPolicy::local_only`]; session
+/// resumption off, so every connection is verified against current trust.
+///
+/// ```
+/// use std::sync::Arc;
+/// use mtls_tower::{ServerConfigBuilder, authorizer};
+/// use spiffe_core::{BundleSet, MemoryBundleSource, MemorySvidSource};
+/// let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+/// let svids = Arc::new(MemorySvidSource::empty());
+/// let bundles = Arc::new(MemoryBundleSource::new(BundleSet::new()));
+/// let config = ServerConfigBuilder::new(provider, svids, bundles, authorizer::any()).build()?;
+/// assert_eq!(config.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+/// # Ok::<(), mtls_tower::ConfigError>(())
+/// ```
+#[derive(Debug)]
+pub struct ServerConfigBuilder {
+    common: Common,
+    authorizer: DynAuthorizer,
+}
+
+impl ServerConfigBuilder {
+    /// A server that admits clients `authorizer` accepts.
+    pub fn new(
+        provider: Arc<CryptoProvider>,
+        svid: impl SvidSource,
+        bundles: impl BundleSource,
+        authorizer: impl Authorizer,
+    ) -> Self {
+        ServerConfigBuilder {
+            common: Common::new(provider, Arc::new(svid), Arc::new(bundles)),
+            authorizer: DynAuthorizer(Arc::new(authorizer)),
+        }
+    }
+
+    /// Sets which trust domains' clients are validated at all.
+    pub fn trust_policy(mut self, policy: TrustPolicy) -> Self {
+        self.common.policy = policy;
+        self
+    }
+
+    /// Replaces the ALPN protocols (default `h2`, `http/1.1`).
+    pub fn alpn_protocols(mut self, protocols: Vec<Vec<u8>>) -> Self {
+        self.common.alpn = protocols;
+        self
+    }
+
+    /// Also accepts TLS 1.2.
+    pub fn enable_tls12(mut self) -> Self {
+        self.common.tls12 = true;
+        self
+    }
+
+    /// Builds the config.
+    pub fn build(self) -> Result<ServerConfig, ConfigError> {
+        let verifier = Arc::new(SpiffeClientVerifier {
+            core: self.common.verifier(),
+            authorizer: self.authorizer,
+        });
+        let mut config = ServerConfig::builder_with_provider(self.common.provider.clone())
+            .with_protocol_versions(self.common.versions())
+            .map_err(ConfigError::Versions)?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(self.common.resolver());
+        config.alpn_protocols = self.common.alpn;
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(config)
+    }
+}
+
+/// Builds a rustls [`ClientConfig`] that presents the current SVID and
+/// requires the server's SPIFFE ID to satisfy an authorizer.
+///
+/// The server is authenticated by its SPIFFE ID only: the name dialed is
+/// never checked against the certificate's DNS names. Same defaults as
+/// [`ServerConfigBuilder`].
+#[derive(Debug)]
+pub struct ClientConfigBuilder {
+    common: Common,
+    authorization: ServerAuthorization,
+}
+
+impl ClientConfigBuilder {
+    /// A client that accepts servers `authorizer` accepts, whatever it dials.
+    pub fn new(
+        provider: Arc<CryptoProvider>,
+        svid: impl SvidSource,
+        bundles: impl BundleSource,
+        authorizer: impl Authorizer,
+    ) -> Self {
+        ClientConfigBuilder {
+            common: Common::new(provider, Arc::new(svid), Arc::new(bundles)),
+            authorization: ServerAuthorization::All(DynAuthorizer(Arc::new(authorizer))),
+        }
+    }
+
+    /// A client whose authorizer depends on the host it dials; hosts
+    /// without an entry are refused.
+    pub fn per_target(
+        provider: Arc<CryptoProvider>,
+        svid: impl SvidSource,
+        bundles: impl BundleSource,
+        targets: TargetAuthorizers,
+    ) -> Self {
+        ClientConfigBuilder {
+            common: Common::new(provider, Arc::new(svid), Arc::new(bundles)),
+            authorization: ServerAuthorization::PerTarget(targets),
+        }
+    }
+
+    /// Sets which trust domains' servers are validated at all.
+    pub fn trust_policy(mut self, policy: TrustPolicy) -> Self {
+        self.common.policy = policy;
+        self
+    }
+
+    /// Replaces the ALPN protocols (default `h2`, `http/1.1`).
+    pub fn alpn_protocols(mut self, protocols: Vec<Vec<u8>>) -> Self {
+        self.common.alpn = protocols;
+        self
+    }
+
+    /// Also offers TLS 1.2.
+    pub fn enable_tls12(mut self) -> Self {
+        self.common.tls12 = true;
+        self
+    }
+
+    /// Builds the config.
+    pub fn build(self) -> Result<ClientConfig, ConfigError> {
+        let verifier = Arc::new(SpiffeServerVerifier {
+            core: self.common.verifier(),
+            authorization: self.authorization,
+        });
+        let mut config = ClientConfig::builder_with_provider(self.common.provider.clone())
+            .with_protocol_versions(self.common.versions())
+            .map_err(ConfigError::Versions)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(self.common.resolver());
+        config.alpn_protocols = self.common.alpn;
+        config.resumption = Resumption::disabled();
+        Ok(config)
+    }
+}

@@ -1,0 +1,47 @@
+//! Mutual TLS with SPIFFE identities for rustls, Tower, hyper, axum and tonic.
+//!
+//! A few lines turn a service into one that only talks mTLS to peers it
+//! authorizes by SPIFFE ID:
+//!
+//! - [`ServerConfigBuilder`] / [`ClientConfigBuilder`]: rustls configs over
+//!   any [`spiffe_core::SvidSource`] and [`spiffe_core::BundleSource`]. The
+//!   current SVID is read per handshake and the peer is verified against the
+//!   bundle of its own trust domain, so rotation needs no rebuild.
+//! - [`Authorizer`]: who may connect ([`authorizer::any`], [`authorizer::exact`],
+//!   [`authorizer::one_of`], [`authorizer::member_of`], or any closure);
+//!   always chosen explicitly.
+//! - [`MtlsAcceptor`]: a `TcpListener` turned into TLS connections carrying
+//!   the [`PeerIdentity`]; [`PeerIdentityLayer`] puts it into request
+//!   extensions; with the `axum` feature it is an extractor and the acceptor
+//!   an `axum::serve` listener; with `tonic`, accepted connections carry it
+//!   into tonic request extensions.
+//! - [`MtlsConnector`]: a hyper-util connector that originates mTLS and
+//!   authorizes the server per target; with `tonic`, a channel over it.
+//!
+//! Verification order, for both sides: select the bundle of the peer's trust
+//! domain (if the [`TrustPolicy`] admits it), validate the chain with webpki
+//! (no DNS-name check), apply the X509-SVID leaf rules, then authorize.
+
+mod acceptor;
+pub mod authorizer;
+mod config;
+mod connector;
+mod error;
+mod identity;
+mod layer;
+mod rustls_impls;
+mod trust;
+
+#[cfg(feature = "axum")]
+mod axum_impls;
+
+pub use acceptor::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES, MtlsAcceptor, TlsConnection,
+};
+pub use authorizer::{Authorizer, TargetAuthorizers};
+pub use config::{ClientConfigBuilder, DEFAULT_ALPN, ServerConfigBuilder};
+pub use connector::{DEFAULT_CONNECT_TIMEOUT, MtlsConnector, MtlsStream};
+pub use error::{AcceptError, ConfigError, ConnectError, PeerRejected};
+pub use identity::PeerIdentity;
+pub use layer::{AddPeerIdentity, PeerIdentityLayer};
+pub use trust::TrustPolicy;
