@@ -1,0 +1,286 @@
+//! SqliteStore: resume after restart, schema versions, key files, faults.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use common::*;
+use spiffe_core::{SpiffeBundle, SpiffeId, verify_x509_svid};
+use svid_ca::{
+    AttestedNode, CaError, CaJournal, CertificateAuthority, EntryId, ManualClock,
+    RegistrationEntry, Registry, SCHEMA_VERSION, SlotKind, SqliteStore, Store, StoreError,
+};
+
+fn build(dir: &Path, clock: &ManualClock) -> Result<CertificateAuthority, CaError> {
+    let store = Arc::new(SqliteStore::open(dir)?);
+    CertificateAuthority::builder(config())
+        .clock(Arc::new(clock.clone()))
+        .store(store)
+        .build()
+}
+
+#[test]
+fn ca_resumes_with_the_same_keys_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let ca = build(dir.path(), &clock).unwrap();
+    ca.prepare(SlotKind::X509).unwrap();
+    let svid = ca.issue_x509_svid(&ent("/w")).unwrap();
+    let jwt = ca.issue_jwt_svid(&ent("/w"), &["a".into()]).unwrap();
+    let before = ca.authorities();
+    let bundle = ca.bundle();
+    drop(ca);
+    let ca = build(dir.path(), &clock).unwrap();
+    assert_eq!(ca.authorities(), before);
+    assert_eq!(*ca.bundle(), *bundle);
+    verify_x509_svid(svid.chain(), ca.bundle().x509(), ca.now()).unwrap();
+    spiffe_core::JwtSvid::validate(jwt.token(), ca.bundle().jwt(), "a", ca.now()).unwrap();
+    // New SVIDs come from the same active key.
+    let again = ca.sign_public_key(&spki(), &ent("/w")).unwrap();
+    let active = before
+        .iter()
+        .find(|a| a.kind == SlotKind::X509 && a.state == svid_ca::SlotState::Active)
+        .unwrap();
+    assert_eq!(again.authority_id, active.id);
+}
+
+fn spki() -> Vec<u8> {
+    use rcgen::PublicKeyData;
+    rcgen::KeyPair::generate()
+        .unwrap()
+        .subject_public_key_info()
+}
+
+#[test]
+fn key_files_are_private_and_keys_are_not_in_the_database_or_debug_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let ca = build(dir.path(), &clock).unwrap();
+    let keys = dir.path().join("keys");
+    assert_eq!(
+        std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let files: Vec<_> = std::fs::read_dir(&keys).unwrap().flatten().collect();
+    assert_eq!(files.len(), 2, "one X.509 and one JWT key");
+    let db = std::fs::read(dir.path().join("svid-ca.db")).unwrap_or_default();
+    let wal = std::fs::read(dir.path().join("svid-ca.db-wal")).unwrap_or_default();
+    for f in &files {
+        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        let key = std::fs::read(f.path()).unwrap();
+        for hay in [&db, &wal] {
+            assert!(!hay.windows(key.len()).any(|w| w == key.as_slice()));
+        }
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let journal: CaJournal = store.load_ca_journal().unwrap().unwrap();
+    let printed = format!("{journal:?} {ca:?}");
+    assert!(printed.contains("<redacted>"));
+    for s in &journal.slots {
+        let hex: String = s.key_pkcs8.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!printed.contains(&hex[..40]));
+        assert!(!printed.contains(&format!("{:?}", &s.key_pkcs8[..16])));
+    }
+}
+
+#[test]
+fn store_with_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("svid-ca.db")).unwrap();
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(conn);
+    let err = SqliteStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found, supported } if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION)
+    );
+    assert!(err.to_string().contains("newer"));
+}
+
+#[test]
+fn journal_of_another_trust_domain_or_with_a_swapped_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    drop(build(dir.path(), &clock).unwrap());
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let mut other = config();
+    other.trust_domain = "other.org".parse().unwrap();
+    assert!(matches!(
+        CertificateAuthority::builder(other).store(store).build(),
+        Err(CaError::JournalTrustDomain { .. })
+    ));
+    // Replace the X.509 key file with a different key.
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let journal = store.load_ca_journal().unwrap().unwrap();
+    let x509 = journal
+        .slots
+        .iter()
+        .find(|s| s.info.kind == SlotKind::X509)
+        .unwrap();
+    let path = dir
+        .path()
+        .join("keys")
+        .join(format!("{}.key", x509.info.id));
+    std::fs::write(&path, rcgen::KeyPair::generate().unwrap().serialize_der()).unwrap();
+    assert!(matches!(
+        build(dir.path(), &clock),
+        Err(CaError::JournalKeyMismatch { .. })
+    ));
+}
+
+#[test]
+fn entries_nodes_tokens_and_federated_bundles_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let td = TD.parse().unwrap();
+    let max = config().max_svid_ttl();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let reg = Registry::with_store(td, max, store.clone()).unwrap();
+    let mut e = RegistrationEntry::new(
+        "spiffe://example.org/w".parse().unwrap(),
+        "spiffe://example.org/node/n".parse().unwrap(),
+        vec!["unix:uid:1".parse().unwrap()],
+    )
+    .unwrap();
+    e.dns_names = vec!["w.example.org".into()];
+    e.federates_with = vec!["other.org".parse().unwrap()];
+    e.hint = Some("internal".into());
+    e.admin = true;
+    e.expires_at = Some(start());
+    let created = reg.create(e.clone()).unwrap();
+    let gone = reg
+        .create(
+            RegistrationEntry::new(
+                "spiffe://example.org/x".parse().unwrap(),
+                "spiffe://example.org/node/n".parse().unwrap(),
+                vec!["unix:uid:2".parse().unwrap()],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    reg.delete(&gone.id).unwrap();
+    let node = AttestedNode {
+        spiffe_id: "spiffe://example.org/node/n".parse().unwrap(),
+        attestor: "join_token".into(),
+        selectors: vec!["join_token:abc".parse().unwrap()],
+        attested_at: start(),
+    };
+    store.put_attested_node(&node).unwrap();
+    let fed = SpiffeBundle::parse(
+        "other.org".parse().unwrap(),
+        br#"{"keys":[],"spiffe_sequence":3}"#,
+    )
+    .unwrap();
+    store.put_federated_bundle(&fed).unwrap();
+    store
+        .create_join_token("ab", SystemTime::UNIX_EPOCH)
+        .unwrap();
+    drop((reg, store));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let reg = Registry::with_store(TD.parse().unwrap(), max, store.clone()).unwrap();
+    assert_eq!(reg.len(), 1);
+    assert_eq!(*reg.get(&created.id).unwrap(), e);
+    assert!(reg.get(&gone.id).is_none());
+    let id: SpiffeId = "spiffe://example.org/node/n".parse().unwrap();
+    assert_eq!(store.attested_node(&id).unwrap(), Some(node));
+    assert_eq!(store.federated_bundles().unwrap(), vec![fed]);
+    assert_eq!(
+        store.consume_join_token("ab").unwrap(),
+        Some(SystemTime::UNIX_EPOCH)
+    );
+    assert_eq!(store.consume_join_token("ab").unwrap(), None);
+    assert!(matches!(
+        reg.delete(&EntryId::new("missing").unwrap()),
+        Err(svid_ca::EntryError::NotFound { .. })
+    ));
+}
+
+/// A store whose journal writes can be made to fail, to check that a
+/// failed write changes nothing.
+#[derive(Debug)]
+struct Faulty {
+    inner: SqliteStore,
+    fail: AtomicBool,
+}
+
+impl Store for Faulty {
+    fn load_ca_journal(&self) -> Result<Option<CaJournal>, StoreError> {
+        self.inner.load_ca_journal()
+    }
+    fn save_ca_journal(&self, j: &CaJournal, b: &SpiffeBundle) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt { what: "injected" });
+        }
+        self.inner.save_ca_journal(j, b)
+    }
+    fn create_entry(&self, e: &RegistrationEntry) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt { what: "injected" });
+        }
+        self.inner.create_entry(e)
+    }
+    fn delete_entry(&self, id: &EntryId) -> Result<(), StoreError> {
+        self.inner.delete_entry(id)
+    }
+    fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {
+        self.inner.list_entries()
+    }
+    fn create_join_token(&self, h: &str, at: SystemTime) -> Result<(), StoreError> {
+        self.inner.create_join_token(h, at)
+    }
+    fn consume_join_token(&self, h: &str) -> Result<Option<SystemTime>, StoreError> {
+        self.inner.consume_join_token(h)
+    }
+    fn put_attested_node(&self, n: &AttestedNode) -> Result<(), StoreError> {
+        self.inner.put_attested_node(n)
+    }
+    fn attested_node(&self, id: &SpiffeId) -> Result<Option<AttestedNode>, StoreError> {
+        self.inner.attested_node(id)
+    }
+    fn put_federated_bundle(&self, b: &SpiffeBundle) -> Result<(), StoreError> {
+        self.inner.put_federated_bundle(b)
+    }
+    fn federated_bundles(&self) -> Result<Vec<SpiffeBundle>, StoreError> {
+        self.inner.federated_bundles()
+    }
+}
+
+#[test]
+fn failed_store_write_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Faulty {
+        inner: SqliteStore::open(dir.path()).unwrap(),
+        fail: AtomicBool::new(false),
+    });
+    let ca = CertificateAuthority::builder(config())
+        .clock(Arc::new(ManualClock::new(start())))
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let reg =
+        Registry::with_store(TD.parse().unwrap(), config().max_svid_ttl(), store.clone()).unwrap();
+    let before = ca.authorities();
+    let bundle = ca.bundle();
+    store.fail.store(true, Ordering::SeqCst);
+    assert!(matches!(ca.prepare(SlotKind::X509), Err(CaError::Store(_))));
+    assert_eq!(ca.authorities(), before);
+    assert_eq!(*ca.bundle(), *bundle);
+    let e = RegistrationEntry::new(
+        "spiffe://example.org/w".parse().unwrap(),
+        "spiffe://example.org/node/n".parse().unwrap(),
+        vec!["unix:uid:1".parse().unwrap()],
+    )
+    .unwrap();
+    assert!(reg.create(e.clone()).is_err());
+    assert!(reg.get(&e.id).is_none());
+    store.fail.store(false, Ordering::SeqCst);
+    reg.create(e).unwrap();
+    ca.prepare(SlotKind::X509).unwrap();
+    assert_eq!(ca.bundle().sequence(), Some(bundle.sequence().unwrap() + 1));
+}
