@@ -32,8 +32,9 @@ pub enum StatusCode {
     Other,
 }
 
-impl From<tonic::Code> for StatusCode {
-    fn from(c: tonic::Code) -> Self {
+impl StatusCode {
+    /// Kept off the public API: tonic's types stay private.
+    pub(crate) fn from_tonic(c: tonic::Code) -> Self {
         use tonic::Code as C;
         match c {
             C::Cancelled => StatusCode::Cancelled,
@@ -150,10 +151,10 @@ impl ClientError {
     }
 }
 
-impl From<tonic::Status> for ClientError {
-    fn from(s: tonic::Status) -> Self {
+impl ClientError {
+    pub(crate) fn from_status(s: tonic::Status) -> Self {
         ClientError::Status {
-            code: s.code().into(),
+            code: StatusCode::from_tonic(s.code()),
             message: s.message().to_owned(),
         }
     }

@@ -69,7 +69,7 @@ where
 {
     let inner = streaming.map(move |item| match item {
         Ok(msg) => convert(msg).map_err(ClientError::from),
-        Err(status) => Err(ClientError::from(status)),
+        Err(status) => Err(ClientError::from_status(status)),
     });
     WatchStream {
         inner: Box::pin(inner),
@@ -141,7 +141,11 @@ impl WorkloadApiClient {
 
     /// Watches the caller's X509-SVIDs and bundles (`FetchX509SVID`).
     pub async fn watch_x509_context(&mut self) -> Result<WatchStream<X509Context>, ClientError> {
-        let s = self.inner.fetch_x509svid(proto::X509svidRequest {}).await?;
+        let s = self
+            .inner
+            .fetch_x509svid(proto::X509svidRequest {})
+            .await
+            .map_err(ClientError::from_status)?;
         Ok(watch(s.into_inner(), convert::x509_context))
     }
 
@@ -155,7 +159,8 @@ impl WorkloadApiClient {
         let s = self
             .inner
             .fetch_x509_bundles(proto::X509BundlesRequest {})
-            .await?;
+            .await
+            .map_err(ClientError::from_status)?;
         Ok(watch(s.into_inner(), convert::x509_bundles))
     }
 
@@ -169,7 +174,8 @@ impl WorkloadApiClient {
         let s = self
             .inner
             .fetch_jwt_bundles(proto::JwtBundlesRequest {})
-            .await?;
+            .await
+            .map_err(ClientError::from_status)?;
         Ok(watch(s.into_inner(), convert::jwt_bundles))
     }
 
@@ -189,7 +195,11 @@ impl WorkloadApiClient {
             audience: audience.iter().map(|a| (*a).to_owned()).collect(),
             spiffe_id: spiffe_id.map(ToString::to_string).unwrap_or_default(),
         };
-        let resp = self.inner.fetch_jwtsvid(req).await?;
+        let resp = self
+            .inner
+            .fetch_jwtsvid(req)
+            .await
+            .map_err(ClientError::from_status)?;
         Ok(convert::jwt_svids(resp.into_inner())?)
     }
 
@@ -203,7 +213,11 @@ impl WorkloadApiClient {
             audience: audience.to_owned(),
             svid: token.to_owned(),
         };
-        let resp = self.inner.validate_jwtsvid(req).await?;
+        let resp = self
+            .inner
+            .validate_jwtsvid(req)
+            .await
+            .map_err(ClientError::from_status)?;
         Ok(convert::validated(resp.into_inner())?)
     }
 }
