@@ -1,0 +1,91 @@
+//! axum: `axum::serve` over the acceptor and the `PeerIdentity` extractor.
+
+mod common;
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use common::*;
+use http_body_util::BodyExt;
+use mtls_tower::{MtlsAcceptor, PeerIdentity, PeerIdentityLayer, authorizer};
+use test_support::TestCa;
+use tower::ServiceExt;
+
+const TD: &str = "example.org";
+const SERVER: &str = "spiffe://example.org/ns/default/sa/server";
+const CLIENT: &str = "spiffe://example.org/ns/default/sa/frontend";
+
+async fn who(peer: PeerIdentity) -> String {
+    peer.spiffe_id().to_string()
+}
+
+#[tokio::test]
+async fn axum_serve_over_acceptor_hands_peer_to_extractor() {
+    let ca = TestCa::new(TD);
+    let server = Workload::new(&ca, SERVER, TD);
+    let client = Workload::new(&ca, CLIENT, TD);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = MtlsAcceptor::new(listener, server.server_config(authorizer::any()));
+    let app = Router::new().route("/", get(who));
+    let task = tokio::spawn(async move {
+        axum::serve(
+            acceptor,
+            app.into_make_service_with_connect_info::<PeerIdentity>(),
+        )
+        .await
+    });
+    let http =
+        fresh_connection_client(client.client_config(authorizer::exact(SERVER.parse().unwrap())));
+    let url = format!("https://127.0.0.1:{}/", addr.port());
+    assert_eq!(get_body(&http, &url).await.unwrap(), CLIENT);
+    // A second client with a foreign SVID is refused, and the server keeps going.
+    let rogue = Workload::new(&TestCa::new(TD), "spiffe://example.org/rogue", TD);
+    rogue.bundles.set(bundle_set(&[(&ca, TD)]));
+    let rogue_http = fresh_connection_client(rogue.client_config(authorizer::any()));
+    assert!(get_body(&rogue_http, &url).await.is_err());
+    assert_eq!(get_body(&http, &url).await.unwrap(), CLIENT);
+    task.abort();
+}
+
+#[tokio::test]
+async fn extractor_reads_identity_put_by_layer() {
+    let ca = TestCa::new(TD);
+    let server = Workload::new(&ca, SERVER, TD);
+    let client = Workload::new(&ca, CLIENT, TD);
+    let srv = start_server(server.server_config(authorizer::any())).await;
+    let stream = mtls_tower::MtlsConnector::new(client.client_config(authorizer::any()))
+        .connect(srv.url().parse().unwrap())
+        .await
+        .unwrap();
+    // The server's identity as the client saw it: a real PeerIdentity.
+    let peer = stream.peer().clone();
+    let app = Router::new()
+        .route("/", get(who))
+        .layer(PeerIdentityLayer::new(peer));
+    let resp = app
+        .oneshot(
+            http::Request::get("/")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, Bytes::from(SERVER));
+}
+
+#[tokio::test]
+async fn extractor_without_identity_fails_closed() {
+    let app = Router::new().route("/", get(who));
+    let resp = app
+        .oneshot(
+            http::Request::get("/")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+}
