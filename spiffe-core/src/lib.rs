@@ -36,4 +36,6 @@ pub use id::{
 };
 pub use jwt::{JwtBundle, JwtError, JwtSvid};
 pub use source::{BundleSource, MemoryBundleSource, MemorySvidSource, SvidSource};
-pub use x509::{PrivateKey, VerifyError, X509Bundle, X509Error, X509Svid, verify_x509_svid};
+pub use x509::{
+    PeerIdentity, PrivateKey, VerifyError, X509Bundle, X509Error, X509Svid, verify_x509_svid,
+};

@@ -5,6 +5,7 @@ mod cert;
 mod der;
 mod error;
 mod key;
+mod peer;
 mod rules;
 mod svid;
 mod verify;
@@ -16,5 +17,6 @@ pub(crate) use cert::{
 pub(crate) use der::{Reader, tag};
 pub use error::{VerifyError, X509Error};
 pub use key::{KeyAlgorithm, PrivateKey};
+pub use peer::PeerIdentity;
 pub use svid::X509Svid;
 pub use verify::{VerifiedX509Svid, X509BundleLookup, verify_x509_svid, verify_x509_svid_full};
