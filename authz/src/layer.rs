@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http_body_util::{Either, Full};
-use spiffe_core::SpiffeId;
+use spiffe_core::{PeerIdentity, SpiffeId};
 
 use crate::decision::{Decision, Response};
 use crate::engine::{Engine, ExtAuthz, ExtAuthzVerdict};
@@ -20,7 +20,9 @@ use crate::request::Request;
 
 /// Per-connection facts. The mTLS acceptor (or the application) inserts one
 /// into each request's extensions; without it the request counts as
-/// plaintext on port 0 with no addresses.
+/// plaintext on port 0 with no addresses. A [`spiffe_core::PeerIdentity`]
+/// extension, which the mTLS layer inserts after a verified handshake,
+/// supplies the peer identity and takes precedence over [`Self::peer`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionInfo {
@@ -195,10 +197,16 @@ fn to_request<B>(req: &http::Request<B>, locations: &[TokenLocation]) -> Request
             out = out.token(PresentedToken::raw(loc.clone(), token));
         }
     }
-    match req.extensions().get::<ConnectionInfo>() {
+    let mut out = match req.extensions().get::<ConnectionInfo>() {
         Some(conn) => conn.apply(out),
         None => out,
+    };
+    // The TLS layer's proof of the peer wins over a peer named in
+    // `ConnectionInfo`: only a verified handshake produces a `PeerIdentity`.
+    if let Some(peer) = req.extensions().get::<PeerIdentity>() {
+        out.peer = Some(peer.spiffe_id().clone());
     }
+    out
 }
 
 fn denial<B>(decision: &Decision) -> http::Response<AuthzBody<B>> {

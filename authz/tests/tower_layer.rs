@@ -74,6 +74,22 @@ async fn allowed_requests_carry_the_authorized_proof() {
     assert_eq!(v["policy"], "ns[foo]-policy[a]-rule[0]");
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn the_mtls_layers_peer_identity_is_the_principal() {
+    let policy = "rules:\n- from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]";
+    let peer = |s: &str| spiffe_core::PeerIdentity::new(id(s), std::time::SystemTime::now());
+    // PeerIdentity alone, no ConnectionInfo.
+    let mut req = http::Request::get("/x").body(()).expect("request builds");
+    req.extensions_mut()
+        .insert(peer("spiffe://cluster.local/ns/a/sa/b"));
+    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 200);
+    // A verified PeerIdentity wins over a peer claimed in ConnectionInfo.
+    let mut req = request("/x", Some("spiffe://cluster.local/ns/a/sa/b"));
+    req.extensions_mut()
+        .insert(peer("spiffe://cluster.local/ns/a/sa/intruder"));
+    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 403);
+}
+
 fn jwt_engine(key: &TestJwtKey, extra: &str) -> Engine {
     let jwks = json!({"keys": [key.jwk("k1")]}).to_string();
     engine(&doc(
