@@ -1,0 +1,180 @@
+//! Interop with `spiffe-rustls` 0.11 (code we did not write), both
+//! directions. Its configs get their SVIDs through the `spiffe` crate's
+//! `X509Source` from a Workload API server (this workspace's) on a Unix
+//! socket in a temporary directory.
+
+mod common;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mtls_tower::{MtlsConnector, authorizer};
+use rustls_pki_types::ServerName;
+use spiffe_core::BundleSet;
+use test_support::TestCa;
+use workload_api::{
+    Caller, MemoryIdentityProvider, RegistrationEntry, Selectors, WorkloadApiServer,
+};
+
+const TD: &str = "example.org";
+const OURS: &str = "spiffe://example.org/ns/default/sa/mtls-tower";
+const THEIRS: &str = "spiffe://example.org/ns/default/sa/spiffe-rustls";
+
+struct Agent {
+    dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Workload API that gives every caller the SVID `id` signed by `ca`.
+fn agent(name: &str, ca: &TestCa, id: &str) -> Agent {
+    let dir = std::env::temp_dir().join(format!("mtls-tower-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let provider = Arc::new(MemoryIdentityProvider::new());
+    provider.set_bundles(BundleSet::from_iter([spiffe_core::SpiffeBundle::new(
+        spiffe_core::X509Bundle::new(TD.parse().unwrap(), vec![ca.root_cert()]).unwrap(),
+        spiffe_core::JwtBundle::new(TD.parse().unwrap()),
+    )
+    .unwrap()]));
+    provider
+        .add_entry(RegistrationEntry::new(
+            ["test:anyone".parse().unwrap()],
+            svid(&ca.leaf(id)),
+        ))
+        .unwrap();
+    let attestor = |_caller: &Caller| {
+        let mut s = Selectors::new();
+        s.insert("test:anyone".parse().unwrap());
+        Ok(s)
+    };
+    let server = WorkloadApiServer::new(provider, Arc::new(attestor));
+    let listener = tokio::net::UnixListener::bind(dir.join("api.sock")).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = server
+            .serve_unix(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Agent {
+        dir,
+        stop: Some(stop),
+    }
+}
+
+async fn x509_source(agent: &Agent) -> spiffe::X509Source {
+    spiffe::X509Source::builder()
+        .endpoint(format!("unix://{}", agent.dir.join("api.sock").display()))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn spiffe_rustls_client_to_our_server() {
+    let ca = TestCa::new(TD);
+    let ours = Workload::new(&ca, OURS, TD);
+    let srv = start_server(ours.server_config(authorizer::exact(THEIRS.parse().unwrap()))).await;
+    let agent = agent("client", &ca, THEIRS);
+    let source = x509_source(&agent).await;
+    let config = spiffe_rustls::mtls_client(source)
+        .authorize(spiffe_rustls::authorizer::exact([OURS]).unwrap())
+        .trust_domain_policy(spiffe_rustls::LocalOnly(
+            spiffe_rustls::TrustDomain::new(TD).unwrap(),
+        ))
+        .with_alpn_protocols([b"http/1.1"])
+        .build()
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(http::Request::get("/").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    // Our server's handler saw spiffe-rustls's SVID.
+    assert_eq!(body, Bytes::from(THEIRS));
+}
+
+#[tokio::test]
+async fn our_client_to_spiffe_rustls_server() {
+    let ca = TestCa::new(TD);
+    let agent = agent("server", &ca, THEIRS);
+    let source = x509_source(&agent).await;
+    let config = spiffe_rustls::mtls_server(source)
+        .authorize(spiffe_rustls::authorizer::exact([OURS]).unwrap())
+        .with_alpn_protocols([&b"h2"[..], &b"http/1.1"[..]])
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |_req: http::Request<hyper::body::Incoming>| async {
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                            b"hello from spiffe-rustls",
+                        ))))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+
+    let ours = Workload::new(&ca, OURS, TD);
+    let url = format!("https://localhost:{}/", addr.port());
+    let stream = MtlsConnector::new(ours.client_config(authorizer::exact(THEIRS.parse().unwrap())))
+        .connect(url.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stream.peer().spiffe_id().as_str(), THEIRS);
+    let http =
+        fresh_connection_client(ours.client_config(authorizer::exact(THEIRS.parse().unwrap())));
+    assert_eq!(
+        get_body(&http, &url).await.unwrap(),
+        "hello from spiffe-rustls"
+    );
+
+    // Their authorizer refuses an ID it was not told about.
+    let stranger = Workload::new(&ca, "spiffe://example.org/stranger", TD);
+    let http = fresh_connection_client(stranger.client_config(authorizer::any()));
+    assert!(get_body(&http, &url).await.is_err());
+    // Ours refuses their server when it expects another ID.
+    let picky = MtlsConnector::new(ours.client_config(authorizer::exact(OURS.parse().unwrap())));
+    assert!(picky.connect(url.parse().unwrap()).await.is_err());
+    server.abort();
+}
