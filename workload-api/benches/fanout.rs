@@ -1,9 +1,10 @@
 //! Fan-out benchmark: how long one SVID rotation takes to reach 1,000 open
 //! `FetchX509SVID` streams, and how much memory an open stream costs.
 //!
-//! Run: `cargo bench -p workload-api --bench fanout`. Client and server run
-//! in this one process (one Unix connection per client), so the memory
-//! figure covers both ends of a stream.
+//! Run: `cargo bench -p workload-api --bench fanout`. Two scenarios, each in
+//! its own process so their memory figures do not mix: every stream on its
+//! own Unix connection, and 100 streams sharing each connection. Client and
+//! server run in one process, so memory covers both ends of a stream.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -17,6 +18,7 @@ use workload_api::{RegistrationEntry, WorkloadApiClient};
 
 const STREAMS: usize = 1000;
 const ROUNDS: usize = 30;
+const SCENARIO_ENV: &str = "WORKLOAD_API_BENCH_STREAMS_PER_CONNECTION";
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -35,15 +37,29 @@ fn main() {
     // with fewer rounds.
     let quick = !std::env::args().any(|a| a == "--bench");
     let rounds = if quick { 2 } else { ROUNDS };
+    let Some(per_connection) = std::env::var(SCENARIO_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    else {
+        for per_connection in [1usize, 100] {
+            let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+                .args(std::env::args().skip(1))
+                .env(SCENARIO_ENV, per_connection.to_string())
+                .status()
+                .expect("scenario process runs");
+            assert!(status.success(), "scenario {per_connection} failed");
+        }
+        return;
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(rounds));
+    rt.block_on(run(rounds, per_connection));
 }
 
-async fn run(rounds: usize) {
+async fn run(rounds: usize, per_connection: usize) {
     let dir = TempDir::new("bench");
     let socket = dir.0.join("api.sock");
     let domain = Domain::new("example.org");
@@ -66,8 +82,11 @@ async fn run(rounds: usize) {
     let before = rss_kib();
     let opening = Instant::now();
     let mut streams = Vec::with_capacity(STREAMS);
-    for _ in 0..STREAMS {
-        let mut client = WorkloadApiClient::connect(&address).await.expect("connect");
+    let mut client = WorkloadApiClient::connect(&address).await.expect("connect");
+    for i in 0..STREAMS {
+        if i % per_connection == 0 {
+            client = WorkloadApiClient::connect(&address).await.expect("connect");
+        }
         streams.push(client.watch_x509_context().await.expect("watch"));
     }
     for f in join_all(streams.iter_mut().map(|s| s.next())).await {
@@ -90,17 +109,17 @@ async fn run(rounds: usize) {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let median = times.get(times.len() / 2).copied().unwrap_or_default();
-    println!("fanout/{STREAMS}_streams: rounds={rounds}");
+    println!(
+        "fanout/{STREAMS}_streams/{per_connection}_per_connection ({} connections): rounds={rounds}",
+        STREAMS.div_ceil(per_connection)
+    );
     println!(
         "  rotation reaches all streams: min {:.2} ms, median {:.2} ms, max {:.2} ms",
         ms(times.first().copied().unwrap_or_default()),
         ms(median),
         ms(times.last().copied().unwrap_or_default())
     );
-    println!(
-        "  opening {STREAMS} connections + streams: {:.0} ms",
-        ms(open_time)
-    );
+    println!("  opening the streams: {:.0} ms", ms(open_time));
     println!(
         "  memory: RSS +{} KiB for {STREAMS} open streams = {:.1} KiB per stream (client and server ends)",
         after.saturating_sub(before),
