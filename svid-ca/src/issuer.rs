@@ -13,6 +13,9 @@ use spiffe_core::{IdError, JwtError, JwtSvid, PrivateKey, SpiffeId, X509Error, X
 use crate::authority::{Signer, Slot, random_serial, whole_secs};
 use crate::{CaError, CertificateAuthority, SlotKind};
 
+/// The largest CSR accepted, in bytes.
+pub const MAX_CSR_LEN: usize = 16 * 1024;
+
 /// One identity a caller may receive, with what its SVIDs carry.
 /// Usually built from a registration entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,12 @@ pub enum IssueError {
     /// The CSR does not parse.
     #[error("the CSR is malformed")]
     MalformedCsr,
+    /// The CSR is larger than [`MAX_CSR_LEN`].
+    #[error("the CSR is {len} bytes, more than the {MAX_CSR_LEN} allowed")]
+    CsrTooLarge {
+        /// Its size.
+        len: usize,
+    },
     /// The CSR's self-signature does not verify.
     #[error("the CSR signature does not verify")]
     CsrSignature,
@@ -130,6 +139,9 @@ impl CertificateAuthority {
     /// SANs it asks for must be among that entitlement's names; it must not
     /// ask for cA=true. The SVID carries the entitlement's DNS names.
     pub fn sign_csr(&self, csr: &[u8], entitled: &[Entitlement]) -> Result<IssuedX509, IssueError> {
+        if csr.len() > MAX_CSR_LEN {
+            return Err(IssueError::CsrTooLarge { len: csr.len() });
+        }
         let der = CertificateSigningRequestDer::from(csr);
         let req = CertificateSigningRequestParams::from_der(&der).map_err(|e| match e {
             rcgen::Error::InvalidCertificationRequestSignature => IssueError::CsrSignature,

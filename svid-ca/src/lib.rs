@@ -29,7 +29,7 @@ pub use attest::{
 pub use authority::{AuthorityInfo, CaBuilder, CaError, CertificateAuthority, SlotKind, SlotState};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CaConfig, ConfigError, RotationPolicy};
-pub use issuer::{Entitlement, IssueError, IssuedX509};
+pub use issuer::{Entitlement, IssueError, IssuedX509, MAX_CSR_LEN};
 pub use keys::{KeyError, KeyType};
 pub use registry::{
     EntryError, EntryId, MAX_SELECTOR_LEN, RESERVED_PATH_PREFIXES, RegistrationEntry, Registry,

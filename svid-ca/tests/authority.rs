@@ -11,7 +11,7 @@ use svid_ca::{CaError, ConfigError, KeyType, SlotKind, SlotState};
 const HOUR: Duration = Duration::from_secs(3600);
 
 #[test]
-fn rotation_across_several_ca_lifetimes_keeps_every_valid_svid_verifiable() {
+fn bun_10_rotation_across_several_ca_lifetimes_keeps_every_valid_svid_verifiable() {
     let (ca, clock) = ca();
     let mut issued = Vec::new();
     let mut jwts = Vec::new();
@@ -74,7 +74,7 @@ fn fresh_spki() -> Vec<u8> {
 }
 
 #[test]
-fn prepared_key_is_published_before_activation_on_schedule() {
+fn bun_10_prepared_key_is_published_before_activation_on_schedule() {
     let (ca, clock) = ca();
     let count = |kind| ca.authorities().iter().filter(|a| a.kind == kind).count();
     assert_eq!(count(SlotKind::X509), 1);
@@ -135,7 +135,7 @@ fn bun_4_sequence_bumps_on_every_change_and_refresh_hint_is_configurable() {
 }
 
 #[test]
-fn forced_prepare_activate_taint_revoke() {
+fn bun_10_forced_prepare_activate_taint_revoke() {
     let (ca, _clock) = ca();
     let first = ca.sign_public_key(&fresh_spki(), &ent("/a")).unwrap();
     assert!(matches!(
@@ -181,7 +181,7 @@ fn forced_prepare_activate_taint_revoke() {
 }
 
 #[test]
-fn jwt_key_revocation_removes_kid_from_bundle() {
+fn bun_10_jwt_13_revoked_jwt_key_leaves_the_bundle() {
     let (ca, _clock) = ca();
     let old = ca.issue_jwt_svid(&ent("/a"), &["x".into()]).unwrap();
     ca.prepare(SlotKind::Jwt).unwrap();

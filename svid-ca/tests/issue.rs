@@ -121,6 +121,11 @@ fn malformed_unsigned_or_odd_csrs_are_rejected() {
         ca.sign_csr(b"not a csr", &[web_ent()]),
         Err(IssueError::MalformedCsr)
     ));
+    let huge = vec![0x30u8; svid_ca::MAX_CSR_LEN + 1];
+    assert!(matches!(
+        ca.sign_csr(&huge, &[web_ent()]),
+        Err(IssueError::CsrTooLarge { len }) if len == svid_ca::MAX_CSR_LEN + 1
+    ));
     // Corrupt the signature (the last bytes of the DER).
     let last = der.len() - 3;
     der[last] ^= 0x55;
@@ -176,7 +181,7 @@ fn x509_7_root_or_foreign_identity_is_not_issued() {
 }
 
 #[test]
-fn leaf_has_exactly_the_listed_extensions() {
+fn x509_7_leaf_has_exactly_the_listed_extensions() {
     let (ca, clock) = ca();
     let svid = ca.issue_x509_svid(&web_ent()).unwrap();
     let (_, cert) = X509Certificate::from_der(svid.leaf()).unwrap();
@@ -236,7 +241,7 @@ fn leaf_has_exactly_the_listed_extensions() {
 }
 
 #[test]
-fn jwt_svid_header_and_claims() {
+fn jwt_2_jwt_5_header_is_alg_kid_typ_jwt_and_claims_are_set() {
     let mut cfg = config();
     cfg.jwt_issuer = Some("https://issuer.example.org".into());
     let (ca, clock) = ca_with(cfg);
@@ -260,6 +265,29 @@ fn jwt_svid_header_and_claims() {
         ca.issue_jwt_svid(&ent("/w"), &[]).is_err(),
         "JWT-7: audience required"
     );
+}
+
+#[test]
+fn authority_and_registry_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<CertificateAuthority>();
+    check::<svid_ca::Registry>();
+    check::<svid_ca::SqliteStore>();
+    check::<svid_ca::JoinTokenAttestor>();
+    // Concurrent issuance from several threads.
+    let ca = std::sync::Arc::new(CertificateAuthority::builder(config()).build().unwrap());
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let ca = ca.clone();
+            std::thread::spawn(move || {
+                ca.issue_x509_svid(&ent("/t"))
+                    .map(|s| s.spiffe_id().clone())
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().unwrap().path(), "/t");
+    }
 }
 
 #[test]
@@ -339,7 +367,7 @@ fn openssl_verify_accepts_issued_svid_against_bundle_pem() {
 }
 
 #[test]
-fn openssl_text_shows_exactly_the_listed_extensions() {
+fn x509_7_openssl_text_shows_exactly_the_listed_extensions() {
     if !openssl() {
         return;
     }
