@@ -37,3 +37,8 @@ pub use provider::{
 pub use selector::{Selector, SelectorError, Selectors};
 pub use server::{ServerError, ServerLimits, WorkloadApiServer};
 pub use source::{Backoff, JwtSource, SourceHealth, SourceTask, X509BundleSource, X509Source};
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

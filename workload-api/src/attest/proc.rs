@@ -22,7 +22,7 @@ pub(super) fn start_time(proc_root: &Path, pid: i32) -> Result<u64, AttestError>
         .ok_or(AttestError::ProcFormat { path })
 }
 
-/// The real uid and the supplementary gids from `/proc/<pid>/status`.
+/// The effective uid and the supplementary gids from `/proc/<pid>/status`.
 pub(super) fn status(proc_root: &Path, pid: i32) -> Result<(u32, Vec<u32>), AttestError> {
     let path = proc_root.join(pid.to_string()).join("status");
     let text = read(path.clone())?;
