@@ -26,7 +26,9 @@ mod upstream;
 pub use attest::{
     AttestError, AttestedNode, JOIN_TOKEN, JoinToken, JoinTokenAttestor, NodeAttestor,
 };
-pub use authority::{AuthorityInfo, CaBuilder, CaError, CertificateAuthority, SlotKind, SlotState};
+pub use authority::{
+    AuthorityInfo, CaBuilder, CaError, CertificateAuthority, SlotKind, SlotState, TokioClock,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CaConfig, ConfigError, RotationPolicy};
 pub use issuer::{Entitlement, IssueError, IssuedX509, MAX_CSR_LEN};
