@@ -1,7 +1,6 @@
 //! Driving rotation from a Tokio runtime: [`TokioClock`] and the rotation
 //! task future.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -53,16 +52,14 @@ impl CertificateAuthority {
     /// forever. Spawn it on your runtime (the crate spawns nothing); a
     /// failed rotation is logged, counted in
     /// [`CertificateAuthority::rotation_failures`], and retried next period.
-    pub fn rotation_task(self: Arc<Self>, period: Duration) -> impl Future<Output = ()> + Send {
-        async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(error) = self.rotate() {
-                    self.rotation_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, "CA rotation failed; retrying next period");
-                }
+    pub async fn rotation_task(self: Arc<Self>, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.rotate() {
+                self.rotation_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "CA rotation failed; retrying next period");
             }
         }
     }
