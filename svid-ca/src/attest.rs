@@ -10,7 +10,7 @@ use spiffe_core::{SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
 
 use crate::keys;
-use crate::{Clock, Entitlement, Selector, Store, StoreError};
+use crate::{Clock, Entitlement, Selector, Store, StoreError, TokenUse};
 
 /// A node whose identity an attestor established.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ pub enum AttestError {
     /// The join token was never issued or has already been used.
     #[error("unknown or already used join token")]
     UnknownToken,
-    /// The join token expired (it is consumed all the same).
+    /// The join token expired.
     #[error("join token expired at {expired_at:?}")]
     Expired {
         /// Its expiry.
@@ -153,15 +153,11 @@ impl NodeAttestor for JoinTokenAttestor {
                 attestor: JOIN_TOKEN,
             })?;
         let hashed = hash(token);
-        let expires_at = self
-            .store
-            .consume_join_token(&hashed)?
-            .ok_or(AttestError::UnknownToken)?;
         let now = self.clock.now();
-        if expires_at <= now {
-            return Err(AttestError::Expired {
-                expired_at: expires_at,
-            });
+        match self.store.consume_join_token(&hashed, now)? {
+            TokenUse::Consumed => {}
+            TokenUse::Expired(expired_at) => return Err(AttestError::Expired { expired_at }),
+            _ => return Err(AttestError::UnknownToken),
         }
         let short = hashed.get(..32).unwrap_or(&hashed);
         let spiffe_id = SpiffeId::from_segments(&self.trust_domain, &["node", JOIN_TOKEN, short])

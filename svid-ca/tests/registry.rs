@@ -225,6 +225,11 @@ fn join_token_expired_or_unknown_or_malformed_is_rejected() {
         a.attest(token.secret().as_bytes()),
         Err(AttestError::Expired { .. })
     ));
+    // Still expired (not consumed, not turned into "unknown").
+    assert!(matches!(
+        a.attest(token.secret().as_bytes()),
+        Err(AttestError::Expired { .. })
+    ));
     assert!(matches!(a.attest(b"nope"), Err(AttestError::UnknownToken)));
     assert!(matches!(
         a.attest(b"\xff\xfe"),

@@ -13,6 +13,7 @@ use spiffe_core::{SpiffeBundle, SpiffeId, verify_x509_svid};
 use svid_ca::{
     AttestedNode, CaError, CaJournal, CertificateAuthority, EntryId, ManualClock,
     RegistrationEntry, Registry, SCHEMA_VERSION, SlotKind, SqliteStore, Store, StoreError,
+    TokenUse,
 };
 
 fn build(dir: &Path, clock: &ManualClock) -> Result<CertificateAuthority, CaError> {
@@ -190,11 +191,26 @@ fn entries_nodes_tokens_and_federated_bundles_persist() {
     let id: SpiffeId = "spiffe://example.org/node/n".parse().unwrap();
     assert_eq!(store.attested_node(&id).unwrap(), Some(node));
     assert_eq!(store.federated_bundles().unwrap(), vec![fed]);
+    // Expired: reported, and left in place (nothing written).
+    let t0 = SystemTime::UNIX_EPOCH;
     assert_eq!(
-        store.consume_join_token("ab").unwrap(),
-        Some(SystemTime::UNIX_EPOCH)
+        store.consume_join_token("ab", t0).unwrap(),
+        TokenUse::Expired(t0)
     );
-    assert_eq!(store.consume_join_token("ab").unwrap(), None);
+    assert_eq!(
+        store.consume_join_token("ab", t0).unwrap(),
+        TokenUse::Expired(t0)
+    );
+    store.create_join_token("cd", start()).unwrap();
+    let before = start() - std::time::Duration::from_secs(1);
+    assert_eq!(
+        store.consume_join_token("cd", before).unwrap(),
+        TokenUse::Consumed
+    );
+    assert_eq!(
+        store.consume_join_token("cd", before).unwrap(),
+        TokenUse::Unknown
+    );
     assert!(matches!(
         reg.delete(&EntryId::new("missing").unwrap()),
         Err(svid_ca::EntryError::NotFound { .. })
@@ -234,8 +250,8 @@ impl Store for Faulty {
     fn create_join_token(&self, h: &str, at: SystemTime) -> Result<(), StoreError> {
         self.inner.create_join_token(h, at)
     }
-    fn consume_join_token(&self, h: &str) -> Result<Option<SystemTime>, StoreError> {
-        self.inner.consume_join_token(h)
+    fn consume_join_token(&self, h: &str, now: SystemTime) -> Result<TokenUse, StoreError> {
+        self.inner.consume_join_token(h, now)
     }
     fn put_attested_node(&self, n: &AttestedNode) -> Result<(), StoreError> {
         self.inner.put_attested_node(n)

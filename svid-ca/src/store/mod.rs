@@ -12,6 +12,18 @@ use crate::{AttestedNode, AuthorityInfo, EntryId, RegistrationEntry};
 
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
+/// What happened when a join token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenUse {
+    /// The token was valid and is now used up.
+    Consumed,
+    /// The token exists but expired at this time; nothing was changed.
+    Expired(SystemTime),
+    /// No such token (never issued, or already used).
+    Unknown,
+}
+
 /// One journaled key slot. `Debug` never shows the key.
 pub struct JournalSlot {
     /// The slot's description (with its certificate, for X.509 keys).
@@ -91,9 +103,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError>;
     /// Records a join token by its hash, valid until `expires_at`.
     fn create_join_token(&self, hash: &str, expires_at: SystemTime) -> Result<(), StoreError>;
-    /// Deletes the join token with `hash` and returns its expiry, if it
-    /// existed: a token can be consumed once.
-    fn consume_join_token(&self, hash: &str) -> Result<Option<SystemTime>, StoreError>;
+    /// Consumes the join token with `hash` if it is still valid at `now`
+    /// (deleting it, so it works once). An expired token is left as it is.
+    fn consume_join_token(&self, hash: &str, now: SystemTime) -> Result<TokenUse, StoreError>;
     /// Records (or refreshes) an attested node.
     fn put_attested_node(&self, node: &AttestedNode) -> Result<(), StoreError>;
     /// The attested node with `id`.

@@ -13,7 +13,7 @@ use rustls_pki_types::CertificateDer;
 use spiffe_core::{SpiffeBundle, SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
 
-use super::{CaJournal, JournalSlot, Store, StoreError};
+use super::{CaJournal, JournalSlot, Store, StoreError, TokenUse};
 use crate::{AttestedNode, AuthorityInfo, EntryId, RegistrationEntry, SlotKind, SlotState};
 
 /// Schema migrations, in order; the schema version is their count.
@@ -344,16 +344,26 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn consume_join_token(&self, hash: &str) -> Result<Option<SystemTime>, StoreError> {
-        let conn = self.conn();
-        let at: Option<i64> = conn
+    fn consume_join_token(&self, hash: &str, now: SystemTime) -> Result<TokenUse, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let at: Option<i64> = tx
             .query_row(
-                "DELETE FROM join_tokens WHERE hash = ?1 RETURNING expires_at",
+                "SELECT expires_at FROM join_tokens WHERE hash = ?1",
                 params![hash],
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(at.map(time))
+        let outcome = match at {
+            None => TokenUse::Unknown,
+            Some(at) if time(at) <= now => TokenUse::Expired(time(at)),
+            Some(_) => {
+                tx.execute("DELETE FROM join_tokens WHERE hash = ?1", params![hash])?;
+                TokenUse::Consumed
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
     }
 
     fn put_attested_node(&self, node: &AttestedNode) -> Result<(), StoreError> {
