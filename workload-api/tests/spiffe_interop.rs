@@ -230,3 +230,57 @@ async fn ep_3_request_without_security_header_is_invalid_argument() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
 }
+
+/// The spiffe crate's own `X509Source` (reconnecting supervisor) follows a
+/// rotation, a restart of our server, and a rotation after the restart.
+#[tokio::test(start_paused = true)]
+async fn spiffe_crate_x509_source_survives_our_server_restart() {
+    let dir = TempDir::new("interop-source");
+    let socket = dir.0.join("api.sock");
+    let domain = Domain::new("example.org");
+    let provider = provider_for(&domain);
+    let entry = provider
+        .add_entry(RegistrationEntry::new(
+            [my_uid_selector()],
+            domain.svid("/web"),
+        ))
+        .unwrap();
+    let server = serve(Arc::clone(&provider), &socket);
+    let source = spiffe::X509Source::builder()
+        .endpoint(format!("unix://{}", socket.display()))
+        .build()
+        .await
+        .unwrap();
+    let mut updates = source.updated();
+    assert_eq!(
+        source.svid().unwrap().spiffe_id().to_string(),
+        "spiffe://example.org/web"
+    );
+
+    let rotated = domain.svid("/web");
+    let rotated_leaf = rotated.leaf().to_vec();
+    provider.rotate(entry, rotated).unwrap();
+    updates.changed().await.unwrap();
+    assert_eq!(
+        source.svid().unwrap().leaf().as_bytes(),
+        rotated_leaf.as_slice()
+    );
+
+    server.stop().await;
+    let _server = serve(Arc::clone(&provider), &socket);
+    let after = domain.svid("/web");
+    let after_leaf = after.leaf().to_vec();
+    provider.rotate(entry, after).unwrap();
+    // Virtual time: fails (instead of hanging) if no reconnect within 10 minutes.
+    tokio::time::timeout(std::time::Duration::from_secs(600), async {
+        loop {
+            updates.changed().await.unwrap();
+            if source.svid().unwrap().leaf().as_bytes() == after_leaf.as_slice() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the spiffe X509Source reconnected to the restarted server");
+    source.shutdown().await;
+}
