@@ -497,3 +497,44 @@ fn upstream_key_that_does_not_match_its_certificate_is_rejected() {
         Err(UpstreamError::NotACa)
     ));
 }
+
+#[test]
+fn intermediates_never_outlive_the_upstream_ca_and_expired_upstream_is_refused() {
+    use std::time::Duration;
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = (start() - Duration::from_secs(3600)).into();
+    p.not_after = (start() + Duration::from_secs(30 * 3600)).into();
+    let cert = p.self_signed(&key).unwrap();
+    let upstream = UpstreamCa::from_pem(
+        cert.pem().as_bytes(),
+        key.serialize_pem().as_bytes(),
+        cert.pem().as_bytes(),
+    )
+    .unwrap();
+    let mut cfg = config();
+    cfg.upstream = Some(upstream.clone());
+    let (ca, clock) = ca_with(cfg.clone());
+    clock.advance(Duration::from_secs(13 * 3600));
+    ca.rotate().unwrap();
+    let latest = ca
+        .authorities()
+        .into_iter()
+        .find(|a| a.kind == svid_ca::SlotKind::X509 && a.state == svid_ca::SlotState::Prepared)
+        .unwrap();
+    assert_eq!(latest.not_after, upstream.not_after());
+    let svid = ca.issue_x509_svid(&web_ent()).unwrap();
+    verify_x509_svid(svid.chain(), ca.bundle().x509(), ca.now()).unwrap();
+    // Building after the upstream expired is refused.
+    clock.advance(Duration::from_secs(20 * 3600));
+    let err = CertificateAuthority::builder(cfg)
+        .clock(std::sync::Arc::new(clock.clone()))
+        .build()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        svid_ca::CaError::Config(svid_ca::ConfigError::UpstreamExpired { .. })
+    ));
+}
