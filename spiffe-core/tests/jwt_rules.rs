@@ -432,6 +432,61 @@ fn signed_by_this_crate_validates_and_parses_insecurely() {
 }
 
 #[test]
+fn signer_publishes_the_key_that_verifies_its_tokens() {
+    for kind in [KeyKind::P256, KeyKind::P384, KeyKind::Rsa2048] {
+        let key = TestJwtKey::generate(kind);
+        let pk = PrivateKey::from_pkcs8_der(key.pkcs8()).unwrap();
+        let signer = spiffe_core::jwt::JwtSigner::new(&pk).unwrap();
+        assert_eq!(signer.public_key(), &pk.jwt_key().unwrap());
+        let mut bundle = JwtBundle::new(td("example.org"));
+        bundle.insert("k", signer.public_key().clone());
+        // The published key equals the one read from the JWK of the same key.
+        let jwks = json!({"keys": [key.jwk("k")]});
+        let from_jwk =
+            JwtBundle::from_jwks(td("example.org"), jwks.to_string().as_bytes()).unwrap();
+        assert_eq!(bundle, from_jwk, "{kind:?}");
+        let c = JwtClaims {
+            subject: SUB.parse().unwrap(),
+            audience: vec![AUD.into()],
+            expiry: now() + Duration::from_secs(60),
+            issued_at: now(),
+            issuer: None,
+            extra: Default::default(),
+        };
+        for _ in 0..3 {
+            let t = signer.sign("k", &c).unwrap();
+            assert!(
+                JwtSvid::validate(&t, &bundle, AUD, now()).is_ok(),
+                "{kind:?}"
+            );
+        }
+        assert!(format!("{signer:?}").starts_with("JwtSigner"));
+    }
+}
+
+#[test]
+fn public_keys_read_from_spki() {
+    use spiffe_core::jwt::JwtKey;
+    let ca = test_support::TestCa::new("example.org");
+    for kind in [KeyKind::P256, KeyKind::P384, KeyKind::Rsa2048] {
+        let leaf = ca.leaf_with(test_support::LeafSpec::new(SUB).key(kind));
+        let pk = PrivateKey::from_pkcs8_der(&leaf.key_der).unwrap();
+        // The SPKI inside the certificate: tbs -> subjectPublicKeyInfo.
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf.chain[0]).unwrap();
+        let spki = cert.tbs_certificate.subject_pki.raw;
+        assert_eq!(
+            JwtKey::from_spki_der(spki).unwrap(),
+            pk.jwt_key().unwrap(),
+            "{kind:?}"
+        );
+    }
+    assert!(matches!(
+        JwtKey::from_spki_der(b"\x30\x00"),
+        Err(JwtError::InvalidKey { .. })
+    ));
+}
+
+#[test]
 fn jwks_round_trips_and_rejects_garbage() {
     let f = fixture(KeyKind::Rsa2048);
     let again = JwtBundle::from_jwks(td("example.org"), &f.bundle.to_jwks()).unwrap();

@@ -140,6 +140,43 @@ impl JwtKey {
         }
     }
 
+    /// Reads a DER SubjectPublicKeyInfo (EC on P-256/P-384/P-521, or RSA).
+    pub fn from_spki_der(spki: &[u8]) -> Result<Self, JwtError> {
+        use crate::x509::{OID_EC_PUBLIC_KEY, OID_P256, OID_P384, OID_P521, OID_RSA, Reader, tag};
+        let invalid = |reason| JwtError::InvalidKey {
+            kid: String::new(),
+            reason,
+        };
+        let read = || {
+            let mut spki = Reader::new(Reader::new(spki).expect(tag::SEQUENCE)?);
+            let mut alg = Reader::new(spki.expect(tag::SEQUENCE)?);
+            let oid = alg.expect(tag::OID)?;
+            let params = alg.optional(tag::OID)?;
+            let bits = spki.expect(tag::BIT_STRING)?.split_first()?.1;
+            Some((oid, params, bits))
+        };
+        let (oid, params, bits) = read().ok_or(invalid("not a DER SubjectPublicKeyInfo"))?;
+        if oid == OID_EC_PUBLIC_KEY {
+            let curve = match params {
+                Some(OID_P256) => EcCurve::P256,
+                Some(OID_P384) => EcCurve::P384,
+                Some(OID_P521) => EcCurve::P521,
+                _ => return Err(invalid("unsupported EC curve")),
+            };
+            if bits.len() != 1 + 2 * curve.coordinate_len() || bits.first() != Some(&4) {
+                return Err(invalid("EC point is not uncompressed or of the wrong size"));
+            }
+            Ok(JwtKey::Ec {
+                curve,
+                point: bits.to_vec(),
+            })
+        } else if oid == OID_RSA {
+            super::rsa_public_key(bits).ok_or(invalid("RSA public key is malformed"))
+        } else {
+            Err(invalid("key type cannot sign JWT-SVIDs"))
+        }
+    }
+
     /// The JWK form of this key (public parameters only), with `kid`.
     pub fn to_jwk(&self, kid: &str) -> Jwk {
         let enc = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);

@@ -11,7 +11,8 @@ pub use alg::JwtAlgorithm;
 pub use bundle::{JwtBundle, JwtBundleLookup};
 pub use error::JwtError;
 pub use jwk::{EcCurve, Jwk, JwtKey};
-pub use sign::{JwtClaims, sign_jwt_svid};
+pub(crate) use sign::rsa_public_key;
+pub use sign::{JwtClaims, JwtSigner, sign_jwt_svid};
 pub use svid::JwtSvid;
 
 pub(crate) use jwk::b64url;

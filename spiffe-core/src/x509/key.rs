@@ -62,6 +62,12 @@ impl PrivateKey {
         PrivatePkcs8KeyDer::from(self.der.to_vec())
     }
 
+    /// The public key in the form JWT bundles hold, for keys that can sign
+    /// JWT-SVIDs (EC P-256/P-384/P-521 and RSA).
+    pub fn jwt_key(&self) -> Result<crate::jwt::JwtKey, crate::JwtError> {
+        crate::jwt::JwtSigner::new(self).map(|s| s.public_key().clone())
+    }
+
     /// The raw public key (the contents of a certificate's subjectPublicKey).
     pub(crate) fn public_key_bytes(&self) -> Result<Vec<u8>, X509Error> {
         load(&self.der).map(|(_, pk)| pk)
