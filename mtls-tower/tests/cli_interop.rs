@@ -1,0 +1,148 @@
+//! Interop with the `curl` and `openssl` binaries (code we did not write)
+//! against a test server. Each test skips with a note if its binary is absent.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::*;
+use mtls_tower::{AcceptError, authorizer};
+use test_support::{LeafSpec, TestCa};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+const TD: &str = "example.org";
+const SERVER: &str = "spiffe://example.org/ns/default/sa/server";
+const CLIENT: &str = "spiffe://example.org/ns/default/sa/curl";
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn binary(name: &str) -> Option<PathBuf> {
+    let p = Path::new("/usr/bin").join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {name} is not installed at /usr/bin");
+        None
+    }
+}
+
+/// A server whose SVID also carries the DNS SAN `localhost` (X509-2), since
+/// these tools check the host name; the client PEM files in a temp dir.
+async fn setup(name: &str) -> (Server, Dir) {
+    let ca = TestCa::new(TD);
+    let server = Workload::new(&ca, SERVER, TD);
+    server.svids.set(svid(
+        &ca.leaf_with(LeafSpec::new(SERVER).dns(&["localhost"])),
+    ));
+    let srv = start_server(server.server_config(authorizer::exact(CLIENT.parse().unwrap()))).await;
+    let dir = std::env::temp_dir().join(format!("mtls-tower-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let leaf = ca.leaf(CLIENT);
+    std::fs::write(dir.join("client.pem"), leaf.chain_pem()).unwrap();
+    std::fs::write(dir.join("client.key"), leaf.key_pem()).unwrap();
+    std::fs::write(
+        dir.join("ca.pem"),
+        test_support::pem("CERTIFICATE", &ca.root_cert()),
+    )
+    .unwrap();
+    (srv, Dir(dir))
+}
+
+#[tokio::test]
+async fn curl_with_client_svid_is_served_and_identified() {
+    let Some(curl) = binary("curl") else { return };
+    let (mut srv, dir) = setup("curl").await;
+    let out = Command::new(&curl)
+        .arg("--silent")
+        .arg("--show-error")
+        .arg("--cert")
+        .arg(dir.0.join("client.pem"))
+        .arg("--key")
+        .arg(dir.0.join("client.key"))
+        .arg("--cacert")
+        .arg(dir.0.join("ca.pem"))
+        .arg(format!("https://localhost:{}/", srv.addr.port()))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), CLIENT);
+
+    // Without a client certificate the handshake is refused.
+    let out = Command::new(&curl)
+        .arg("--silent")
+        .arg("--cacert")
+        .arg(dir.0.join("ca.pem"))
+        .arg(format!("https://localhost:{}/", srv.addr.port()))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = srv.errors.recv().await.unwrap();
+    let AcceptError::Handshake { source, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        rustls_error(source),
+        Some(&rustls::Error::NoCertificatesPresented)
+    );
+}
+
+#[tokio::test]
+async fn openssl_s_client_verifies_server_and_is_identified() {
+    let Some(openssl) = binary("openssl") else {
+        return;
+    };
+    let (srv, dir) = setup("openssl").await;
+    let mut child = Command::new(&openssl)
+        .arg("s_client")
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{}", srv.addr.port()))
+        .arg("-servername")
+        .arg("localhost")
+        .arg("-verify_return_error")
+        .arg("-CAfile")
+        .arg(dir.0.join("ca.pem"))
+        .arg("-cert")
+        .arg(dir.0.join("client.pem"))
+        .arg("-key")
+        .arg(dir.0.join("client.key"))
+        .arg("-alpn")
+        .arg("http/1.1")
+        .arg("-ign_eof")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Verify return code: 0 (ok)"), "{stdout}");
+    assert!(
+        stdout.contains("Protocol: TLSv1.3") || stdout.contains("TLSv1.3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(CLIENT),
+        "the server saw the client's SPIFFE ID: {stdout}"
+    );
+}
