@@ -7,7 +7,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SubjectPublicKeyInfo,
 };
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
-use spiffe_core::jwt::{JwtClaims, sign_jwt_svid};
+use spiffe_core::jwt::JwtClaims;
 use spiffe_core::{IdError, JwtError, JwtSvid, PrivateKey, SpiffeId, X509Error, X509Svid};
 
 use crate::authority::{Signer, Slot, random_serial, whole_secs};
@@ -219,7 +219,13 @@ impl CertificateAuthority {
             issuer: self.config.jwt_issuer.clone(),
             extra: serde_json::Map::new(),
         };
-        let token = sign_jwt_svid(&slot.material.private, &slot.info.id, &claims)?;
+        let Signer::Jwt { signer } = &slot.material.signer else {
+            return Err(CaError::NoActiveAuthority {
+                kind: SlotKind::Jwt,
+            }
+            .into());
+        };
+        let token = signer.sign(&slot.info.id, &claims)?;
         Ok(JwtSvid::parse_insecure(&token)?)
     }
 

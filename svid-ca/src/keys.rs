@@ -3,11 +3,8 @@
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, RsaKeySize};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use spiffe_core::PrivateKey;
-use spiffe_core::jwt::{EcCurve, JwtKey};
+use spiffe_core::jwt::JwtSigner;
 use spiffe_core::x509::KeyAlgorithm;
-use x509_parser::prelude::FromDer;
-use x509_parser::public_key::PublicKey;
-use x509_parser::x509::SubjectPublicKeyInfo;
 
 /// The key types the authority can sign with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,40 +78,10 @@ impl SigningKey {
         Ok(SigningKey { pair, private })
     }
 
-    /// The public key as a JWT verification key.
-    pub(crate) fn jwt_key(&self) -> Result<JwtKey, KeyError> {
-        jwt_key_from_spki(&rcgen::PublicKeyData::subject_public_key_info(&self.pair))
-            .ok_or(KeyError::Unsupported)
+    /// A JWT-SVID signer over this key, loaded once.
+    pub(crate) fn jwt_signer(&self) -> Result<JwtSigner, KeyError> {
+        JwtSigner::new(&self.private).map_err(|_| KeyError::Unsupported)
     }
-}
-
-/// Reads an EC or RSA SubjectPublicKeyInfo as a JWT key.
-pub(crate) fn jwt_key_from_spki(spki: &[u8]) -> Option<JwtKey> {
-    let (_, info) = SubjectPublicKeyInfo::from_der(spki).ok()?;
-    match info.parsed().ok()? {
-        PublicKey::EC(point) => {
-            let curve = match point.key_size() {
-                256 => EcCurve::P256,
-                384 => EcCurve::P384,
-                521 => EcCurve::P521,
-                _ => return None,
-            };
-            Some(JwtKey::Ec {
-                curve,
-                point: point.data().to_vec(),
-            })
-        }
-        PublicKey::RSA(rsa) => Some(JwtKey::Rsa {
-            n: strip_zeros(rsa.modulus),
-            e: strip_zeros(rsa.exponent),
-        }),
-        _ => None,
-    }
-}
-
-fn strip_zeros(bytes: &[u8]) -> Vec<u8> {
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    bytes.get(start..).unwrap_or_default().to_vec()
 }
 
 /// `N` random bytes from the system generator; `None` only if the operating

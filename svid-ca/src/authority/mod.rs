@@ -298,8 +298,8 @@ fn build_bundle(config: &CaConfig, slots: &[Slot], sequence: u64) -> Result<Spif
     let x509 = X509Bundle::new(td.clone(), x509_certs).map_err(|_| CaError::Certificate)?;
     let mut jwt = JwtBundle::new(td);
     for s in slots {
-        if let Signer::Jwt { public } = &s.material.signer {
-            jwt.insert(s.info.id.clone(), public.clone());
+        if let Signer::Jwt { signer } = &s.material.signer {
+            jwt.insert(s.info.id.clone(), signer.public_key().clone());
         }
     }
     Ok(SpiffeBundle::new(x509, jwt)

@@ -9,7 +9,7 @@ use rcgen::{
 };
 use rustls_pki_types::CertificateDer;
 use spiffe_core::PrivateKey;
-use spiffe_core::jwt::JwtKey;
+use spiffe_core::jwt::JwtSigner;
 
 use super::CaError;
 use crate::CaConfig;
@@ -71,7 +71,8 @@ pub(crate) enum Signer {
         chain_tail: Vec<CertificateDer<'static>>,
     },
     Jwt {
-        public: JwtKey,
+        /// Loaded once; signs every JWT-SVID of this slot.
+        signer: JwtSigner,
     },
 }
 
@@ -216,7 +217,7 @@ impl Slot {
             }
             (SlotKind::X509, None) => return Err(CaError::Certificate),
             (SlotKind::Jwt, _) => Signer::Jwt {
-                public: key.jwt_key()?,
+                signer: key.jwt_signer()?,
             },
         };
         Ok(Slot {
