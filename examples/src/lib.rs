@@ -1,0 +1,54 @@
+//! Shared material for the examples: an in-process `svid-ca` authority for
+//! `example.org` that issues each example workload its X509-SVID.
+//!
+//! Run an example with `cargo run -p examples --example NAME`; each starts
+//! its server and client in one process, prints the result and exits.
+
+use std::error::Error;
+use std::sync::Arc;
+
+use spiffe_core::{BundleSet, MemoryBundleSource, MemorySvidSource, SpiffeId};
+use svid_ca::{CaConfig, CertificateAuthority, Entitlement};
+
+/// The result type of the examples' `main`.
+pub type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
+
+/// An authority for one trust domain and the bundle it publishes.
+pub struct Authority {
+    ca: CertificateAuthority,
+    bundles: Arc<MemoryBundleSource>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// A fresh in-memory authority for `trust_domain`.
+    pub fn new(trust_domain: &str) -> Result<Self> {
+        let ca = CertificateAuthority::builder(CaConfig::new(trust_domain.parse()?)).build()?;
+        let bundles = Arc::new(MemoryBundleSource::new(BundleSet::from_iter([(*ca
+            .bundle())
+        .clone()])));
+        Ok(Authority { ca, bundles })
+    }
+
+    /// The bundle source every workload of the trust domain shares.
+    pub fn bundles(&self) -> Arc<MemoryBundleSource> {
+        self.bundles.clone()
+    }
+
+    /// An SVID source holding a freshly issued SVID for `id`.
+    pub fn workload(&self, id: &str) -> Result<Arc<MemorySvidSource>> {
+        let id: SpiffeId = id.parse()?;
+        let svid = self.ca.issue_x509_svid(&Entitlement::new(id))?;
+        Ok(Arc::new(MemorySvidSource::new(svid)))
+    }
+}
+
+/// The crypto provider the examples pass explicitly (aws-lc-rs).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
