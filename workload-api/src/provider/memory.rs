@@ -7,8 +7,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Map;
-use spiffe_core::jwt::{JwtClaims, sign_jwt_svid};
-use spiffe_core::{BundleSet, PrivateKey, SpiffeId, TrustDomain, X509Svid};
+use spiffe_core::jwt::{JwtClaims, JwtSigner};
+use spiffe_core::{BundleSet, JwtError, PrivateKey, SpiffeId, TrustDomain, X509Svid};
 use tokio::sync::watch;
 
 use super::{IdentityProvider, IssuedSvid, MAX_HINT_LEN, MintError, MintFuture, WorkloadIdentity};
@@ -78,8 +78,9 @@ impl RegistrationEntry {
     }
 }
 
-struct JwtSigner {
-    key: PrivateKey,
+/// A loaded JWT-SVID signing key and the `kid` it is published under.
+struct KidSigner {
+    signer: JwtSigner,
     kid: String,
 }
 
@@ -88,7 +89,7 @@ struct State {
     next_id: u64,
     entries: Vec<(EntryId, RegistrationEntry)>,
     bundles: BundleSet,
-    signers: HashMap<TrustDomain, JwtSigner>,
+    signers: HashMap<TrustDomain, KidSigner>,
 }
 
 /// An [`IdentityProvider`] whose registration entries, bundles and JWT
@@ -206,18 +207,24 @@ impl MemoryIdentityProvider {
     }
 
     /// Sets the key that signs JWT-SVIDs of `trust_domain`, published to
-    /// verifiers under `kid` (its public key belongs in the JWT bundle).
+    /// verifiers under `kid` (its public key, [`PrivateKey::jwt_key`],
+    /// belongs in the JWT bundle). The key is loaded once, here; a key that
+    /// cannot sign JWT-SVIDs is refused.
     pub fn set_jwt_signer(
         &self,
         trust_domain: TrustDomain,
-        key: PrivateKey,
+        key: &PrivateKey,
         kid: impl Into<String>,
-    ) {
-        let kid = kid.into();
+    ) -> Result<(), JwtError> {
+        let signer = KidSigner {
+            signer: JwtSigner::new(key)?,
+            kid: kid.into(),
+        };
         let _ = self.change(|s| {
-            s.signers.insert(trust_domain, JwtSigner { key, kid });
+            s.signers.insert(trust_domain, signer);
             Ok(())
         });
+        Ok(())
     }
 }
 
@@ -269,7 +276,10 @@ impl IdentityProvider for MemoryIdentityProvider {
                         issuer: None,
                         extra: Map::new(),
                     };
-                    sign_jwt_svid(&signer.key, &signer.kid, &claims).map_err(MintError::from)
+                    signer
+                        .signer
+                        .sign(&signer.kid, &claims)
+                        .map_err(MintError::from)
                 }
             }
         };

@@ -148,7 +148,9 @@ pub fn provider_for(domain: &Domain) -> Arc<MemoryIdentityProvider> {
     let mut set = BundleSet::new();
     set.insert(domain.bundle());
     provider.set_bundles(set);
-    provider.set_jwt_signer(domain.td.clone(), domain.signing_key(), domain.kid.clone());
+    provider
+        .set_jwt_signer(domain.td.clone(), &domain.signing_key(), domain.kid.clone())
+        .expect("test signing keys are P-256");
     provider
 }
 
