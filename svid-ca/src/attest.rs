@@ -154,11 +154,6 @@ impl NodeAttestor for JoinTokenAttestor {
             })?;
         let hashed = hash(token);
         let now = self.clock.now();
-        match self.store.consume_join_token(&hashed, now)? {
-            TokenUse::Consumed => {}
-            TokenUse::Expired(expired_at) => return Err(AttestError::Expired { expired_at }),
-            _ => return Err(AttestError::UnknownToken),
-        }
         let short = hashed.get(..32).unwrap_or(&hashed);
         let spiffe_id = SpiffeId::from_segments(&self.trust_domain, &["node", JOIN_TOKEN, short])
             .map_err(|_| AttestError::Malformed {
@@ -173,7 +168,12 @@ impl NodeAttestor for JoinTokenAttestor {
             selectors: vec![selector],
             attested_at: now,
         };
-        self.store.put_attested_node(&node)?;
+        // One transaction: the token is used up and the node recorded together.
+        match self.store.consume_join_token(&hashed, now, &node)? {
+            TokenUse::Consumed => {}
+            TokenUse::Expired(expired_at) => return Err(AttestError::Expired { expired_at }),
+            _ => return Err(AttestError::UnknownToken),
+        }
         Ok(node)
     }
 }

@@ -189,26 +189,40 @@ fn entries_nodes_tokens_and_federated_bundles_persist() {
     assert_eq!(*reg.get(&created.id).unwrap(), e);
     assert!(reg.get(&gone.id).is_none());
     let id: SpiffeId = "spiffe://example.org/node/n".parse().unwrap();
-    assert_eq!(store.attested_node(&id).unwrap(), Some(node));
+    assert_eq!(store.attested_node(&id).unwrap(), Some(node.clone()));
     assert_eq!(store.federated_bundles().unwrap(), vec![fed]);
-    // Expired: reported, and left in place (nothing written).
+    // Expired: reported, and left in place (nothing written, node included).
     let t0 = SystemTime::UNIX_EPOCH;
+    let node_ab = AttestedNode {
+        spiffe_id: "spiffe://example.org/node/ab".parse().unwrap(),
+        ..node.clone()
+    };
     assert_eq!(
-        store.consume_join_token("ab", t0).unwrap(),
+        store.consume_join_token("ab", t0, &node_ab).unwrap(),
         TokenUse::Expired(t0)
     );
     assert_eq!(
-        store.consume_join_token("ab", t0).unwrap(),
+        store.consume_join_token("ab", t0, &node_ab).unwrap(),
         TokenUse::Expired(t0)
     );
+    assert_eq!(store.attested_node(&node_ab.spiffe_id).unwrap(), None);
+    // Consumed: the token goes and its node is recorded, together.
     store.create_join_token("cd", start()).unwrap();
     let before = start() - std::time::Duration::from_secs(1);
+    let node_cd = AttestedNode {
+        spiffe_id: "spiffe://example.org/node/cd".parse().unwrap(),
+        ..node.clone()
+    };
     assert_eq!(
-        store.consume_join_token("cd", before).unwrap(),
+        store.consume_join_token("cd", before, &node_cd).unwrap(),
         TokenUse::Consumed
     );
     assert_eq!(
-        store.consume_join_token("cd", before).unwrap(),
+        store.attested_node(&node_cd.spiffe_id).unwrap(),
+        Some(node_cd.clone())
+    );
+    assert_eq!(
+        store.consume_join_token("cd", before, &node_cd).unwrap(),
         TokenUse::Unknown
     );
     assert!(matches!(
@@ -250,8 +264,13 @@ impl Store for Faulty {
     fn create_join_token(&self, h: &str, at: SystemTime) -> Result<(), StoreError> {
         self.inner.create_join_token(h, at)
     }
-    fn consume_join_token(&self, h: &str, now: SystemTime) -> Result<TokenUse, StoreError> {
-        self.inner.consume_join_token(h, now)
+    fn consume_join_token(
+        &self,
+        h: &str,
+        now: SystemTime,
+        n: &AttestedNode,
+    ) -> Result<TokenUse, StoreError> {
+        self.inner.consume_join_token(h, now, n)
     }
     fn put_attested_node(&self, n: &AttestedNode) -> Result<(), StoreError> {
         self.inner.put_attested_node(n)

@@ -104,8 +104,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a join token by its hash, valid until `expires_at`.
     fn create_join_token(&self, hash: &str, expires_at: SystemTime) -> Result<(), StoreError>;
     /// Consumes the join token with `hash` if it is still valid at `now`
-    /// (deleting it, so it works once). An expired token is left as it is.
-    fn consume_join_token(&self, hash: &str, now: SystemTime) -> Result<TokenUse, StoreError>;
+    /// (deleting it, so it works once) and records `node`, the node it
+    /// attests, in the same transaction: a token is never used up without
+    /// its node on record. An expired or unknown token writes nothing.
+    fn consume_join_token(
+        &self,
+        hash: &str,
+        now: SystemTime,
+        node: &AttestedNode,
+    ) -> Result<TokenUse, StoreError>;
     /// Records (or refreshes) an attested node.
     fn put_attested_node(&self, node: &AttestedNode) -> Result<(), StoreError>;
     /// The attested node with `id`.

@@ -344,7 +344,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn consume_join_token(&self, hash: &str, now: SystemTime) -> Result<TokenUse, StoreError> {
+    fn consume_join_token(
+        &self,
+        hash: &str,
+        now: SystemTime,
+        node: &AttestedNode,
+    ) -> Result<TokenUse, StoreError> {
+        let doc = serde_json::to_string(node).map_err(|_| corrupt("attested node"))?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let at: Option<i64> = tx
@@ -359,6 +365,10 @@ impl Store for SqliteStore {
             Some(at) if time(at) <= now => TokenUse::Expired(time(at)),
             Some(_) => {
                 tx.execute("DELETE FROM join_tokens WHERE hash = ?1", params![hash])?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO attested_nodes (spiffe_id, document) VALUES (?1, ?2)",
+                    params![node.spiffe_id.as_str(), doc],
+                )?;
                 TokenUse::Consumed
             }
         };
