@@ -226,3 +226,84 @@ impl ClientConfigBuilder {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use spiffe_core::{BundleSet, MemoryBundleSource, MemorySvidSource};
+
+    use super::*;
+    use crate::authorizer;
+
+    fn parts() -> (
+        Arc<CryptoProvider>,
+        Arc<MemorySvidSource>,
+        Arc<MemoryBundleSource>,
+    ) {
+        (
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            Arc::new(MemorySvidSource::empty()),
+            Arc::new(MemoryBundleSource::new(BundleSet::new())),
+        )
+    }
+
+    /// Sends the client's first flight to the server; the server's verdict.
+    fn client_hello_to(client: ClientConfig, server: ServerConfig) -> Result<(), rustls::Error> {
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        let mut buf = Vec::new();
+        c.write_tls(&mut buf).unwrap();
+        s.read_tls(&mut &buf[..]).unwrap();
+        s.process_new_packets().map(|_| ())
+    }
+
+    #[test]
+    fn server_defaults_tls13_only_alpn_h2_http11_no_resumption() {
+        let (p, s, b) = parts();
+        let server = ServerConfigBuilder::new(p.clone(), s.clone(), b.clone(), authorizer::any())
+            .build()
+            .unwrap();
+        assert_eq!(
+            server.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert_eq!(server.send_tls13_tickets, 0);
+        // A client offering only TLS 1.2 is refused at its ClientHello.
+        let mut tls12_only = (*p).clone();
+        tls12_only
+            .cipher_suites
+            .retain(|cs| cs.version() == &rustls::version::TLS12);
+        let client = ClientConfigBuilder::new(Arc::new(tls12_only), s, b, authorizer::any())
+            .enable_tls12()
+            .build()
+            .unwrap();
+        let err = client_hello_to(client, server).unwrap_err();
+        assert!(matches!(err, rustls::Error::PeerIncompatible(_)), "{err:?}");
+    }
+
+    #[test]
+    fn client_defaults_and_overrides() {
+        let (p, s, b) = parts();
+        let c = ClientConfigBuilder::new(p.clone(), s.clone(), b.clone(), authorizer::any())
+            .build()
+            .unwrap();
+        assert_eq!(c.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        let c = ClientConfigBuilder::new(p, s, b, authorizer::any())
+            .alpn_protocols(vec![b"h2".to_vec()])
+            .build()
+            .unwrap();
+        assert_eq!(c.alpn_protocols, [b"h2".to_vec()]);
+    }
+
+    #[test]
+    fn provider_without_tls13_is_a_config_error() {
+        let (mut p, s, b) = parts();
+        Arc::make_mut(&mut p)
+            .cipher_suites
+            .retain(|cs| cs.version() != &rustls::version::TLS13);
+        let err = ServerConfigBuilder::new(p, s, b, authorizer::any())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Versions(_)), "{err:?}");
+    }
+}
