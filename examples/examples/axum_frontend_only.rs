@@ -10,13 +10,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mtls_tower::{
-    ClientConfigBuilder, MtlsAcceptor, MtlsConnector, PeerIdentity, ServerConfigBuilder, authorizer,
+    ClientConfigBuilder, MtlsAcceptor, MtlsConnector, Peer, ServerConfigBuilder, authorizer,
 };
 
 const FRONTEND: &str = "spiffe://example.org/ns/default/sa/frontend";
 const BACKEND: &str = "spiffe://example.org/ns/default/sa/backend";
 
-async fn hello(peer: PeerIdentity) -> String {
+async fn hello(Peer(peer): Peer) -> String {
     format!("hello, {}", peer.spiffe_id())
 }
 
@@ -49,13 +49,10 @@ async fn main() -> Result<()> {
     let url = format!("https://127.0.0.1:{}/", listener.local_addr()?.port());
     let acceptor = MtlsAcceptor::new(listener, server_config);
     let app = axum::Router::new().route("/", axum::routing::get(hello));
-    let server = tokio::spawn(async move {
-        axum::serve(
-            acceptor,
-            app.into_make_service_with_connect_info::<PeerIdentity>(),
-        )
-        .await
-    });
+    let server =
+        tokio::spawn(
+            async move { axum::serve(acceptor, mtls_tower::into_make_service(app)).await },
+        );
 
     let answer = get(&authority, FRONTEND, &url).await?;
     println!("frontend -> {answer}");

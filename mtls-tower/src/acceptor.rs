@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::error::AcceptError;
-use crate::identity::PeerIdentity;
+use spiffe_core::PeerIdentity;
 
 /// The default bound on how long a handshake may take.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,7 +133,7 @@ async fn handshake(
         }
         Ok(Ok(stream)) => stream,
     };
-    let peer = PeerIdentity::from_connection(stream.get_ref().1)
+    let peer = crate::rustls_impls::peer_identity(stream.get_ref().1)
         .ok_or(AcceptError::NoPeerIdentity { remote_addr })?;
     Ok(TlsConnection {
         stream,

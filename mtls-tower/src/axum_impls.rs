@@ -1,20 +1,25 @@
-//! axum integration: the acceptor as an `axum::serve` listener and
-//! [`PeerIdentity`] as an extractor.
+//! axum integration: the acceptor as an `axum::serve` listener, a make
+//! service that puts [`PeerIdentity`] into every request, and the [`Peer`]
+//! extractor.
 
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
-use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::serve::{IncomingStream, Listener};
 use http::StatusCode;
 use http::request::Parts;
+use spiffe_core::PeerIdentity;
+use tower::{Layer, Service};
 
 use crate::acceptor::{MtlsAcceptor, TlsConnection};
 use crate::error::AcceptError;
-use crate::identity::PeerIdentity;
+use crate::layer::{AddPeerIdentity, PeerIdentityLayer};
 
-/// `axum::serve(acceptor, app.into_make_service_with_connect_info::<PeerIdentity>())`
-/// serves only authenticated peers. Failed handshakes are logged and skipped.
+/// `axum::serve(acceptor, mtls_tower::into_make_service(app))` serves only
+/// authenticated peers. Failed handshakes are logged and skipped.
 impl Listener for MtlsAcceptor {
     type Io = TlsConnection;
     type Addr = PeerIdentity;
@@ -45,30 +50,54 @@ impl Listener for MtlsAcceptor {
     }
 }
 
-impl Connected<IncomingStream<'_, MtlsAcceptor>> for PeerIdentity {
-    fn connect_info(stream: IncomingStream<'_, MtlsAcceptor>) -> Self {
-        stream.remote_addr().clone()
+/// Wraps a service (an axum `Router`) for `axum::serve` over an
+/// [`MtlsAcceptor`]: each connection's service puts the peer's
+/// [`PeerIdentity`] into every request's extensions.
+pub fn into_make_service<S>(service: S) -> PeerMakeService<S> {
+    PeerMakeService { service }
+}
+
+/// See [`into_make_service`].
+#[derive(Debug, Clone)]
+pub struct PeerMakeService<S> {
+    service: S,
+}
+
+impl<S: Clone> Service<IncomingStream<'_, MtlsAcceptor>> for PeerMakeService<S> {
+    type Response = AddPeerIdentity<S>;
+    type Error = Infallible;
+    type Future = Ready<Result<AddPeerIdentity<S>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'_, MtlsAcceptor>) -> Self::Future {
+        let layer = PeerIdentityLayer::new(stream.remote_addr().clone());
+        ready(Ok(layer.layer(self.service.clone())))
     }
 }
 
-/// Extracts the authenticated peer. It is there when requests come through
-/// [`crate::PeerIdentityLayer`] or `axum::serve` over an [`MtlsAcceptor`]
-/// with `into_make_service_with_connect_info::<PeerIdentity>()`; otherwise
-/// the request is refused with 500 (a server wiring error, never a
-/// peer-controlled outcome), failing closed.
-impl<S: Send + Sync> FromRequestParts<S> for PeerIdentity {
+/// Extracts the authenticated peer from the request extensions.
+///
+/// It is there when requests come through [`crate::PeerIdentityLayer`]
+/// (which [`into_make_service`] applies per connection). Otherwise the
+/// request is refused with 500 — a server wiring error, never something a
+/// peer controls — so a handler that takes `Peer` never runs without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer(pub PeerIdentity);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = (StatusCode, &'static str);
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(peer) = parts.extensions.get::<PeerIdentity>() {
-            return Ok(peer.clone());
-        }
-        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<PeerIdentity>>() {
-            return Ok(peer.clone());
-        }
-        Err((
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no authenticated peer identity on this connection",
-        ))
+        parts
+            .extensions
+            .get::<PeerIdentity>()
+            .map(|p| Peer(p.clone()))
+            .ok_or((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no authenticated peer identity on this connection",
+            ))
     }
 }

@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::error::ConnectError;
-use crate::identity::PeerIdentity;
+use spiffe_core::PeerIdentity;
 
 /// The default bound on TCP connect plus TLS handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,7 +100,7 @@ impl MtlsConnector {
             .map_err(|_| ConnectError::Timeout {
                 authority: authority.clone(),
             })??;
-        let peer = PeerIdentity::from_connection(stream.get_ref().1)
+        let peer = crate::rustls_impls::peer_identity(stream.get_ref().1)
             .ok_or(ConnectError::NoPeerIdentity { authority })?;
         Ok(MtlsStream {
             io: TokioIo::new(stream),

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use crate::identity::PeerIdentity;
+use spiffe_core::PeerIdentity;
 
 /// Puts the connection's [`PeerIdentity`] into every request's extensions.
 ///

@@ -12,9 +12,11 @@
 //!   always chosen explicitly.
 //! - [`MtlsAcceptor`]: a `TcpListener` turned into TLS connections carrying
 //!   the [`PeerIdentity`]; [`PeerIdentityLayer`] puts it into request
-//!   extensions; with the `axum` feature it is an extractor and the acceptor
-//!   an `axum::serve` listener; with `tonic`, accepted connections carry it
-//!   into tonic request extensions.
+//!   extensions ([`PeerIdentity`] is `spiffe_core`'s, the type the `authz`
+//!   layer reads); with the `axum` feature the acceptor is an `axum::serve`
+//!   listener, `into_make_service` wraps a router so each request carries
+//!   the identity, and `Peer` extracts it; with `tonic`, accepted
+//!   connections carry it into tonic request extensions.
 //! - [`MtlsConnector`]: a hyper-util connector that originates mTLS and
 //!   authorizes the server per target; with `tonic`, a channel over it.
 //!
@@ -27,7 +29,6 @@ pub mod authorizer;
 mod config;
 mod connector;
 mod error;
-mod identity;
 mod layer;
 mod rustls_impls;
 mod trust;
@@ -42,6 +43,9 @@ pub use authorizer::{Authorizer, TargetAuthorizers};
 pub use config::{ClientConfigBuilder, DEFAULT_ALPN, ServerConfigBuilder};
 pub use connector::{DEFAULT_CONNECT_TIMEOUT, MtlsConnector, MtlsStream};
 pub use error::{AcceptError, ConfigError, ConnectError, PeerRejected};
-pub use identity::PeerIdentity;
 pub use layer::{AddPeerIdentity, PeerIdentityLayer};
+pub use spiffe_core::PeerIdentity;
 pub use trust::TrustPolicy;
+
+#[cfg(feature = "axum")]
+pub use axum_impls::{Peer, PeerMakeService, into_make_service};

@@ -119,6 +119,14 @@ impl ResolvesClientCert for SvidResolver {
     }
 }
 
+/// The identity of the peer of an established connection (its leaf was
+/// verified during the handshake).
+pub(crate) fn peer_identity(conn: &rustls::CommonState) -> Option<spiffe_core::PeerIdentity> {
+    conn.peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(spiffe_core::PeerIdentity::from_verified_leaf)
+}
+
 /// What both verifiers share: trust material, policy and signature algorithms.
 pub(crate) struct PeerVerifier {
     svid: Arc<dyn SvidSource>,

@@ -281,7 +281,7 @@ fn resolver_builds_key_once_per_generation() {
         .set(svid(&f.ca.leaf("spiffe://example.org/rotated")));
     let c = r.current().unwrap();
     assert!(!Arc::ptr_eq(&a, &c), "new generation: new key");
-    let id = crate::PeerIdentity::from_verified_leaf(&c.cert[0]).unwrap();
+    let id = spiffe_core::PeerIdentity::from_verified_leaf(&c.cert[0]).unwrap();
     assert_eq!(
         id.spiffe_id(),
         &"spiffe://example.org/rotated".parse::<SpiffeId>().unwrap()

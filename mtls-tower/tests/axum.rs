@@ -7,7 +7,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
-use mtls_tower::{MtlsAcceptor, PeerIdentity, PeerIdentityLayer, authorizer};
+use mtls_tower::{MtlsAcceptor, Peer, PeerIdentity, PeerIdentityLayer, authorizer};
 use test_support::TestCa;
 use tower::ServiceExt;
 
@@ -15,8 +15,16 @@ const TD: &str = "example.org";
 const SERVER: &str = "spiffe://example.org/ns/default/sa/server";
 const CLIENT: &str = "spiffe://example.org/ns/default/sa/frontend";
 
-async fn who(peer: PeerIdentity) -> String {
+async fn who(Peer(peer): Peer) -> String {
     peer.spiffe_id().to_string()
+}
+
+/// What a layer further in (such as `authz`'s) sees: the identity itself.
+async fn who_from_extension(req: axum::extract::Request) -> String {
+    req.extensions()
+        .get::<PeerIdentity>()
+        .map(|p| p.spiffe_id().to_string())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -27,18 +35,18 @@ async fn axum_serve_over_acceptor_hands_peer_to_extractor() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = MtlsAcceptor::new(listener, server.server_config(authorizer::any()));
-    let app = Router::new().route("/", get(who));
-    let task = tokio::spawn(async move {
-        axum::serve(
-            acceptor,
-            app.into_make_service_with_connect_info::<PeerIdentity>(),
-        )
-        .await
-    });
+    let app = Router::new()
+        .route("/", get(who))
+        .route("/ext", get(who_from_extension));
+    let task =
+        tokio::spawn(
+            async move { axum::serve(acceptor, mtls_tower::into_make_service(app)).await },
+        );
     let http =
         fresh_connection_client(client.client_config(authorizer::exact(SERVER.parse().unwrap())));
     let url = format!("https://127.0.0.1:{}/", addr.port());
     assert_eq!(get_body(&http, &url).await.unwrap(), CLIENT);
+    assert_eq!(get_body(&http, &format!("{url}ext")).await.unwrap(), CLIENT);
     // A second client with a foreign SVID is refused, and the server keeps going.
     let rogue = Workload::new(&TestCa::new(TD), "spiffe://example.org/rogue", TD);
     rogue.bundles.set(bundle_set(&[(&ca, TD)]));

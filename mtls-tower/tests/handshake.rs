@@ -42,7 +42,7 @@ async fn request_carries_client_identity_and_client_sees_server_identity() {
 }
 
 #[tokio::test]
-async fn x509_7_uri_only_svid_dialed_as_localhost_is_accepted() {
+async fn uri_only_svid_dialed_as_localhost_is_accepted_without_dns_check() {
     // The server SVID has no DNS SAN; the client dials "localhost".
     let ca = TestCa::new(TD);
     let server = Workload::new(&ca, SERVER, TD);
