@@ -14,6 +14,9 @@ use rustls::{
 use spiffe_core::{BundleSet, MemoryBundleSource, MemorySvidSource, X509Bundle, X509Svid};
 use test_support::{Leaf, LeafSpec, TestCa};
 
+/// A client config and the server config it talks to.
+pub type Pair = (Arc<ClientConfig>, Arc<ServerConfig>);
+
 pub const SERVER: &str = "spiffe://example.org/ns/default/sa/server";
 pub const CLIENT: &str = "spiffe://example.org/ns/default/sa/client";
 
@@ -53,11 +56,7 @@ fn key(l: &Leaf) -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(l.key_der.clone()))
 }
 
-pub fn ours(
-    ca: &TestCa,
-    server_leaf: &Leaf,
-    client_leaf: &Leaf,
-) -> (Arc<ClientConfig>, Arc<ServerConfig>) {
+pub fn ours(ca: &TestCa, server_leaf: &Leaf, client_leaf: &Leaf) -> Pair {
     let mut set = BundleSet::new();
     set.insert_x509(X509Bundle::new("example.org".parse().unwrap(), vec![ca.root_cert()]).unwrap());
     let bundles = Arc::new(MemoryBundleSource::new(set));
@@ -81,11 +80,7 @@ pub fn ours(
     (Arc::new(client), Arc::new(server))
 }
 
-pub fn plain(
-    ca: &TestCa,
-    server_leaf: &Leaf,
-    client_leaf: &Leaf,
-) -> (Arc<ClientConfig>, Arc<ServerConfig>) {
+pub fn plain(ca: &TestCa, server_leaf: &Leaf, client_leaf: &Leaf) -> Pair {
     let mut roots = RootCertStore::empty();
     roots.add(ca.root_cert()).unwrap();
     let roots = Arc::new(roots);
@@ -113,10 +108,7 @@ pub fn plain(
 }
 
 /// Both config pairs over the same certificates.
-pub fn both() -> (
-    (Arc<ClientConfig>, Arc<ServerConfig>),
-    (Arc<ClientConfig>, Arc<ServerConfig>),
-) {
+pub fn both() -> (Pair, Pair) {
     let ca = TestCa::new("example.org");
     let server_leaf = leaf(&ca, SERVER);
     let client_leaf = leaf(&ca, CLIENT);
