@@ -371,3 +371,23 @@ async fn futures_join(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
     }
     v
 }
+
+#[tokio::test]
+async fn svid_rotation_takes_effect_at_the_next_handshake_without_rebuild() {
+    let ca = TestCa::new(TD);
+    let server = Workload::new(&ca, SERVER, TD);
+    let client = Workload::new(&ca, CLIENT, TD);
+    let srv = start_server(server.server_config(authorizer::any())).await;
+    let connector = MtlsConnector::new(client.client_config(authorizer::exact(id(SERVER))));
+    let first = connector.connect(srv.url().parse().unwrap()).await.unwrap();
+    // A shorter-lived SVID for the same ID: same config, new certificate.
+    server.svids.set(svid(&ca.leaf_with(
+        LeafSpec::new(SERVER).valid(time::Duration::minutes(-1), time::Duration::minutes(10)),
+    )));
+    let second = connector.connect(srv.url().parse().unwrap()).await.unwrap();
+    assert_eq!(second.peer().spiffe_id(), &id(SERVER));
+    assert!(second.peer().not_after() < first.peer().not_after());
+    // A withdrawn server SVID: no certificate to present, the handshake fails.
+    server.svids.withdraw();
+    assert!(connector.connect(srv.url().parse().unwrap()).await.is_err());
+}
