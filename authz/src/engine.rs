@@ -131,7 +131,10 @@ impl Engine {
         self
     }
 
-    /// Every `jwksUri` of the RequestAuthentications selecting this workload.
+    /// Every URI the RequestAuthentications selecting this workload fetch
+    /// keys from: their `jwksUri`s, and the OIDC discovery URI of each
+    /// jwtRule that has neither `jwks` nor `jwksUri` (RA-2). Give them to a
+    /// [`crate::JwksFetcher`].
     pub fn jwks_uris(&self) -> Vec<String> {
         self.state.load().authn.jwks_uris()
     }

@@ -1,5 +1,11 @@
 //! Fetching `jwksUri` documents (RA-2) and the cache the engine reads.
 //!
+//! A jwtRule with neither `jwks` nor `jwksUri` finds its keys by OIDC
+//! discovery (RA-2): its key source is the issuer's
+//! `/.well-known/openid-configuration`, whose `jwks_uri` names the key set.
+//! The fetcher follows that link; the cache keeps the set under the
+//! discovery URI, so the rest of the engine treats both alike.
+//!
 //! Nothing runs in the background on its own: [`JwksFetcher::refresh`]
 //! fetches once, and [`JwksFetcher::run`] is a future the caller spawns (and
 //! can observe). A failed refresh keeps the last good key set; a URI that
@@ -21,6 +27,21 @@ use tokio::net::TcpStream;
 
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// The path of an OIDC discovery document under its issuer.
+const OIDC_DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
+/// The OIDC discovery URI of `issuer` (RA-2: a rule with neither `jwks` nor
+/// `jwksUri`).
+pub(crate) fn discovery_uri(issuer: &str) -> String {
+    format!("{}{OIDC_DISCOVERY_PATH}", issuer.trim_end_matches('/'))
+}
+
+/// The `jwks_uri` of an OIDC discovery document.
+fn discovered_jwks_uri(body: &[u8]) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    doc.get("jwks_uri")?.as_str().map(str::to_owned)
+}
 
 /// Key sets by `jwksUri`, swapped atomically; readers take no lock.
 #[derive(Debug, Default)]
@@ -90,6 +111,12 @@ pub enum JwksFetchError {
     #[error("`{uri}`: response body too large or unreadable")]
     Body {
         /// The URI.
+        uri: String,
+    },
+    /// An OIDC discovery document has no `jwks_uri`.
+    #[error("`{uri}` did not return an OIDC discovery document with a jwks_uri")]
+    NotDiscovery {
+        /// The discovery URI.
         uri: String,
     },
     /// The body is not a JWKS document.
@@ -196,7 +223,22 @@ impl JwksFetcher {
         }
     }
 
+    /// Fetches a JWKS; for a discovery URI, first the discovery document,
+    /// then the key set it names.
     async fn fetch_inner(&self, uri: &str) -> Result<JwkSet, JwksFetchError> {
+        let mut body = self.get(uri).await?;
+        let mut jwks_uri = uri.to_owned();
+        if uri.ends_with(OIDC_DISCOVERY_PATH) {
+            jwks_uri = discovered_jwks_uri(&body).ok_or_else(|| JwksFetchError::NotDiscovery {
+                uri: uri.to_owned(),
+            })?;
+            body = self.get(&jwks_uri).await?;
+        }
+        serde_json::from_slice(&body).map_err(|_| JwksFetchError::NotJwks { uri: jwks_uri })
+    }
+
+    /// One GET, returning the body of a 200 answer.
+    async fn get(&self, uri: &str) -> Result<Bytes, JwksFetchError> {
         let bad = || JwksFetchError::BadUri {
             uri: uri.to_owned(),
         };
@@ -238,9 +280,7 @@ impl JwksFetcher {
         } else {
             exchange(uri, tcp, request).await?
         };
-        serde_json::from_slice(&body).map_err(|_| JwksFetchError::NotJwks {
-            uri: uri.to_owned(),
-        })
+        Ok(body)
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use jsonwebtoken::jwk::JwkSet;
 
 use crate::jwks;
-use crate::jwks_fetch::JwksCache;
+use crate::jwks_fetch::{JwksCache, discovery_uri};
 use crate::model::{JwtRule, RequestAuthentication};
 
 /// Allowed clock skew for `exp`/`nbf`, Envoy's default (`clock_skew_seconds`).
@@ -149,9 +149,11 @@ struct Provider {
     issuer: Option<String>,
     audiences: Vec<String>,
     locations: Vec<TokenLocation>,
-    /// Inline JWKS; `None` when only `jwksUri` is configured, which this
-    /// crate does not fetch, so raw tokens for it fail (RA-2: JWKS unavailable).
+    /// Inline JWKS; `None` when the keys are fetched instead.
     keys: Option<JwkSet>,
+    /// Where the keys are fetched from: `jwksUri`, or the issuer's OIDC
+    /// discovery document when neither `jwks` nor `jwksUri` is set (RA-2).
+    /// Until fetched, raw tokens for this rule fail (JWKS unavailable).
     jwks_uri: Option<String>,
     forward_original_token: bool,
     output_payload_to_header: Option<String>,
@@ -209,7 +211,10 @@ impl Authenticator {
                     audiences: rule.audiences.clone(),
                     locations: locations(rule),
                     keys: rule.jwks.as_deref().and_then(jwks::parse_jwks),
-                    jwks_uri: rule.jwks_uri.clone(),
+                    jwks_uri: match (&rule.jwks, &rule.jwks_uri, &rule.issuer) {
+                        (None, None, Some(issuer)) => Some(discovery_uri(issuer)),
+                        _ => rule.jwks_uri.clone(),
+                    },
                     forward_original_token: rule.forward_original_token,
                     output_payload_to_header: rule.output_payload_to_header.clone(),
                     output_claim_to_headers: rule.output_claim_to_headers.clone(),
@@ -251,7 +256,7 @@ impl Authenticator {
         out
     }
 
-    /// Every `jwksUri` of the selected rules.
+    /// Every URI keys are fetched from: `jwksUri`s and OIDC discovery URIs.
     pub(crate) fn jwks_uris(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .providers

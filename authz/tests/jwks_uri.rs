@@ -62,6 +62,55 @@ async fn serve(ca: &TestCa, body: Arc<Mutex<Option<String>>>) -> u16 {
     port
 }
 
+/// Serves `routes` (path → JSON body) over TLS; other paths get a 404.
+async fn serve_routes(ca: &TestCa, routes: Arc<Mutex<Vec<(String, String)>>>) -> u16 {
+    let leaf = ca.leaf_with(LeafSpec::new("spiffe://example.org/oidc").dns(&["localhost"]));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(leaf.chain.clone(), key)
+        .expect("server cert");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&seen).into_owned();
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let found = routes
+                .lock()
+                .ok()
+                .and_then(|r| r.iter().find(|(p, _)| *p == path).map(|(_, b)| b.clone()));
+            let reply = match found {
+                Some(b) => format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}",
+                    b.len()
+                ),
+                None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_owned(),
+            };
+            let _ = tls.write_all(reply.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    port
+}
+
 fn client(ca: &TestCa) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -153,4 +202,99 @@ async fn ra_2_jwks_uri_requires_a_trusted_server() {
         .map(|_| ())
         .expect_err("bad scheme");
     assert!(matches!(err, JwksFetchError::BadUri { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_neither_jwks_nor_jwks_uri_uses_oidc_discovery() {
+    let ca = TestCa::new("example.org");
+    let key = TestJwtKey::generate(KeyKind::P256);
+    let routes = Arc::new(Mutex::new(Vec::new()));
+    let port = serve_routes(&ca, Arc::clone(&routes)).await;
+    let issuer = format!("https://localhost:{port}/tenant");
+    let discovery = format!("{issuer}/.well-known/openid-configuration");
+    if let Ok(mut r) = routes.lock() {
+        r.push((
+            "/tenant/.well-known/openid-configuration".to_owned(),
+            json!({"issuer": issuer, "jwks_uri": format!("https://localhost:{port}/tenant/keys")})
+                .to_string(),
+        ));
+        r.push((
+            "/tenant/keys".to_owned(),
+            json!({"keys": [key.jwk("k1")]}).to_string(),
+        ));
+    }
+    let cache = Arc::new(JwksCache::new());
+    let e = engine(&doc(
+        "RequestAuthentication",
+        "foo",
+        "jwt",
+        &format!("jwtRules:\n- issuer: {issuer}/"),
+    ))
+    .with_jwks_cache(Arc::clone(&cache));
+    assert_eq!(e.jwks_uris(), vec![discovery.clone()]);
+    let token = sign_raw(
+        &json!({"alg": "ES256", "kid": "k1"}),
+        &json!({"iss": format!("{issuer}/"), "sub": "a"}),
+        Some(&key),
+    );
+    let req = get("/").token(PresentedToken::raw(TokenLocation::bearer(), token));
+    assert_eq!(
+        e.check(&req).reason,
+        Reason::Jwt(JwtFailure::JwksUnavailable)
+    );
+
+    let fetcher = JwksFetcher::new(Arc::clone(&cache), client(&ca)).timeout(Duration::from_secs(5));
+    assert!(fetcher.refresh(&e.jwks_uris()).await.is_empty());
+    assert!(cache.contains(&discovery));
+    assert!(e.check(&req).allowed);
+
+    // A discovery document without jwks_uri: reported, last good set kept.
+    if let Ok(mut r) = routes.lock() {
+        r[0].1 = json!({"issuer": issuer}).to_string();
+    }
+    let errors = fetcher.refresh(&e.jwks_uris()).await;
+    assert!(
+        matches!(errors.as_slice(), [JwksFetchError::NotDiscovery { uri }] if *uri == discovery),
+        "{errors:?}"
+    );
+    assert!(e.check(&req).allowed);
+
+    // A jwks_uri that does not serve a key set.
+    let fresh = Arc::new(JwksCache::new());
+    if let Ok(mut r) = routes.lock() {
+        r[0].1 =
+            json!({"jwks_uri": format!("https://localhost:{port}/tenant/missing")}).to_string();
+    }
+    let errors = JwksFetcher::new(Arc::clone(&fresh), client(&ca))
+        .refresh(&e.jwks_uris())
+        .await;
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [JwksFetchError::Status { status: 404, .. }]
+        ),
+        "{errors:?}"
+    );
+    assert!(!fresh.contains(&discovery));
+}
+
+#[test]
+fn ra_2_explicit_key_sources_win_over_discovery() {
+    let inline = engine(&doc(
+        "RequestAuthentication",
+        "foo",
+        "jwt",
+        &format!("jwtRules:\n- issuer: {ISS}\n  jwks: '{{\"keys\": []}}'"),
+    ));
+    assert!(inline.jwks_uris().is_empty());
+    let uri = engine(&doc(
+        "RequestAuthentication",
+        "foo",
+        "jwt",
+        &format!("jwtRules:\n- issuer: {ISS}\n  jwksUri: https://keys.example/jwks"),
+    ));
+    assert_eq!(
+        uri.jwks_uris(),
+        vec!["https://keys.example/jwks".to_owned()]
+    );
 }
