@@ -22,8 +22,13 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Serves `body` (or a 500 when it is `None`) to every request over TLS.
-async fn serve(ca: &TestCa, body: Arc<Mutex<Option<String>>>) -> u16 {
+/// A TLS listener on 127.0.0.1 with a `localhost` certificate from `ca`,
+/// answering each request with the JSON body `answer` returns for its path,
+/// or with the error status it returns.
+async fn serve_with(
+    ca: &TestCa,
+    answer: impl Fn(&str) -> Result<String, u16> + Send + 'static,
+) -> u16 {
     let leaf = ca.leaf_with(LeafSpec::new("spiffe://example.org/jwks").dns(&["localhost"]));
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
     let config = rustls::ServerConfig::builder_with_provider(provider())
@@ -50,10 +55,16 @@ async fn serve(ca: &TestCa, body: Arc<Mutex<Option<String>>>) -> u16 {
                     Ok(n) => seen.extend_from_slice(&buf[..n]),
                 }
             }
-            let current = body.lock().map(|b| b.clone()).unwrap_or(None);
-            let reply = match current {
-                Some(b) => format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}", b.len()),
-                None => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned(),
+            let head = String::from_utf8_lossy(&seen).into_owned();
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let reply = match answer(path) {
+                Ok(b) => format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}",
+                    b.len()
+                ),
+                Err(status) => format!(
+                    "HTTP/1.1 {status} Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                ),
             };
             let _ = tls.write_all(reply.as_bytes()).await;
             let _ = tls.shutdown().await;
@@ -62,53 +73,25 @@ async fn serve(ca: &TestCa, body: Arc<Mutex<Option<String>>>) -> u16 {
     port
 }
 
-/// Serves `routes` (path → JSON body) over TLS; other paths get a 404.
+/// Serves `body` (or a 500 when it is `None`) to every request over TLS.
+async fn serve(ca: &TestCa, body: Arc<Mutex<Option<String>>>) -> u16 {
+    serve_with(ca, move |_| {
+        body.lock().ok().and_then(|b| b.clone()).ok_or(500)
+    })
+    .await
+}
+
+/// Serves `routes` (path → JSON body); other paths get a 404.
 async fn serve_routes(ca: &TestCa, routes: Arc<Mutex<Vec<(String, String)>>>) -> u16 {
-    let leaf = ca.leaf_with(LeafSpec::new("spiffe://example.org/oidc").dns(&["localhost"]));
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(leaf.chain.clone(), key)
-        .expect("server cert");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let Ok(mut tls) = acceptor.accept(tcp).await else {
-                continue;
-            };
-            let mut buf = vec![0u8; 4096];
-            let mut seen = Vec::new();
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                match tls.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&seen).into_owned();
-            let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-            let found = routes
-                .lock()
-                .ok()
-                .and_then(|r| r.iter().find(|(p, _)| *p == path).map(|(_, b)| b.clone()));
-            let reply = match found {
-                Some(b) => format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}",
-                    b.len()
-                ),
-                None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    .to_owned(),
-            };
-            let _ = tls.write_all(reply.as_bytes()).await;
-            let _ = tls.shutdown().await;
-        }
-    });
-    port
+    serve_with(ca, move |path| {
+        let routes = routes.lock().map_err(|_| 500u16)?;
+        routes
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+            .ok_or(404)
+    })
+    .await
 }
 
 fn client(ca: &TestCa) -> Arc<rustls::ClientConfig> {
