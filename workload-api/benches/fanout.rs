@@ -12,9 +12,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Domain, TempDir, my_uid_selector, provider_for, serve, unix_address};
+use common::{World, serve, unix_address};
 use futures_util::future::join_all;
-use workload_api::{RegistrationEntry, WorkloadApiClient};
+use workload_api::WorkloadApiClient;
 
 const STREAMS: usize = 1000;
 const ROUNDS: usize = 30;
@@ -60,16 +60,13 @@ fn main() {
 }
 
 async fn run(rounds: usize, per_connection: usize) {
-    let dir = TempDir::new("bench");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    let entry = provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .expect("entry");
+    let World {
+        dir: _dir,
+        socket,
+        domain,
+        provider,
+        entry,
+    } = World::new("bench");
     let _server = serve(Arc::clone(&provider), &socket);
     let address = unix_address(&socket);
     let rotations: Vec<_> = (0..rounds).map(|_| domain.svid("/web")).collect();

@@ -5,7 +5,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Domain, TempDir, my_uid_selector, provider_for, serve, serve_with, unix_address};
+use common::{
+    Domain, TempDir, World, my_uid_selector, provider_for, serve, serve_with, unix_address,
+};
 use spiffe_core::SpiffeId;
 use workload_api::{ClientError, RegistrationEntry, ServerLimits, StatusCode, WorkloadApiClient};
 
@@ -16,16 +18,13 @@ fn code(e: ClientError) -> StatusCode {
 
 #[tokio::test]
 async fn wl_5_first_message_at_once_and_wl_17_rotation_on_the_open_stream() {
-    let dir = TempDir::new("rotate");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    let entry = provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain,
+        provider,
+        entry,
+    } = World::new("rotate");
     let _server = serve(Arc::clone(&provider), &socket);
     let mut client = WorkloadApiClient::connect(&unix_address(&socket))
         .await
@@ -83,16 +82,13 @@ async fn wl_11_caller_without_identity_gets_permission_denied() {
 
 #[tokio::test]
 async fn wl_11_withdrawal_mid_stream_is_permission_denied_and_ends_the_stream() {
-    let dir = TempDir::new("withdraw");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    let entry = provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain: _,
+        provider,
+        entry,
+    } = World::new("withdraw");
     let _server = serve(Arc::clone(&provider), &socket);
     let mut client = WorkloadApiClient::connect(&unix_address(&socket))
         .await

@@ -5,24 +5,21 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Domain, TempDir, my_uid_selector, provider_for, serve, unix_address};
+use common::{World, serve, unix_address};
 use futures_util::future::join_all;
-use workload_api::{RegistrationEntry, WorkloadApiClient};
+use workload_api::WorkloadApiClient;
 
 const CLIENTS: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_reaches_1000_watching_clients() {
-    let dir = TempDir::new("load");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    let entry = provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain,
+        provider,
+        entry,
+    } = World::new("load");
     let running = serve(Arc::clone(&provider), &socket);
     let address = unix_address(&socket);
 
@@ -56,16 +53,13 @@ async fn a_rotation_reaches_1000_watching_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_does_not_hold_up_the_others() {
-    let dir = TempDir::new("slow");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    let entry = provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain,
+        provider,
+        entry,
+    } = World::new("slow");
     let _running = serve(Arc::clone(&provider), &socket);
     let address = unix_address(&socket);
     // The stalled client opens a stream and then never reads again.

@@ -5,22 +5,19 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Domain, TempDir, my_uid_selector, provider_for, serve, unix_address};
+use common::{Domain, TempDir, World, my_uid_selector, provider_for, serve, unix_address};
 use spiffe_core::{BundleSource, SvidSource};
 use workload_api::{Backoff, RegistrationEntry, SourceHealth, X509Source};
 
 #[tokio::test(start_paused = true)]
 async fn source_follows_rotation_survives_restart_and_withdraws_on_denial() {
-    let dir = TempDir::new("source");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    let entry = provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain,
+        provider,
+        entry,
+    } = World::new("source");
     let server = serve(Arc::clone(&provider), &socket);
 
     let (source, task) = X509Source::new(unix_address(&socket));

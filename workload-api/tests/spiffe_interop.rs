@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Domain, TempDir, my_uid_selector, provider_for, serve};
+use common::{Domain, TempDir, World, my_uid_selector, provider_for, serve};
 use futures_util::StreamExt;
 use spiffe::{JwtSvid, TrustDomain, WorkloadApiClient, WorkloadApiError};
 use workload_api::RegistrationEntry;
@@ -235,16 +235,13 @@ async fn ep_3_request_without_security_header_is_invalid_argument() {
 /// rotation, a restart of our server, and a rotation after the restart.
 #[tokio::test(start_paused = true)]
 async fn spiffe_crate_x509_source_survives_our_server_restart() {
-    let dir = TempDir::new("interop-source");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    let entry = provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain,
+        provider,
+        entry,
+    } = World::new("interop-source");
     let server = serve(Arc::clone(&provider), &socket);
     let source = spiffe::X509Source::builder()
         .endpoint(format!("unix://{}", socket.display()))

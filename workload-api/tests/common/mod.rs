@@ -13,8 +13,8 @@ use test_support::{KeyKind, TestCa, TestJwtKey};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use workload_api::{
-    EndpointAddress, MemoryIdentityProvider, Selector, ServerLimits, UnixAttestor,
-    WorkloadApiServer,
+    EndpointAddress, EntryId, MemoryIdentityProvider, RegistrationEntry, Selector, ServerLimits,
+    UnixAttestor, WorkloadApiServer,
 };
 
 /// A trust domain: X.509 CA and JWT signing key.
@@ -59,6 +59,39 @@ impl Domain {
 pub fn my_uid_selector() -> Selector {
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
     Selector::new("unix", format!("uid:{uid}")).unwrap()
+}
+
+/// The common test world: a temp dir holding the socket path, the trust
+/// domain `example.org`, and a provider that gives the test process's uid
+/// `spiffe://example.org/web`.
+pub struct World {
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub domain: Domain,
+    pub provider: Arc<MemoryIdentityProvider>,
+    pub entry: EntryId,
+}
+
+impl World {
+    pub fn new(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let socket = dir.0.join("api.sock");
+        let domain = Domain::new("example.org");
+        let provider = provider_for(&domain);
+        let entry = provider
+            .add_entry(RegistrationEntry::new(
+                [my_uid_selector()],
+                domain.svid("/web"),
+            ))
+            .expect("the test entry is valid");
+        World {
+            dir,
+            socket,
+            domain,
+            provider,
+            entry,
+        }
+    }
 }
 
 /// A directory under the system temp dir, removed on drop.
