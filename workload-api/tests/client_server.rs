@@ -323,16 +323,13 @@ async fn wl_16_validate_jwt_svid_returns_claims_and_rejects_bad_tokens() {
 
 #[tokio::test]
 async fn stream_limit_sheds_load_with_unavailable() {
-    let dir = TempDir::new("limit");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain: _,
+        provider,
+        entry: _,
+    } = World::new("limit");
     let running = serve_with(
         provider,
         &socket,
@@ -368,16 +365,13 @@ async fn stream_limit_sheds_load_with_unavailable() {
 
 #[tokio::test]
 async fn oversized_request_is_refused() {
-    let dir = TempDir::new("size");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain: _,
+        provider,
+        entry: _,
+    } = World::new("size");
     let _server = serve_with(
         provider,
         &socket,
@@ -440,16 +434,13 @@ async fn ep_2_loopback_tcp_with_a_custom_attestor() {
 
 #[tokio::test]
 async fn server_shutdown_ends_open_streams_with_unavailable() {
-    let dir = TempDir::new("shutdown");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain: _,
+        provider,
+        entry: _,
+    } = World::new("shutdown");
     let running = serve(provider, &socket);
     let mut client = WorkloadApiClient::connect(&unix_address(&socket))
         .await

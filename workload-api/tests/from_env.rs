@@ -5,8 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Domain, TempDir, my_uid_selector, provider_for, serve};
-use workload_api::{ENDPOINT_SOCKET_ENV, EndpointAddress, RegistrationEntry, WorkloadApiClient};
+use common::{World, serve};
+use workload_api::{ENDPOINT_SOCKET_ENV, EndpointAddress, WorkloadApiClient};
 
 /// Runs only as the child of the tests below: prints what `from_env` gives.
 #[tokio::test]
@@ -74,16 +74,13 @@ async fn ep_6_from_env_parses_the_variable() {
 
 #[tokio::test]
 async fn ep_6_client_from_env_reaches_the_server() {
-    let dir = TempDir::new("env");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/env"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain: _,
+        provider,
+        entry: _,
+    } = World::with_path("env", "/env");
     let _server = serve(Arc::clone(&provider), &socket);
     let out = child(Some(&format!("unix://{}", socket.display()))).await;
     assert_eq!(

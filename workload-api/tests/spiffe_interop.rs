@@ -71,16 +71,13 @@ async fn spiffe_crate_fetches_x509_context_and_sees_a_rotation() {
 
 #[tokio::test]
 async fn spiffe_crate_fetches_bundles() {
-    let dir = TempDir::new("interop-bundles");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain,
+        provider,
+        entry: _,
+    } = World::new("interop-bundles");
     let _server = serve(provider, &socket);
     let client = connect(&socket).await;
     let td = TrustDomain::new("example.org").unwrap();
@@ -100,16 +97,13 @@ async fn spiffe_crate_fetches_bundles() {
 
 #[tokio::test]
 async fn spiffe_crate_fetches_and_validates_jwt_svids() {
-    let dir = TempDir::new("interop-jwt");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain: _,
+        provider,
+        entry: _,
+    } = World::new("interop-jwt");
     let _server = serve(provider, &socket);
     let client = connect(&socket).await;
 
@@ -164,16 +158,13 @@ async fn ep_3_request_without_security_header_is_invalid_argument() {
     use hyper_util::rt::TokioIo;
     use tonic::transport::{Endpoint, Uri};
 
-    let dir = TempDir::new("interop-header");
-    let socket = dir.0.join("api.sock");
-    let domain = Domain::new("example.org");
-    let provider = provider_for(&domain);
-    provider
-        .add_entry(RegistrationEntry::new(
-            [my_uid_selector()],
-            domain.svid("/web"),
-        ))
-        .unwrap();
+    let World {
+        dir: _dir,
+        socket,
+        domain: _,
+        provider,
+        entry: _,
+    } = World::new("interop-header");
     let _server = serve(provider, &socket);
     let path = socket.clone();
     let channel = Endpoint::from_static("http://localhost")

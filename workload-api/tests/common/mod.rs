@@ -74,6 +74,11 @@ pub struct World {
 
 impl World {
     pub fn new(tag: &str) -> Self {
+        Self::with_path(tag, "/web")
+    }
+
+    /// The same world, the test uid's entry naming `spiffe://example.org<path>`.
+    pub fn with_path(tag: &str, path: &str) -> Self {
         let dir = TempDir::new(tag);
         let socket = dir.0.join("api.sock");
         let domain = Domain::new("example.org");
@@ -81,7 +86,7 @@ impl World {
         let entry = provider
             .add_entry(RegistrationEntry::new(
                 [my_uid_selector()],
-                domain.svid("/web"),
+                domain.svid(path),
             ))
             .expect("the test entry is valid");
         World {
