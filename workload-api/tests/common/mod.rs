@@ -154,13 +154,18 @@ pub fn serve_with(
     socket: &std::path::Path,
     limits: ServerLimits,
 ) -> Running {
+    let attestor = Arc::new(UnixAttestor::new());
+    start(
+        WorkloadApiServer::with_limits(provider, attestor, limits),
+        socket,
+    )
+}
+
+/// Binds `socket` (replacing a stale file) and serves on it until stopped.
+fn start(server: WorkloadApiServer, socket: &std::path::Path) -> Running {
     let _ = std::fs::remove_file(socket);
     let listener = tokio::net::UnixListener::bind(socket).unwrap();
-    let server = Arc::new(WorkloadApiServer::with_limits(
-        provider,
-        Arc::new(UnixAttestor::new()),
-        limits,
-    ));
+    let server = Arc::new(server);
     let (tx, rx) = oneshot::channel::<()>();
     let s = Arc::clone(&server);
     let task = tokio::spawn(async move {
@@ -197,20 +202,5 @@ pub fn serve_attested(
     socket: &std::path::Path,
     attestor: Arc<dyn workload_api::Attestor>,
 ) -> Running {
-    let _ = std::fs::remove_file(socket);
-    let listener = tokio::net::UnixListener::bind(socket).unwrap();
-    let server = Arc::new(WorkloadApiServer::new(provider, attestor));
-    let (tx, rx) = oneshot::channel::<()>();
-    let s = Arc::clone(&server);
-    let task = tokio::spawn(async move {
-        s.serve_unix(listener, async {
-            let _ = rx.await;
-        })
-        .await
-    });
-    Running {
-        server,
-        stop: Some(tx),
-        task: Some(task),
-    }
+    start(WorkloadApiServer::new(provider, attestor), socket)
 }
