@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use mtls_tower::{
-    ClientConfigBuilder, MtlsAcceptor, MtlsConnector, PeerIdentity, PeerIdentityLayer,
+    ClientConfigBuilder, ConnectionFacts, ConnectionLayer, MtlsAcceptor, MtlsConnector,
     ServerConfigBuilder, TargetAuthorizers, authorizer,
 };
 use tower::Layer;
@@ -36,11 +36,12 @@ async fn main() -> Result<()> {
     let mut acceptor = MtlsAcceptor::new(listener, server_config);
     let server = tokio::spawn(async move {
         while let Ok(conn) = acceptor.accept().await {
-            let svc = PeerIdentityLayer::new(conn.peer().clone()).layer(tower::service_fn(
+            let svc = ConnectionLayer::new(conn.facts().clone()).layer(tower::service_fn(
                 |req: http::Request<hyper::body::Incoming>| async move {
                     let who = req
                         .extensions()
-                        .get::<PeerIdentity>()
+                        .get::<ConnectionFacts>()
+                        .and_then(ConnectionFacts::peer)
                         .map(|p| p.spiffe_id().to_string())
                         .unwrap_or_default();
                     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(format!(

@@ -14,7 +14,8 @@ use std::task::{Context, Poll};
 use examples::{Authority, Result, provider};
 use http::uri::PathAndQuery;
 use mtls_tower::{
-    ClientConfigBuilder, MtlsAcceptor, MtlsConnector, PeerIdentity, ServerConfigBuilder, authorizer,
+    ClientConfigBuilder, ConnectionFacts, MtlsAcceptor, MtlsConnector, ServerConfigBuilder,
+    authorizer,
 };
 use tonic_prost::ProstCodec;
 
@@ -42,7 +43,12 @@ impl tonic::server::UnaryService<Greeting> for Greet {
     type Future = Ready<std::result::Result<tonic::Response<Greeting>, tonic::Status>>;
 
     fn call(&mut self, request: tonic::Request<Greeting>) -> Self::Future {
-        let Some(peer) = request.extensions().get::<PeerIdentity>().cloned() else {
+        let Some(peer) = request
+            .extensions()
+            .get::<ConnectionFacts>()
+            .and_then(ConnectionFacts::peer)
+            .cloned()
+        else {
             return ready(Err(tonic::Status::unauthenticated("no peer identity")));
         };
         let text = format!("{}, {}", request.into_inner().text, peer.spiffe_id());

@@ -9,14 +9,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
-use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::config::MtlsServerConfig;
 use crate::error::AcceptError;
-use spiffe_core::PeerIdentity;
+use crate::verified::VerifiedPeers;
+use spiffe_core::{ConnectionFacts, PeerIdentity};
 
 /// The default bound on how long a handshake may take.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,7 +26,9 @@ pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
 
 type Handshake = Pin<Box<dyn Future<Output = Result<TlsConnection, AcceptError>> + Send>>;
 
-/// Turns a `TcpListener` into TLS connections carrying the peer's identity.
+/// Turns a `TcpListener` into TLS connections carrying the peer's identity
+/// and the facts of the connection (addresses, SNI, ALPN), taken at accept
+/// time.
 ///
 /// Handshakes run concurrently inside the acceptor (no task is spawned:
 /// they progress while [`MtlsAcceptor::accept`] or the `Stream` is polled),
@@ -33,7 +36,7 @@ type Handshake = Pin<Box<dyn Future<Output = Result<TlsConnection, AcceptError>>
 /// further TCP connection is accepted while that many are in progress.
 ///
 /// ```no_run
-/// # async fn demo(config: rustls::ServerConfig) -> std::io::Result<()> {
+/// # async fn demo(config: mtls_tower::MtlsServerConfig) -> std::io::Result<()> {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// let mut acceptor = mtls_tower::MtlsAcceptor::new(listener, config);
 /// while let Ok(conn) = acceptor.accept().await {
@@ -44,6 +47,7 @@ type Handshake = Pin<Box<dyn Future<Output = Result<TlsConnection, AcceptError>>
 pub struct MtlsAcceptor {
     listener: TcpListener,
     tls: TlsAcceptor,
+    peers: Arc<VerifiedPeers>,
     timeout: Duration,
     max_handshakes: usize,
     pending: FuturesUnordered<Handshake>,
@@ -51,10 +55,11 @@ pub struct MtlsAcceptor {
 
 impl MtlsAcceptor {
     /// An acceptor with the default timeout and handshake bound.
-    pub fn new(listener: TcpListener, config: impl Into<Arc<ServerConfig>>) -> Self {
+    pub fn new(listener: TcpListener, config: MtlsServerConfig) -> Self {
         MtlsAcceptor {
             listener,
-            tls: TlsAcceptor::from(config.into()),
+            tls: TlsAcceptor::from(config.rustls().clone()),
+            peers: config.peers(),
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             pending: FuturesUnordered::new(),
@@ -100,6 +105,7 @@ impl MtlsAcceptor {
                 Poll::Ready(Ok((tcp, remote_addr))) => {
                     self.pending.push(Box::pin(handshake(
                         self.tls.clone(),
+                        self.peers.clone(),
                         tcp,
                         remote_addr,
                         self.timeout,
@@ -119,10 +125,15 @@ impl MtlsAcceptor {
 
 async fn handshake(
     tls: TlsAcceptor,
+    peers: Arc<VerifiedPeers>,
     tcp: TcpStream,
     remote_addr: SocketAddr,
     timeout: Duration,
 ) -> Result<TlsConnection, AcceptError> {
+    let local_addr = tcp.local_addr().map_err(|source| AcceptError::Handshake {
+        remote_addr,
+        source,
+    })?;
     let stream = match tokio::time::timeout(timeout, tls.accept(tcp)).await {
         Err(_) => return Err(AcceptError::HandshakeTimeout { remote_addr }),
         Ok(Err(source)) => {
@@ -133,13 +144,18 @@ async fn handshake(
         }
         Ok(Ok(stream)) => stream,
     };
-    let peer = crate::rustls_impls::peer_identity(stream.get_ref().1)
+    let conn = stream.get_ref().1;
+    let peer = peers
+        .of_connection(conn)
         .ok_or(AcceptError::NoPeerIdentity { remote_addr })?;
-    Ok(TlsConnection {
-        stream,
-        peer,
-        remote_addr,
-    })
+    let mut facts = ConnectionFacts::new(local_addr, remote_addr).with_peer(peer);
+    if let Some(sni) = conn.server_name() {
+        facts = facts.with_sni(sni);
+    }
+    if let Some(alpn) = conn.alpn_protocol() {
+        facts = facts.with_alpn(alpn);
+    }
+    Ok(TlsConnection { stream, facts })
 }
 
 impl Stream for MtlsAcceptor {
@@ -164,32 +180,45 @@ impl std::fmt::Debug for MtlsAcceptor {
 /// An accepted, authenticated TLS connection.
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
-    peer: PeerIdentity,
-    remote_addr: SocketAddr,
+    /// Always holds the peer: the acceptor yields no connection without one.
+    facts: ConnectionFacts,
 }
 
 impl TlsConnection {
-    /// The authenticated peer.
+    /// The authenticated peer, as the handshake's verifier produced it.
     pub fn peer(&self) -> &PeerIdentity {
-        &self.peer
+        self.facts
+            .peer()
+            .expect("the acceptor builds a TlsConnection only with a verified peer")
+    }
+
+    /// What was known when the connection was accepted: both addresses,
+    /// SNI, ALPN and the verified peer. [`crate::ConnectionLayer`] puts it
+    /// into every request.
+    pub fn facts(&self) -> &ConnectionFacts {
+        &self.facts
     }
 
     /// The peer's socket address.
     pub fn remote_addr(&self) -> SocketAddr {
-        self.remote_addr
+        self.facts.remote_addr()
+    }
+
+    /// The address the connection was accepted on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.facts.local_addr()
     }
 
     /// The ALPN protocol agreed on, if any.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.stream.get_ref().1.alpn_protocol()
+        self.facts.alpn()
     }
 }
 
 impl std::fmt::Debug for TlsConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsConnection")
-            .field("peer", &self.peer)
-            .field("remote_addr", &self.remote_addr)
+            .field("facts", &self.facts)
             .finish_non_exhaustive()
     }
 }
@@ -234,13 +263,14 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
-/// Accepted connections put the peer identity into tonic request
-/// extensions: handlers read `request.extensions().get::<PeerIdentity>()`.
+/// Accepted connections put their facts into tonic request extensions:
+/// handlers read `request.extensions().get::<ConnectionFacts>()` and its
+/// `peer()`, the same value the authz layer reads.
 #[cfg(feature = "tonic")]
 impl tonic::transport::server::Connected for TlsConnection {
-    type ConnectInfo = PeerIdentity;
+    type ConnectInfo = ConnectionFacts;
 
-    fn connect_info(&self) -> PeerIdentity {
-        self.peer.clone()
+    fn connect_info(&self) -> ConnectionFacts {
+        self.facts.clone()
     }
 }

@@ -1,6 +1,6 @@
 //! axum integration: the acceptor as an `axum::serve` listener, a make
-//! service that puts [`PeerIdentity`] into every request, and the [`Peer`]
-//! extractor.
+//! service that puts [`ConnectionFacts`] (with the verified peer) into every
+//! request, and the [`Peer`] extractor.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -11,25 +11,25 @@ use axum::extract::FromRequestParts;
 use axum::serve::{IncomingStream, Listener};
 use http::StatusCode;
 use http::request::Parts;
-use spiffe_core::PeerIdentity;
+use spiffe_core::{ConnectionFacts, PeerIdentity};
 use tower::{Layer, Service};
 
 use crate::acceptor::{MtlsAcceptor, TlsConnection};
 use crate::error::AcceptError;
-use crate::layer::{AddPeerIdentity, PeerIdentityLayer};
+use crate::layer::{AddConnection, ConnectionLayer};
 
 /// `axum::serve(acceptor, mtls_tower::into_make_service(app))` serves only
 /// authenticated peers. Failed handshakes are logged and skipped.
 impl Listener for MtlsAcceptor {
     type Io = TlsConnection;
-    type Addr = PeerIdentity;
+    type Addr = ConnectionFacts;
 
-    async fn accept(&mut self) -> (TlsConnection, PeerIdentity) {
+    async fn accept(&mut self) -> (TlsConnection, ConnectionFacts) {
         loop {
             match MtlsAcceptor::accept(self).await {
                 Ok(conn) => {
-                    let peer = conn.peer().clone();
-                    return (conn, peer);
+                    let facts = conn.facts().clone();
+                    return (conn, facts);
                 }
                 Err(AcceptError::Accept(error)) => {
                     // As axum does for TCP: back off on listener errors
@@ -42,17 +42,18 @@ impl Listener for MtlsAcceptor {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<PeerIdentity> {
+    fn local_addr(&self) -> std::io::Result<ConnectionFacts> {
         Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
-            "an mTLS listener's address is a peer identity; use MtlsAcceptor::local_addr",
+            "an mTLS listener's address is per connection; use MtlsAcceptor::local_addr",
         ))
     }
 }
 
 /// Wraps a service (an axum `Router`) for `axum::serve` over an
 /// [`MtlsAcceptor`]: each connection's service puts the peer's
-/// [`PeerIdentity`] into every request's extensions.
+/// [`ConnectionFacts`], with the verified [`PeerIdentity`], into every
+/// request's extensions.
 pub fn into_make_service<S>(service: S) -> PeerMakeService<S> {
     PeerMakeService { service }
 }
@@ -64,23 +65,23 @@ pub struct PeerMakeService<S> {
 }
 
 impl<S: Clone> Service<IncomingStream<'_, MtlsAcceptor>> for PeerMakeService<S> {
-    type Response = AddPeerIdentity<S>;
+    type Response = AddConnection<S>;
     type Error = Infallible;
-    type Future = Ready<Result<AddPeerIdentity<S>, Infallible>>;
+    type Future = Ready<Result<AddConnection<S>, Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, stream: IncomingStream<'_, MtlsAcceptor>) -> Self::Future {
-        let layer = PeerIdentityLayer::new(stream.remote_addr().clone());
+        let layer = ConnectionLayer::new(stream.remote_addr().clone());
         ready(Ok(layer.layer(self.service.clone())))
     }
 }
 
 /// Extracts the authenticated peer from the request extensions.
 ///
-/// It is there when requests come through [`crate::PeerIdentityLayer`]
+/// It is there when requests come through [`crate::ConnectionLayer`]
 /// (which [`into_make_service`] applies per connection). Otherwise the
 /// request is refused with 500 — a server wiring error, never something a
 /// peer controls — so a handler that takes `Peer` never runs without one.
@@ -93,7 +94,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts
             .extensions
-            .get::<PeerIdentity>()
+            .get::<ConnectionFacts>()
+            .and_then(ConnectionFacts::peer)
             .map(|p| Peer(p.clone()))
             .ok_or((
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -6,7 +6,7 @@ use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::server::NoServerSessionStorage;
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
-use spiffe_core::{BundleSource, SvidSource};
+use spiffe_core::{BundleSource, PeerIdentity, SvidSource, X509AuthoritySource};
 
 use crate::authorizer::{Authorizer, DynAuthorizer, TargetAuthorizers};
 use crate::error::ConfigError;
@@ -14,6 +14,7 @@ use crate::rustls_impls::{
     PeerVerifier, ServerAuthorization, SpiffeClientVerifier, SpiffeServerVerifier, SvidResolver,
 };
 use crate::trust::TrustPolicy;
+use crate::verified::VerifiedPeers;
 
 /// The ALPN protocols offered by default: HTTP/2, then HTTP/1.1.
 pub const DEFAULT_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -30,6 +31,7 @@ struct Common {
     policy: TrustPolicy,
     alpn: Vec<Vec<u8>>,
     tls12: bool,
+    peers: Arc<VerifiedPeers>,
 }
 
 impl Common {
@@ -45,6 +47,7 @@ impl Common {
             policy: TrustPolicy::local_only(),
             alpn: DEFAULT_ALPN.iter().map(|p| p.to_vec()).collect(),
             tls12: false,
+            peers: Arc::new(VerifiedPeers::new()),
         }
     }
 
@@ -58,6 +61,7 @@ impl Common {
             self.bundles.clone(),
             self.policy.clone(),
             &self.provider,
+            self.peers.clone(),
         )
     }
 
@@ -73,6 +77,62 @@ impl std::fmt::Debug for Common {
             .field("alpn", &self.alpn)
             .field("tls12", &self.tls12)
             .finish_non_exhaustive()
+    }
+}
+
+/// A rustls [`ServerConfig`] built by [`ServerConfigBuilder`], together
+/// with the record of what its verifier accepted.
+///
+/// [`crate::MtlsAcceptor`] takes it whole. Code that drives rustls itself
+/// (tokio-rustls, a custom accept loop) uses [`MtlsServerConfig::rustls`]
+/// and, after each handshake, [`MtlsServerConfig::peer_identity`]: the
+/// identity the verifier produced for that connection's certificate.
+#[derive(Debug, Clone)]
+pub struct MtlsServerConfig {
+    rustls: Arc<ServerConfig>,
+    peers: Arc<VerifiedPeers>,
+}
+
+impl MtlsServerConfig {
+    /// The rustls config.
+    pub fn rustls(&self) -> &Arc<ServerConfig> {
+        &self.rustls
+    }
+
+    pub(crate) fn peers(&self) -> Arc<VerifiedPeers> {
+        self.peers.clone()
+    }
+
+    /// The verified identity of the client of a connection whose handshake
+    /// completed with this config; `None` if the client was not verified
+    /// by it (another config's connection, or no client certificate).
+    pub fn peer_identity(&self, conn: &rustls::CommonState) -> Option<PeerIdentity> {
+        self.peers.of_connection(conn)
+    }
+}
+
+/// A rustls [`ClientConfig`] built by [`ClientConfigBuilder`], together
+/// with the record of what its verifier accepted (see [`MtlsServerConfig`]).
+#[derive(Debug, Clone)]
+pub struct MtlsClientConfig {
+    rustls: Arc<ClientConfig>,
+    peers: Arc<VerifiedPeers>,
+}
+
+impl MtlsClientConfig {
+    /// The rustls config.
+    pub fn rustls(&self) -> &Arc<ClientConfig> {
+        &self.rustls
+    }
+
+    pub(crate) fn peers(&self) -> Arc<VerifiedPeers> {
+        self.peers.clone()
+    }
+
+    /// The verified identity of the server of a connection whose handshake
+    /// completed with this config.
+    pub fn peer_identity(&self, conn: &rustls::CommonState) -> Option<PeerIdentity> {
+        self.peers.of_connection(conn)
     }
 }
 
@@ -92,7 +152,7 @@ impl std::fmt::Debug for Common {
 /// let svids = Arc::new(MemorySvidSource::empty());
 /// let bundles = Arc::new(MemoryBundleSource::new(BundleSet::new()));
 /// let config = ServerConfigBuilder::new(provider, svids, bundles, authorizer::any()).build()?;
-/// assert_eq!(config.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+/// assert_eq!(config.rustls().alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
 /// # Ok::<(), mtls_tower::ConfigError>(())
 /// ```
 #[derive(Debug)]
@@ -103,10 +163,30 @@ pub struct ServerConfigBuilder {
 
 impl ServerConfigBuilder {
     /// A server that admits clients `authorizer` accepts.
+    ///
+    /// `bundles` must be an [`X509AuthoritySource`]: a source of JWT keys only
+    /// cannot verify a certificate, and passing one does not compile.
+    ///
+    /// ```compile_fail
+    /// # use std::sync::Arc;
+    /// # use spiffe_core::{BundleSet, BundleSource, MemorySvidSource};
+    /// /// Holds JWT bundles only; implements `BundleSource` but not
+    /// /// `X509AuthoritySource`.
+    /// struct JwtKeysOnly(Arc<BundleSet>, tokio::sync::watch::Sender<u64>);
+    /// impl BundleSource for JwtKeysOnly {
+    ///     fn bundle_set(&self) -> Arc<BundleSet> { self.0.clone() }
+    ///     fn generation(&self) -> u64 { 0 }
+    ///     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> { self.1.subscribe() }
+    /// }
+    /// let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    /// let jwt = JwtKeysOnly(Arc::new(BundleSet::new()), tokio::sync::watch::channel(0).0);
+    /// let svids = MemorySvidSource::empty();
+    /// mtls_tower::ServerConfigBuilder::new(provider, svids, jwt, mtls_tower::authorizer::any());
+    /// ```
     pub fn new(
         provider: Arc<CryptoProvider>,
         svid: impl SvidSource,
-        bundles: impl BundleSource,
+        bundles: impl X509AuthoritySource,
         authorizer: impl Authorizer,
     ) -> Self {
         ServerConfigBuilder {
@@ -134,7 +214,7 @@ impl ServerConfigBuilder {
     }
 
     /// Builds the config.
-    pub fn build(self) -> Result<ServerConfig, ConfigError> {
+    pub fn build(self) -> Result<MtlsServerConfig, ConfigError> {
         let verifier = Arc::new(SpiffeClientVerifier {
             core: self.common.verifier(),
             authorizer: self.authorizer,
@@ -147,7 +227,10 @@ impl ServerConfigBuilder {
         config.alpn_protocols = self.common.alpn;
         config.session_storage = Arc::new(NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
-        Ok(config)
+        Ok(MtlsServerConfig {
+            rustls: Arc::new(config),
+            peers: self.common.peers,
+        })
     }
 }
 
@@ -168,7 +251,7 @@ impl ClientConfigBuilder {
     pub fn new(
         provider: Arc<CryptoProvider>,
         svid: impl SvidSource,
-        bundles: impl BundleSource,
+        bundles: impl X509AuthoritySource,
         authorizer: impl Authorizer,
     ) -> Self {
         ClientConfigBuilder {
@@ -182,7 +265,7 @@ impl ClientConfigBuilder {
     pub fn per_target(
         provider: Arc<CryptoProvider>,
         svid: impl SvidSource,
-        bundles: impl BundleSource,
+        bundles: impl X509AuthoritySource,
         targets: TargetAuthorizers,
     ) -> Self {
         ClientConfigBuilder {
@@ -210,7 +293,7 @@ impl ClientConfigBuilder {
     }
 
     /// Builds the config.
-    pub fn build(self) -> Result<ClientConfig, ConfigError> {
+    pub fn build(self) -> Result<MtlsClientConfig, ConfigError> {
         let verifier = Arc::new(SpiffeServerVerifier {
             core: self.common.verifier(),
             authorization: self.authorization,
@@ -223,7 +306,10 @@ impl ClientConfigBuilder {
             .with_client_cert_resolver(self.common.resolver());
         config.alpn_protocols = self.common.alpn;
         config.resumption = Resumption::disabled();
-        Ok(config)
+        Ok(MtlsClientConfig {
+            rustls: Arc::new(config),
+            peers: self.common.peers,
+        })
     }
 }
 
@@ -247,10 +333,13 @@ mod tests {
     }
 
     /// Sends the client's first flight to the server; the server's verdict.
-    fn client_hello_to(client: ClientConfig, server: ServerConfig) -> Result<(), rustls::Error> {
+    fn client_hello_to(
+        client: MtlsClientConfig,
+        server: MtlsServerConfig,
+    ) -> Result<(), rustls::Error> {
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
-        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        let mut c = rustls::ClientConnection::new(client.rustls().clone(), name).unwrap();
+        let mut s = rustls::ServerConnection::new(server.rustls().clone()).unwrap();
         let mut buf = Vec::new();
         c.write_tls(&mut buf).unwrap();
         s.read_tls(&mut &buf[..]).unwrap();
@@ -264,10 +353,10 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            server.alpn_protocols,
+            server.rustls().alpn_protocols,
             [b"h2".to_vec(), b"http/1.1".to_vec()]
         );
-        assert_eq!(server.send_tls13_tickets, 0);
+        assert_eq!(server.rustls().send_tls13_tickets, 0);
         // A client offering only TLS 1.2 is refused at its ClientHello.
         let mut tls12_only = (*p).clone();
         tls12_only
@@ -287,12 +376,15 @@ mod tests {
         let c = ClientConfigBuilder::new(p.clone(), s.clone(), b.clone(), authorizer::any())
             .build()
             .unwrap();
-        assert_eq!(c.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            c.rustls().alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         let c = ClientConfigBuilder::new(p, s, b, authorizer::any())
             .alpn_protocols(vec![b"h2".to_vec()])
             .build()
             .unwrap();
-        assert_eq!(c.alpn_protocols, [b"h2".to_vec()]);
+        assert_eq!(c.rustls().alpn_protocols, [b"h2".to_vec()]);
     }
 
     #[test]

@@ -10,13 +10,14 @@ use std::time::Duration;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::config::MtlsClientConfig;
 use crate::error::ConnectError;
+use crate::verified::VerifiedPeers;
 use spiffe_core::PeerIdentity;
 
 /// The default bound on TCP connect plus TLS handshake.
@@ -24,14 +25,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects to `http://` or `https://` URIs over mTLS.
 ///
-/// Built on a [`ClientConfig`] from [`crate::ClientConfigBuilder`], whose
+/// Built on the [`MtlsClientConfig`] of a [`crate::ClientConfigBuilder`], whose
 /// authorizer (one for all targets, or one per target host with
 /// [`crate::TargetAuthorizers`]) decides which server SPIFFE IDs are
 /// acceptable. The name dialed is sent as SNI but never checked against
 /// the server certificate. Use with `hyper_util::client::legacy::Client`:
 ///
 /// ```no_run
-/// # fn demo(config: rustls::ClientConfig) {
+/// # fn demo(config: mtls_tower::MtlsClientConfig) {
 /// use hyper_util::client::legacy::Client;
 /// use hyper_util::rt::TokioExecutor;
 /// let connector = mtls_tower::MtlsConnector::new(config);
@@ -41,14 +42,16 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct MtlsConnector {
     tls: TlsConnector,
+    peers: Arc<VerifiedPeers>,
     timeout: Duration,
 }
 
 impl MtlsConnector {
     /// A connector over `config`.
-    pub fn new(config: impl Into<Arc<ClientConfig>>) -> Self {
+    pub fn new(config: MtlsClientConfig) -> Self {
         MtlsConnector {
-            tls: TlsConnector::from(config.into()),
+            tls: TlsConnector::from(config.rustls().clone()),
+            peers: config.peers(),
             timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
@@ -100,7 +103,9 @@ impl MtlsConnector {
             .map_err(|_| ConnectError::Timeout {
                 authority: authority.clone(),
             })??;
-        let peer = crate::rustls_impls::peer_identity(stream.get_ref().1)
+        let peer = self
+            .peers
+            .of_connection(stream.get_ref().1)
             .ok_or(ConnectError::NoPeerIdentity { authority })?;
         Ok(MtlsStream {
             io: TokioIo::new(stream),

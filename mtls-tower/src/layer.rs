@@ -1,58 +1,61 @@
-//! [`PeerIdentityLayer`] / [`AddPeerIdentity`]: the peer identity of a
-//! connection into each request's extensions.
+//! [`ConnectionLayer`] / [`AddConnection`]: the facts of a connection,
+//! verified peer included, into each request's extensions.
 
 use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use spiffe_core::PeerIdentity;
+use spiffe_core::ConnectionFacts;
 
-/// Puts the connection's [`PeerIdentity`] into every request's extensions.
+/// Puts the connection's [`ConnectionFacts`] (addresses, SNI, ALPN and the
+/// verified [`spiffe_core::PeerIdentity`]) into every request's extensions.
 ///
-/// Applied per connection, with the identity the acceptor established:
+/// Applied per connection, with the facts the acceptor took at accept
+/// time; handlers and the authz layer read them from there:
 ///
 /// ```no_run
 /// # async fn demo(mut acceptor: mtls_tower::MtlsAcceptor) {
 /// use tower::Layer;
 /// let conn = acceptor.accept().await.unwrap();
-/// let svc = mtls_tower::PeerIdentityLayer::new(conn.peer().clone())
+/// let svc = mtls_tower::ConnectionLayer::new(conn.facts().clone())
 ///     .layer(tower::service_fn(|req: http::Request<()>| async move {
-///         let peer = req.extensions().get::<mtls_tower::PeerIdentity>().cloned();
-///         Ok::<_, std::convert::Infallible>(format!("{:?}", peer))
+///         let facts = req.extensions().get::<spiffe_core::ConnectionFacts>();
+///         let peer = facts.and_then(|f| f.peer()).map(|p| p.spiffe_id().to_string());
+///         Ok::<_, std::convert::Infallible>(format!("{peer:?}"))
 ///     }));
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct PeerIdentityLayer {
-    peer: PeerIdentity,
+pub struct ConnectionLayer {
+    facts: ConnectionFacts,
 }
 
-impl PeerIdentityLayer {
-    /// A layer for a connection whose peer is `peer`.
-    pub fn new(peer: PeerIdentity) -> Self {
-        PeerIdentityLayer { peer }
+impl ConnectionLayer {
+    /// A layer for a connection with these facts.
+    pub fn new(facts: ConnectionFacts) -> Self {
+        ConnectionLayer { facts }
     }
 }
 
-impl<S> Layer<S> for PeerIdentityLayer {
-    type Service = AddPeerIdentity<S>;
+impl<S> Layer<S> for ConnectionLayer {
+    type Service = AddConnection<S>;
 
-    fn layer(&self, inner: S) -> AddPeerIdentity<S> {
-        AddPeerIdentity {
+    fn layer(&self, inner: S) -> AddConnection<S> {
+        AddConnection {
             inner,
-            peer: self.peer.clone(),
+            facts: self.facts.clone(),
         }
     }
 }
 
-/// The service of [`PeerIdentityLayer`].
+/// The service of [`ConnectionLayer`].
 #[derive(Debug, Clone)]
-pub struct AddPeerIdentity<S> {
+pub struct AddConnection<S> {
     inner: S,
-    peer: PeerIdentity,
+    facts: ConnectionFacts,
 }
 
-impl<S, B> Service<http::Request<B>> for AddPeerIdentity<S>
+impl<S, B> Service<http::Request<B>> for AddConnection<S>
 where
     S: Service<http::Request<B>>,
 {
@@ -65,7 +68,9 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> S::Future {
-        req.extensions_mut().insert(self.peer.clone());
+        // Overwrites anything already there: the connection's facts are the
+        // only ones a request may carry.
+        req.extensions_mut().insert(self.facts.clone());
         self.inner.call(req)
     }
 }

@@ -11,12 +11,14 @@
 //!   [`authorizer::one_of`], [`authorizer::member_of`], or any closure);
 //!   always chosen explicitly.
 //! - [`MtlsAcceptor`]: a `TcpListener` turned into TLS connections carrying
-//!   the [`PeerIdentity`]; [`PeerIdentityLayer`] puts it into request
-//!   extensions ([`PeerIdentity`] is `spiffe_core`'s, the type the `authz`
-//!   layer reads); with the `axum` feature the acceptor is an `axum::serve`
+//!   [`ConnectionFacts`]: local and remote address, SNI, ALPN and the
+//!   [`PeerIdentity`] the handshake's verifier produced (not a second parse
+//!   of the certificate). [`ConnectionLayer`] puts the facts into request
+//!   extensions (both types are `spiffe_core`'s, what the `authz` layer
+//!   reads); with the `axum` feature the acceptor is an `axum::serve`
 //!   listener, `into_make_service` wraps a router so each request carries
-//!   the identity, and `Peer` extracts it; with `tonic`, accepted
-//!   connections carry it into tonic request extensions.
+//!   the facts, and `Peer` extracts the identity; with `tonic`, accepted
+//!   connections carry the facts into tonic request extensions.
 //! - [`MtlsConnector`]: a hyper-util connector that originates mTLS and
 //!   authorizes the server per target; with `tonic`, a channel over it.
 //!
@@ -32,6 +34,7 @@ mod error;
 mod layer;
 mod rustls_impls;
 mod trust;
+mod verified;
 
 #[cfg(feature = "axum")]
 mod axum_impls;
@@ -40,11 +43,13 @@ pub use acceptor::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES, MtlsAcceptor, TlsConnection,
 };
 pub use authorizer::{Authorizer, TargetAuthorizers};
-pub use config::{ClientConfigBuilder, DEFAULT_ALPN, ServerConfigBuilder};
+pub use config::{
+    ClientConfigBuilder, DEFAULT_ALPN, MtlsClientConfig, MtlsServerConfig, ServerConfigBuilder,
+};
 pub use connector::{DEFAULT_CONNECT_TIMEOUT, MtlsConnector, MtlsStream};
 pub use error::{AcceptError, ConfigError, ConnectError, PeerRejected};
-pub use layer::{AddPeerIdentity, PeerIdentityLayer};
-pub use spiffe_core::PeerIdentity;
+pub use layer::{AddConnection, ConnectionLayer};
+pub use spiffe_core::{ConnectionFacts, PeerIdentity};
 pub use trust::TrustPolicy;
 
 #[cfg(feature = "axum")]

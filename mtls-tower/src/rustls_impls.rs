@@ -24,12 +24,13 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use spiffe_core::x509::{VerifiedX509Svid, verify_x509_svid_full};
-use spiffe_core::{BundleSource, SvidSource, VerifyError, X509Error, X509Svid};
+use spiffe_core::x509::verify_x509_svid_full;
+use spiffe_core::{BundleSource, PeerIdentity, SvidSource, VerifyError, X509Error, X509Svid};
 
 use crate::authorizer::{DynAuthorizer, TargetAuthorizers};
 use crate::error::PeerRejected;
 use crate::trust::{AdmittedBundles, TrustPolicy};
+use crate::verified::VerifiedPeers;
 
 /// The `CertifiedKey` built for one generation of the SVID source.
 struct Cached {
@@ -119,20 +120,14 @@ impl ResolvesClientCert for SvidResolver {
     }
 }
 
-/// The identity of the peer of an established connection (its leaf was
-/// verified during the handshake).
-pub(crate) fn peer_identity(conn: &rustls::CommonState) -> Option<spiffe_core::PeerIdentity> {
-    conn.peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(spiffe_core::PeerIdentity::from_verified_leaf)
-}
-
-/// What both verifiers share: trust material, policy and signature algorithms.
+/// What both verifiers share: trust material, policy, signature algorithms
+/// and where accepted identities are recorded for the connection.
 pub(crate) struct PeerVerifier {
     svid: Arc<dyn SvidSource>,
     bundles: Arc<dyn BundleSource>,
     policy: TrustPolicy,
     algorithms: WebPkiSupportedAlgorithms,
+    pub(crate) peers: Arc<VerifiedPeers>,
 }
 
 impl PeerVerifier {
@@ -141,13 +136,20 @@ impl PeerVerifier {
         bundles: Arc<dyn BundleSource>,
         policy: TrustPolicy,
         provider: &CryptoProvider,
+        peers: Arc<VerifiedPeers>,
     ) -> Self {
         PeerVerifier {
             svid,
             bundles,
             policy,
             algorithms: provider.signature_verification_algorithms,
+            peers,
         }
+    }
+
+    /// Records an identity that passed verification and authorization.
+    fn accept(&self, end_entity: &CertificateDer<'_>, peer: PeerIdentity) {
+        self.peers.record(end_entity, peer);
     }
 
     /// Bundle by the peer's trust domain (if the policy admits it), chain
@@ -157,7 +159,7 @@ impl PeerVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<VerifiedX509Svid, PeerRejected> {
+    ) -> Result<PeerIdentity, PeerRejected> {
         let set = self.bundles.bundle_set();
         let local = self.svid.x509_svid();
         let local_td = local.as_ref().map(|s| s.spiffe_id().trust_domain());
@@ -243,11 +245,12 @@ impl ClientCertVerifier for SpiffeClientVerifier {
             .core
             .verify(end_entity, intermediates, now)
             .map_err(to_rustls_error)?;
-        if !self.authorizer.0.authorize(&v.spiffe_id) {
+        if !self.authorizer.0.authorize(v.spiffe_id()) {
             return Err(to_rustls_error(PeerRejected::Unauthorized {
-                peer: v.spiffe_id,
+                peer: v.spiffe_id().clone(),
             }));
         }
+        self.core.accept(end_entity, v);
         Ok(ClientCertVerified::assertion())
     }
 
@@ -304,11 +307,11 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             .verify(end_entity, intermediates, now)
             .map_err(to_rustls_error)?;
         let allowed = match &self.authorization {
-            ServerAuthorization::All(a) => a.0.authorize(&v.spiffe_id),
+            ServerAuthorization::All(a) => a.0.authorize(v.spiffe_id()),
             ServerAuthorization::PerTarget(targets) => {
                 let name = server_name.to_str();
                 match targets.get(&name) {
-                    Some(a) => a.authorize(&v.spiffe_id),
+                    Some(a) => a.authorize(v.spiffe_id()),
                     None => {
                         return Err(to_rustls_error(PeerRejected::NoAuthorizerForTarget {
                             server_name: name.into_owned(),
@@ -319,9 +322,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         };
         if !allowed {
             return Err(to_rustls_error(PeerRejected::Unauthorized {
-                peer: v.spiffe_id,
+                peer: v.spiffe_id().clone(),
             }));
         }
+        self.core.accept(end_entity, v);
         Ok(ServerCertVerified::assertion())
     }
 

@@ -62,7 +62,13 @@ fn client_verifier(
     a: impl crate::Authorizer,
 ) -> SpiffeClientVerifier {
     SpiffeClientVerifier {
-        core: PeerVerifier::new(f.svids.clone(), f.bundles.clone(), policy, &provider()),
+        core: PeerVerifier::new(
+            f.svids.clone(),
+            f.bundles.clone(),
+            policy,
+            &provider(),
+            Arc::new(VerifiedPeers::new()),
+        ),
         authorizer: DynAuthorizer(Arc::new(a)),
     }
 }
@@ -246,6 +252,7 @@ fn server_verifier_ignores_dns_names_and_uses_per_target_authorizers() {
             f.bundles.clone(),
             TrustPolicy::local_only(),
             &provider(),
+            Arc::new(VerifiedPeers::new()),
         ),
         authorization: ServerAuthorization::PerTarget(targets),
     };
@@ -281,10 +288,15 @@ fn resolver_builds_key_once_per_generation() {
         .set(svid(&f.ca.leaf("spiffe://example.org/rotated")));
     let c = r.current().unwrap();
     assert!(!Arc::ptr_eq(&a, &c), "new generation: new key");
-    let id = spiffe_core::PeerIdentity::from_verified_leaf(&c.cert[0]).unwrap();
+    let id = spiffe_core::verify_x509_svid(
+        &c.cert,
+        &*f.bundles.bundle_set(),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
     assert_eq!(
-        id.spiffe_id(),
-        &"spiffe://example.org/rotated".parse::<SpiffeId>().unwrap()
+        id,
+        "spiffe://example.org/rotated".parse::<SpiffeId>().unwrap()
     );
     f.svids.withdraw();
     assert!(r.current().is_none(), "withdrawn SVID: nothing presented");
@@ -303,4 +315,24 @@ fn verifier_reads_bundle_rotation_per_handshake() {
     )
     .unwrap()]));
     verify_client(&v, &leaf).unwrap();
+}
+
+#[test]
+fn only_verified_and_authorized_peers_are_recorded_for_the_connection() {
+    let f = fixture();
+    let v = client_verifier(
+        &f,
+        TrustPolicy::local_only(),
+        authorizer::exact("spiffe://example.org/client".parse().unwrap()),
+    );
+    let good = f.ca.leaf("spiffe://example.org/client");
+    let unauthorized = f.ca.leaf("spiffe://example.org/intruder");
+    let foreign = TestCa::new("example.org").leaf("spiffe://example.org/client");
+    verify_client(&v, &good).unwrap();
+    assert!(verify_client(&v, &unauthorized).is_err());
+    assert!(verify_client(&v, &foreign).is_err());
+    let recorded = v.core.peers.get(&good.chain[0]).expect("the verified leaf");
+    assert_eq!(recorded.spiffe_id().as_str(), "spiffe://example.org/client");
+    assert_eq!(v.core.peers.get(&unauthorized.chain[0]), None);
+    assert_eq!(v.core.peers.get(&foreign.chain[0]), None);
 }

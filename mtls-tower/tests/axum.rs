@@ -1,4 +1,5 @@
-//! axum: `axum::serve` over the acceptor and the `PeerIdentity` extractor.
+//! axum: `axum::serve` over the acceptor, the `Peer` extractor and the
+//! connection facts in every request.
 
 mod common;
 
@@ -7,7 +8,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
-use mtls_tower::{MtlsAcceptor, Peer, PeerIdentity, PeerIdentityLayer, authorizer};
+use mtls_tower::{ConnectionFacts, ConnectionLayer, MtlsAcceptor, Peer, authorizer};
 use test_support::TestCa;
 use tower::ServiceExt;
 
@@ -19,10 +20,11 @@ async fn who(Peer(peer): Peer) -> String {
     peer.spiffe_id().to_string()
 }
 
-/// What a layer further in (such as `authz`'s) sees: the identity itself.
+/// What a layer further in (such as `authz`'s) sees: the connection facts.
 async fn who_from_extension(req: axum::extract::Request) -> String {
     req.extensions()
-        .get::<PeerIdentity>()
+        .get::<ConnectionFacts>()
+        .and_then(ConnectionFacts::peer)
         .map(|p| p.spiffe_id().to_string())
         .unwrap_or_default()
 }
@@ -70,7 +72,13 @@ async fn extractor_reads_identity_put_by_layer() {
     let peer = stream.peer().clone();
     let app = Router::new()
         .route("/", get(who))
-        .layer(PeerIdentityLayer::new(peer));
+        .layer(ConnectionLayer::new(
+            ConnectionFacts::new(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )
+            .with_peer(peer),
+        ));
     let resp = app
         .oneshot(
             http::Request::get("/")

@@ -53,15 +53,63 @@ async fn uri_only_svid_dialed_as_localhost_is_accepted_without_dns_check() {
     assert_eq!(get_body(&http, &url).await.unwrap(), CLIENT);
 }
 
+#[tokio::test]
+async fn requests_carry_the_facts_taken_at_accept_time() {
+    let ca = TestCa::new(TD);
+    let server = Workload::new(&ca, SERVER, TD);
+    let client = Workload::new(&ca, CLIENT, TD);
+    let srv = start_server(server.server_config(authorizer::any())).await;
+    let http = fresh_connection_client(client.client_config(authorizer::exact(id(SERVER))));
+    let url = format!("https://localhost:{}/facts", srv.addr.port());
+    let facts = get_body(&http, &url).await.unwrap();
+    // The server listens on 127.0.0.1 only, so that is where "localhost"
+    // reached it, from an ephemeral port of the same address.
+    let want_local = format!("local=127.0.0.1:{} ", srv.addr.port());
+    assert!(facts.starts_with(&want_local), "{facts}");
+    assert!(facts.contains(" remote=127.0.0.1:"), "{facts}");
+    assert!(!facts.contains(" remote=127.0.0.1:0 "), "{facts}");
+    assert!(facts.contains(" sni=localhost "), "{facts}");
+    assert!(facts.contains(" alpn=h2 "), "{facts}");
+    assert!(facts.ends_with(&format!(" peer={CLIENT}")), "{facts}");
+    // Dialed by IP address, the client sends no SNI.
+    let by_ip = get_body(&http, &format!("{}facts", srv.url()))
+        .await
+        .unwrap();
+    assert!(by_ip.contains(" sni=- "), "{by_ip}");
+}
+
+#[tokio::test]
+async fn a_raw_rustls_config_of_another_builder_yields_no_identity() {
+    // The identity comes from the verifier of the config that completed
+    // the handshake; a second config's record knows nothing of it.
+    let ca = TestCa::new(TD);
+    let server = Workload::new(&ca, SERVER, TD);
+    let client = Workload::new(&ca, CLIENT, TD);
+    let srv = start_server(server.server_config(authorizer::any())).await;
+    let used = client.client_config(authorizer::exact(id(SERVER)));
+    let other = client.client_config(authorizer::exact(id(SERVER)));
+    let tcp = TcpStream::connect(srv.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(used.rustls().clone())
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let conn = tls.get_ref().1;
+    assert_eq!(
+        used.peer_identity(conn).map(|p| p.spiffe_id().clone()),
+        Some(id(SERVER))
+    );
+    assert_eq!(other.peer_identity(conn), None);
+}
+
 /// In TLS 1.3 the client finishes its handshake before the server has
 /// judged its certificate, so only the server's verdict is asserted.
-async fn attempt(config: rustls::ClientConfig, url: &str) {
+async fn attempt(config: mtls_tower::MtlsClientConfig, url: &str) {
     let _ = MtlsConnector::new(config)
         .connect(url.parse().unwrap())
         .await;
 }
 
-async fn connect_err(config: rustls::ClientConfig, url: &str) -> ConnectError {
+async fn connect_err(config: mtls_tower::MtlsClientConfig, url: &str) -> ConnectError {
     MtlsConnector::new(config)
         .connect(url.parse().unwrap())
         .await
@@ -308,7 +356,7 @@ async fn federated_server_accepted_only_when_policy_names_it() {
 
 struct ServerConfigBuilderExt;
 impl ServerConfigBuilderExt {
-    fn federated(w: &Workload, td: &str) -> rustls::ServerConfig {
+    fn federated(w: &Workload, td: &str) -> mtls_tower::MtlsServerConfig {
         mtls_tower::ServerConfigBuilder::new(
             provider(),
             w.svids.clone(),

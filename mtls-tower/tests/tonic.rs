@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use common::*;
 use http::uri::PathAndQuery;
-use mtls_tower::{MtlsAcceptor, MtlsConnector, PeerIdentity, authorizer};
+use mtls_tower::{ConnectionFacts, MtlsAcceptor, MtlsConnector, authorizer};
 use test_support::TestCa;
 use tonic_prost::ProstCodec;
 
@@ -40,7 +40,11 @@ impl tonic::server::UnaryService<Who> for WhoHandler {
     type Future = Ready<Result<tonic::Response<Who>, tonic::Status>>;
 
     fn call(&mut self, request: tonic::Request<Who>) -> Self::Future {
-        ready(match request.extensions().get::<PeerIdentity>() {
+        let peer = request
+            .extensions()
+            .get::<ConnectionFacts>()
+            .and_then(ConnectionFacts::peer);
+        ready(match peer {
             Some(peer) => Ok(tonic::Response::new(Who {
                 id: peer.spiffe_id().to_string(),
             })),

@@ -3,15 +3,18 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::PeerIdentity;
+
 /// The facts of one accepted connection, taken once at accept time where
 /// they are true: the socket addresses of both ends and, for TLS, the SNI
 /// the client asked for and the ALPN protocol agreed on.
 ///
 /// The acceptor (mtls-tower's, a sidecar's, or an application's own)
 /// builds one per connection and puts a clone into every request's
-/// extensions; authorization reads ports, addresses and SNI from it. The
-/// peer's identity is not part of it: that is a [`crate::PeerIdentity`],
-/// which only verification produces.
+/// extensions; authorization reads ports, addresses, SNI and the peer from
+/// it, and from nothing else. The peer is a [`crate::PeerIdentity`], which
+/// only verification produces, so facts that name a peer carry the proof
+/// that the peer was verified.
 ///
 /// ```
 /// use spiffe_core::ConnectionFacts;
@@ -31,6 +34,7 @@ pub struct ConnectionFacts {
     tls: bool,
     sni: Option<Box<str>>,
     alpn: Option<Box<[u8]>>,
+    peer: Option<PeerIdentity>,
 }
 
 impl ConnectionFacts {
@@ -42,6 +46,7 @@ impl ConnectionFacts {
             tls: false,
             sni: None,
             alpn: None,
+            peer: None,
         }
     }
 
@@ -64,6 +69,20 @@ impl ConnectionFacts {
     pub fn with_alpn(mut self, alpn: impl Into<Vec<u8>>) -> Self {
         self.alpn = Some(alpn.into().into_boxed_slice());
         self
+    }
+
+    /// The peer the TLS handshake verified (implies TLS).
+    #[must_use]
+    pub fn with_peer(mut self, peer: PeerIdentity) -> Self {
+        self.tls = true;
+        self.peer = Some(peer);
+        self
+    }
+
+    /// The verified peer of an mTLS connection; `None` for plaintext and
+    /// for TLS without a client certificate.
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.peer.as_ref()
     }
 
     /// The address the connection was accepted on (the destination).
@@ -99,6 +118,7 @@ impl fmt::Debug for ConnectionFacts {
             .field("remote_addr", &self.remote_addr)
             .field("tls", &self.tls)
             .field("sni", &self.sni)
+            .field("peer", &self.peer.as_ref().map(PeerIdentity::spiffe_id))
             .field("alpn", &self.alpn.as_deref().map(String::from_utf8_lossy))
             .finish()
     }

@@ -41,7 +41,7 @@ pub use id::{
 };
 pub use jwt::{JwtBundle, JwtError, JwtSvid};
 pub use source::{
-    BundleSource, MemoryBundleSource, MemorySvidSource, SvidSource, X509BundleSource,
+    BundleSource, MemoryBundleSource, MemorySvidSource, SvidSource, X509AuthoritySource,
 };
 pub use x509::{
     PeerIdentity, PrivateKey, VerifyError, X509Bundle, X509Error, X509Svid, verify_x509_svid,

@@ -77,7 +77,7 @@ pub fn ours(ca: &TestCa, server_leaf: &Leaf, client_leaf: &Leaf) -> Pair {
     )
     .build()
     .unwrap();
-    (Arc::new(client), Arc::new(server))
+    (client.rustls().clone(), server.rustls().clone())
 }
 
 pub fn plain(ca: &TestCa, server_leaf: &Leaf, client_leaf: &Leaf) -> Pair {

@@ -12,8 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use mtls_tower::{
-    AcceptError, Authorizer, ClientConfigBuilder, MtlsAcceptor, MtlsConnector, PeerIdentity,
-    PeerIdentityLayer, ServerConfigBuilder,
+    AcceptError, Authorizer, ClientConfigBuilder, ConnectionFacts, ConnectionLayer, MtlsAcceptor,
+    MtlsConnector, ServerConfigBuilder,
 };
 use rustls::crypto::CryptoProvider;
 use spiffe_core::{BundleSet, MemoryBundleSource, MemorySvidSource, X509Bundle, X509Svid};
@@ -57,13 +57,13 @@ impl Workload {
         }
     }
 
-    pub fn server_config(&self, a: impl Authorizer) -> rustls::ServerConfig {
+    pub fn server_config(&self, a: impl Authorizer) -> mtls_tower::MtlsServerConfig {
         ServerConfigBuilder::new(provider(), self.svids.clone(), self.bundles.clone(), a)
             .build()
             .unwrap()
     }
 
-    pub fn client_config(&self, a: impl Authorizer) -> rustls::ClientConfig {
+    pub fn client_config(&self, a: impl Authorizer) -> mtls_tower::MtlsClientConfig {
         ClientConfigBuilder::new(provider(), self.svids.clone(), self.bundles.clone(), a)
             .build()
             .unwrap()
@@ -90,8 +90,9 @@ impl Server {
 }
 
 /// Answers every request with the caller's SPIFFE ID, read from the
-/// request extensions the layer filled.
-pub async fn start_server(config: rustls::ServerConfig) -> Server {
+/// request extensions the layer filled; `/facts` answers with the
+/// connection's facts as `local=.. remote=.. sni=.. alpn=.. peer=..`.
+pub async fn start_server(config: mtls_tower::MtlsServerConfig) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut acceptor = MtlsAcceptor::new(listener, config);
@@ -100,13 +101,23 @@ pub async fn start_server(config: rustls::ServerConfig) -> Server {
         loop {
             match acceptor.accept().await {
                 Ok(conn) => {
-                    let svc = PeerIdentityLayer::new(conn.peer().clone()).layer(tower::service_fn(
+                    let svc = ConnectionLayer::new(conn.facts().clone()).layer(tower::service_fn(
                         |req: http::Request<hyper::body::Incoming>| async move {
-                            let body = req
-                                .extensions()
-                                .get::<PeerIdentity>()
+                            let facts = req.extensions().get::<ConnectionFacts>();
+                            let peer = facts
+                                .and_then(ConnectionFacts::peer)
                                 .map(|p| p.spiffe_id().to_string())
                                 .unwrap_or_default();
+                            let body = match (req.uri().path(), facts) {
+                                ("/facts", Some(f)) => format!(
+                                    "local={} remote={} sni={} alpn={} peer={peer}",
+                                    f.local_addr(),
+                                    f.remote_addr(),
+                                    f.sni().unwrap_or("-"),
+                                    f.alpn().map(String::from_utf8_lossy).unwrap_or_default(),
+                                ),
+                                _ => peer,
+                            };
                             Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
                         },
                     ));
@@ -128,7 +139,7 @@ pub async fn start_server(config: rustls::ServerConfig) -> Server {
 pub type HttpClient = Client<MtlsConnector, Empty<Bytes>>;
 
 /// A client that opens a new connection (a full handshake) per request.
-pub fn fresh_connection_client(config: rustls::ClientConfig) -> HttpClient {
+pub fn fresh_connection_client(config: mtls_tower::MtlsClientConfig) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build(MtlsConnector::new(config))

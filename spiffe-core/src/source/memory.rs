@@ -118,7 +118,7 @@ impl MemoryBundleSource {
     }
 }
 
-impl super::X509BundleSource for MemoryBundleSource {}
+impl super::X509AuthoritySource for MemoryBundleSource {}
 
 impl BundleSource for MemoryBundleSource {
     fn bundle_set(&self) -> Arc<BundleSet> {

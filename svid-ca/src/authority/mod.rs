@@ -325,6 +325,10 @@ fn snapshot_of(slots: &[Slot], bundle: SpiffeBundle) -> Snapshot {
     }
 }
 
+/// The authority's bundle holds its X.509 roots: usable where TLS
+/// verifies peers.
+impl spiffe_core::X509AuthoritySource for CertificateAuthority {}
+
 impl BundleSource for CertificateAuthority {
     fn bundle_set(&self) -> Arc<BundleSet> {
         self.snapshot.load().bundle_set.clone()

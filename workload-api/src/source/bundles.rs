@@ -139,6 +139,9 @@ impl X509BundleSource {
 
 bundle_source_common!(X509BundleSource);
 
+/// Holds X.509 authorities: usable where TLS verifies peers.
+impl spiffe_core::X509AuthoritySource for X509BundleSource {}
+
 /// JWT material from the Workload API: the JWT bundles, kept current from
 /// `FetchJWTBundles` (its [`BundleSource`] view holds JWT keys only), and
 /// JWT-SVIDs fetched on demand.

@@ -159,6 +159,9 @@ impl SvidSource for X509Source {
     }
 }
 
+/// Holds X.509 authorities: usable where TLS verifies peers.
+impl spiffe_core::X509AuthoritySource for X509Source {}
+
 impl BundleSource for X509Source {
     fn bundle_set(&self) -> Arc<BundleSet> {
         self.inner.bundles.load_full()
