@@ -77,9 +77,11 @@ fn key_files_are_private_and_keys_are_not_in_the_database_or_debug_output() {
             assert!(!hay.windows(key.len()).any(|w| w == key.as_slice()));
         }
     }
+    let printed_ca = format!("{ca:?}");
+    drop(ca); // one store at a time holds the directory
     let store = SqliteStore::open(dir.path()).unwrap();
     let journal: CaJournal = store.load_ca_journal().unwrap().unwrap();
-    let printed = format!("{journal:?} {ca:?}");
+    let printed = format!("{journal:?} {printed_ca}");
     assert!(printed.contains("<redacted>"));
     for s in &journal.slots {
         let hex: String = s.key_pkcs8.iter().map(|b| format!("{b:02x}")).collect();
@@ -130,6 +132,7 @@ fn journal_of_another_trust_domain_or_with_a_swapped_key_is_refused() {
         .join("keys")
         .join(format!("{}.key", x509.info.id));
     std::fs::write(&path, rcgen::KeyPair::generate().unwrap().serialize_der()).unwrap();
+    drop(store);
     assert!(matches!(
         build(dir.path(), &clock),
         Err(CaError::JournalKeyMismatch { .. })

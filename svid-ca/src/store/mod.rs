@@ -1,6 +1,7 @@
 //! The [`Store`] trait: where the authority keeps its journal, entries,
 //! join tokens, attested nodes and bundles. [`SqliteStore`] is the default.
 
+mod files;
 mod sqlite;
 
 use std::time::SystemTime;
@@ -68,6 +69,18 @@ pub enum StoreError {
         path: std::path::PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// Another store holds the directory: another process, or another
+    /// `SqliteStore` in this process. Nothing was opened or changed.
+    #[error(
+        "the store in {dir} is in use{}; only one authority may open it at a time",
+        holder.map(|p| format!(" by process {p}")).unwrap_or_default()
+    )]
+    Locked {
+        /// The store directory.
+        dir: std::path::PathBuf,
+        /// The pid recorded by the holder, when it could be read.
+        holder: Option<u32>,
     },
     /// The database was written by a newer version of this crate.
     #[error(

@@ -2,8 +2,6 @@
 //! private keys in 0600 files next to the database).
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,6 +11,7 @@ use rustls_pki_types::CertificateDer;
 use spiffe_core::{SpiffeBundle, SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
 
+use super::files::{StoreLock, io, key_file, private_dir, private_file, prune_keys, write_key};
 use super::{CaJournal, JournalSlot, Store, StoreError, TokenUse};
 use crate::{AttestedNode, AuthorityInfo, EntryId, RegistrationEntry, SlotKind, SlotState};
 
@@ -47,25 +46,23 @@ const MIGRATIONS: &[&str] = &[
 /// The newest schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// An SQLite store in a directory: `svid-ca.db` (WAL mode, full sync) and
-/// `keys/<authority id>.key` (PKCS#8, mode 0600, directory 0700).
+/// An SQLite store in a directory: `svid-ca.db` (WAL mode, full sync),
+/// `keys/<authority id>.key` (PKCS#8) and `svid-ca.lock`; directories are
+/// 0700 and files 0600. One `SqliteStore` at a time holds a directory.
 ///
 /// Every [`Store`] method runs in one transaction. Opening a database with
 /// a newer schema than [`SCHEMA_VERSION`] fails with
 /// [`StoreError::SchemaTooNew`].
 #[derive(Debug)]
 pub struct SqliteStore {
+    // Field order is drop order: the database closes before the lock goes.
     conn: Mutex<Connection>,
     keys: PathBuf,
+    _lock: StoreLock,
 }
 
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
-}
+/// The database file's name inside the store directory.
+const DB_FILE: &str = "svid-ca.db";
 
 fn secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -96,24 +93,27 @@ fn corrupt(what: &'static str) -> StoreError {
     StoreError::Corrupt { what }
 }
 
-/// Slot ids become file names: only hex is accepted.
-fn key_file(dir: &Path, id: &str) -> Result<PathBuf, StoreError> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(corrupt("authority id"));
-    }
-    Ok(dir.join(format!("{id}.key")))
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir` and migrates its
     /// schema to [`SCHEMA_VERSION`].
+    ///
+    /// `dir` and `dir/keys` are made 0700 and every file in them 0600
+    /// (also when they existed with wider modes). The store takes an
+    /// exclusive lock on `dir/svid-ca.lock` for as long as it lives: while
+    /// it is held, another process or another `open` in this process fails
+    /// at once with [`StoreError::Locked`], so two authorities never
+    /// journal into (or prune the key files of) one store.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir).map_err(io("create", dir))?;
+        private_dir(dir)?;
+        let lock = StoreLock::acquire(dir)?;
         let keys = dir.join("keys");
-        fs::create_dir_all(&keys).map_err(io("create", &keys))?;
-        fs::set_permissions(&keys, fs::Permissions::from_mode(0o700))
-            .map_err(io("chmod", &keys))?;
-        let mut conn = Connection::open(dir.join("svid-ca.db"))?;
+        private_dir(&keys)?;
+        let db = dir.join(DB_FILE);
+        private_file(&db, true)?;
+        for suffix in ["-wal", "-shm", "-journal"] {
+            private_file(&dir.join(format!("{DB_FILE}{suffix}")), false)?;
+        }
+        let mut conn = Connection::open(&db)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -121,6 +121,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             keys,
+            _lock: lock,
         })
     }
 
@@ -133,47 +134,6 @@ impl SqliteStore {
         Ok(self
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
-    }
-
-    fn write_key(&self, id: &str, der: &[u8]) -> Result<(), StoreError> {
-        let path = key_file(&self.keys, id)?;
-        if path.exists() {
-            return Ok(());
-        }
-        let tmp = path.with_extension("tmp");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        f.write_all(der).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("sync", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-        fs::File::open(&self.keys)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync", &self.keys))?;
-        Ok(())
-    }
-
-    /// Removes key files no journaled slot refers to.
-    fn prune_keys(&self, keep: &[&str]) {
-        let Ok(dir) = fs::read_dir(&self.keys) else {
-            return;
-        };
-        for f in dir.flatten() {
-            let name = f.file_name();
-            let name = name.to_string_lossy();
-            let id = name
-                .strip_suffix(".key")
-                .or_else(|| name.strip_suffix(".tmp"));
-            if let Some(id) = id
-                && !keep.contains(&id)
-            {
-                let _ = fs::remove_file(f.path());
-            }
-        }
     }
 }
 
@@ -268,7 +228,7 @@ impl Store for SqliteStore {
         bundle: &SpiffeBundle,
     ) -> Result<(), StoreError> {
         for s in &journal.slots {
-            self.write_key(&s.info.id, &s.key_pkcs8)?;
+            write_key(&self.keys, &s.info.id, &s.key_pkcs8)?;
         }
         let sequence = i64::try_from(journal.sequence).map_err(|_| corrupt("sequence"))?;
         {
@@ -303,7 +263,7 @@ impl Store for SqliteStore {
             tx.commit()?;
         }
         let keep: Vec<&str> = journal.slots.iter().map(|s| s.info.id.as_str()).collect();
-        self.prune_keys(&keep);
+        prune_keys(&self.keys, &keep);
         Ok(())
     }
 
