@@ -10,7 +10,7 @@ use spiffe_core::{SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
 
 use crate::keys;
-use crate::{Clock, Entitlement, Selector, Store, StoreError, TokenUse};
+use crate::{Clock, Entitlement, NodeStore, Selector, StoreError, TokenUse};
 
 /// A node whose identity an attestor established.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +106,7 @@ impl fmt::Debug for JoinToken {
 #[derive(Debug)]
 pub struct JoinTokenAttestor {
     trust_domain: TrustDomain,
-    store: Arc<dyn Store>,
+    store: Arc<dyn NodeStore>,
     clock: Arc<dyn Clock>,
 }
 
@@ -119,7 +119,11 @@ fn hash(token: &str) -> String {
 
 impl JoinTokenAttestor {
     /// An attestor for `trust_domain` keeping tokens in `store`.
-    pub fn new(trust_domain: TrustDomain, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        trust_domain: TrustDomain,
+        store: Arc<dyn NodeStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         JoinTokenAttestor {
             trust_domain,
             store,

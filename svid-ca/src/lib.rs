@@ -37,5 +37,8 @@ pub use registry::{
     EntryError, EntryId, MAX_SELECTOR_LEN, RESERVED_PATH_PREFIXES, RegistrationEntry, Registry,
     Selector, is_reserved,
 };
-pub use store::{CaJournal, JournalSlot, SCHEMA_VERSION, SqliteStore, Store, StoreError, TokenUse};
+pub use store::{
+    BackendError, BundleStore, CaJournal, CaJournalStore, EntryStore, JournalSlot, NodeStore,
+    SCHEMA_VERSION, SqliteStore, Store, StoreError, TokenUse,
+};
 pub use upstream::{UpstreamCa, UpstreamError};

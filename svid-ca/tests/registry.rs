@@ -9,7 +9,7 @@ use common::*;
 use spiffe_core::{SpiffeId, verify_x509_svid};
 use svid_ca::{
     AttestError, Clock, EntryError, EntryId, JoinTokenAttestor, ManualClock, NodeAttestor,
-    RegistrationEntry, Registry, Selector, SqliteStore, Store,
+    NodeStore, RegistrationEntry, Registry, Selector, SqliteStore,
 };
 
 fn id(path: &str) -> SpiffeId {

@@ -13,7 +13,7 @@ pub use entry::{
     is_reserved,
 };
 
-use crate::Store;
+use crate::EntryStore;
 
 /// The registration entries of a trust domain.
 ///
@@ -26,7 +26,7 @@ use crate::Store;
 pub struct Registry {
     trust_domain: TrustDomain,
     max_ttl: Duration,
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn EntryStore>>,
     index: RwLock<Index>,
 }
 
@@ -86,7 +86,7 @@ impl Registry {
     pub fn with_store(
         trust_domain: TrustDomain,
         max_ttl: Duration,
-        store: Arc<dyn Store>,
+        store: Arc<dyn EntryStore>,
     ) -> Result<Self, EntryError> {
         let mut index = Index::default();
         for e in store.list_entries()? {

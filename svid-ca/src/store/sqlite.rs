@@ -1,18 +1,21 @@
-//! [`SqliteStore`]: the embedded default [`Store`] (SQLite in WAL mode,
-//! private keys in 0600 files next to the database).
+//! [`SqliteStore`]: the embedded default [`super::Store`] (SQLite in WAL
+//! mode, private keys in 0600 files next to the database).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use rustls_pki_types::CertificateDer;
 use spiffe_core::{SpiffeBundle, SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
 
 use super::files::{StoreLock, io, key_file, private_dir, private_file, prune_keys, write_key};
-use super::{CaJournal, JournalSlot, Store, StoreError, TokenUse};
+use super::{
+    BackendError, BundleStore, CaJournal, CaJournalStore, EntryStore, JournalSlot, NodeStore,
+    StoreError, TokenUse,
+};
 use crate::{AttestedNode, AuthorityInfo, EntryId, RegistrationEntry, SlotKind, SlotState};
 
 /// Schema migrations, in order; the schema version is their count.
@@ -50,7 +53,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// `keys/<authority id>.key` (PKCS#8) and `svid-ca.lock`; directories are
 /// 0700 and files 0600. One `SqliteStore` at a time holds a directory.
 ///
-/// Every [`Store`] method runs in one transaction. Opening a database with
+/// It implements every store trait ([`CaJournalStore`], [`EntryStore`],
+/// [`NodeStore`], [`BundleStore`]); every method runs in one transaction. Opening a database with
 /// a newer schema than [`SCHEMA_VERSION`] fails with
 /// [`StoreError::SchemaTooNew`].
 #[derive(Debug)]
@@ -93,6 +97,25 @@ fn corrupt(what: &'static str) -> StoreError {
     StoreError::Corrupt { what }
 }
 
+/// Maps a failed read of `what`.
+fn read(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Read {
+        what,
+        source: BackendError::new(e),
+    }
+}
+
+/// Maps a failed write of `what`; a uniqueness violation is a conflict.
+fn write(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict { what },
+        _ => StoreError::Write {
+            what,
+            source: BackendError::new(e),
+        },
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir` and migrates its
     /// schema to [`SCHEMA_VERSION`].
@@ -113,10 +136,17 @@ impl SqliteStore {
         for suffix in ["-wal", "-shm", "-journal"] {
             private_file(&dir.join(format!("{DB_FILE}{suffix}")), false)?;
         }
-        let mut conn = Connection::open(&db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        let open_err = |e| StoreError::Open {
+            path: db.clone(),
+            source: BackendError::new(e),
+        };
+        let mut conn = Connection::open(&db).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -131,14 +161,17 @@ impl SqliteStore {
 
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn()
-            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+        user_version(&self.conn())
     }
 }
 
+fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(read("schema version"))
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = user_version(conn)?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             found: version,
@@ -150,16 +183,27 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .enumerate()
         .skip(usize::try_from(version).unwrap_or(0))
     {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
+        let version = i as i64 + 1;
+        let failed = |e| StoreError::Migrate {
+            version,
+            source: BackendError::new(e),
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(failed)?;
+        tx.commit().map_err(failed)?;
     }
     Ok(())
 }
 
-impl Store for SqliteStore {
+type SlotRow = (String, String, String, bool, i64, i64, Option<Vec<u8>>);
+
+impl CaJournalStore for SqliteStore {
     fn load_ca_journal(&self) -> Result<Option<CaJournal>, StoreError> {
+        const WHAT: &str = "ca journal";
         let conn = self.conn();
         let head: Option<(String, i64)> = conn
             .query_row(
@@ -167,28 +211,33 @@ impl Store for SqliteStore {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()?;
+            .optional()
+            .map_err(read(WHAT))?;
         let Some((trust_domain, sequence)) = head else {
             return Ok(None);
         };
-        let mut stmt = conn.prepare(
-            "SELECT id, kind, state, tainted, not_before, not_after, certificate
-             FROM ca_slots ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, bool>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, Option<Vec<u8>>>(6)?,
-            ))
-        })?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, kind, state, tainted, not_before, not_after, certificate
+                 FROM ca_slots ORDER BY rowid",
+            )
+            .map_err(read(WHAT))?;
+        let rows: Vec<SlotRow> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .and_then(Iterator::collect)
+            .map_err(read(WHAT))?;
         let mut slots = Vec::new();
-        for row in rows {
-            let (id, kind, state, tainted, nb, na, cert) = row?;
+        for (id, kind, state, tainted, nb, na, cert) in rows {
             let kind = match kind.as_str() {
                 "x509" => SlotKind::X509,
                 "jwt" => SlotKind::Jwt,
@@ -227,19 +276,24 @@ impl Store for SqliteStore {
         journal: &CaJournal,
         bundle: &SpiffeBundle,
     ) -> Result<(), StoreError> {
+        const WHAT: &str = "ca journal";
         for s in &journal.slots {
             write_key(&self.keys, &s.info.id, &s.key_pkcs8)?;
         }
         let sequence = i64::try_from(journal.sequence).map_err(|_| corrupt("sequence"))?;
         {
             let mut conn = self.conn();
-            let tx = conn.transaction()?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(write(WHAT))?;
             tx.execute(
                 "INSERT INTO ca_journal (id, trust_domain, sequence) VALUES (1, ?1, ?2)
                  ON CONFLICT(id) DO UPDATE SET trust_domain = ?1, sequence = ?2",
                 params![journal.trust_domain, sequence],
-            )?;
-            tx.execute("DELETE FROM ca_slots", [])?;
+            )
+            .map_err(write(WHAT))?;
+            tx.execute("DELETE FROM ca_slots", [])
+                .map_err(write(WHAT))?;
             for s in &journal.slots {
                 let i = &s.info;
                 tx.execute(
@@ -254,53 +308,65 @@ impl Store for SqliteStore {
                         secs(i.not_after),
                         i.certificate.as_ref().map(|c| c.to_vec()),
                     ],
-                )?;
+                )
+                .map_err(write(WHAT))?;
             }
             tx.execute(
                 "INSERT OR REPLACE INTO bundles (sequence, trust_domain, document) VALUES (?1, ?2, ?3)",
                 params![sequence, journal.trust_domain, bundle.to_json()],
-            )?;
-            tx.commit()?;
+            )
+            .map_err(write("bundle history"))?;
+            tx.commit().map_err(write(WHAT))?;
         }
         let keep: Vec<&str> = journal.slots.iter().map(|s| s.info.id.as_str()).collect();
         prune_keys(&self.keys, &keep);
         Ok(())
     }
+}
 
+impl EntryStore for SqliteStore {
     fn create_entry(&self, entry: &RegistrationEntry) -> Result<(), StoreError> {
         let doc = serde_json::to_string(entry).map_err(|_| corrupt("entry"))?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO entries (id, document) VALUES (?1, ?2)",
-            params![entry.id.as_str(), doc],
-        )?;
-        tx.commit()?;
+        self.conn()
+            .execute(
+                "INSERT INTO entries (id, document) VALUES (?1, ?2)",
+                params![entry.id.as_str(), doc],
+            )
+            .map_err(write("entry"))?;
         Ok(())
     }
 
     fn delete_entry(&self, id: &EntryId) -> Result<(), StoreError> {
         self.conn()
-            .execute("DELETE FROM entries WHERE id = ?1", params![id.as_str()])?;
+            .execute("DELETE FROM entries WHERE id = ?1", params![id.as_str()])
+            .map_err(write("entry"))?;
         Ok(())
     }
 
     fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {
+        const WHAT: &str = "entries";
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT document FROM entries ORDER BY rowid")?;
-        let docs = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for doc in docs {
-            out.push(serde_json::from_str(&doc?).map_err(|_| corrupt("entry"))?);
-        }
-        Ok(out)
+        let mut stmt = conn
+            .prepare("SELECT document FROM entries ORDER BY rowid")
+            .map_err(read(WHAT))?;
+        let docs: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(read(WHAT))?;
+        docs.iter()
+            .map(|d| serde_json::from_str(d).map_err(|_| corrupt("entry")))
+            .collect()
     }
+}
 
+impl NodeStore for SqliteStore {
     fn create_join_token(&self, hash: &str, expires_at: SystemTime) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO join_tokens (hash, expires_at) VALUES (?1, ?2)",
-            params![hash, secs(expires_at)],
-        )?;
+        self.conn()
+            .execute(
+                "INSERT INTO join_tokens (hash, expires_at) VALUES (?1, ?2)",
+                params![hash, secs(expires_at)],
+            )
+            .map_err(write("join token"))?;
         Ok(())
     }
 
@@ -310,38 +376,51 @@ impl Store for SqliteStore {
         now: SystemTime,
         node: &AttestedNode,
     ) -> Result<TokenUse, StoreError> {
+        const WHAT: &str = "join token";
         let doc = serde_json::to_string(node).map_err(|_| corrupt("attested node"))?;
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let at: Option<i64> = tx
-            .query_row(
-                "SELECT expires_at FROM join_tokens WHERE hash = ?1",
-                params![hash],
-                |r| r.get(0),
+        // IMMEDIATE takes the write lock first, and the conditional DELETE
+        // is the single point of decision: of two consumers only the one
+        // whose DELETE removed the row goes on to record its node.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(write(WHAT))?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM join_tokens WHERE hash = ?1 AND expires_at > ?2",
+                params![hash, secs(now)],
             )
-            .optional()?;
-        let outcome = match at {
-            None => TokenUse::Unknown,
-            Some(at) if time(at) <= now => TokenUse::Expired(time(at)),
-            Some(_) => {
-                tx.execute("DELETE FROM join_tokens WHERE hash = ?1", params![hash])?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO attested_nodes (spiffe_id, document) VALUES (?1, ?2)",
-                    params![node.spiffe_id.as_str(), doc],
-                )?;
-                TokenUse::Consumed
-            }
+            .map_err(write(WHAT))?;
+        let outcome = if deleted == 1 {
+            tx.execute(
+                "INSERT OR REPLACE INTO attested_nodes (spiffe_id, document) VALUES (?1, ?2)",
+                params![node.spiffe_id.as_str(), doc],
+            )
+            .map_err(write("attested node"))?;
+            TokenUse::Consumed
+        } else {
+            let at: Option<i64> = tx
+                .query_row(
+                    "SELECT expires_at FROM join_tokens WHERE hash = ?1",
+                    params![hash],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(read(WHAT))?;
+            at.map_or(TokenUse::Unknown, |at| TokenUse::Expired(time(at)))
         };
-        tx.commit()?;
+        tx.commit().map_err(write(WHAT))?;
         Ok(outcome)
     }
 
     fn put_attested_node(&self, node: &AttestedNode) -> Result<(), StoreError> {
         let doc = serde_json::to_string(node).map_err(|_| corrupt("attested node"))?;
-        self.conn().execute(
-            "INSERT OR REPLACE INTO attested_nodes (spiffe_id, document) VALUES (?1, ?2)",
-            params![node.spiffe_id.as_str(), doc],
-        )?;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO attested_nodes (spiffe_id, document) VALUES (?1, ?2)",
+                params![node.spiffe_id.as_str(), doc],
+            )
+            .map_err(write("attested node"))?;
         Ok(())
     }
 
@@ -353,33 +432,39 @@ impl Store for SqliteStore {
                 params![id.as_str()],
                 |r| r.get(0),
             )
-            .optional()?;
+            .optional()
+            .map_err(read("attested node"))?;
         doc.map(|d| serde_json::from_str(&d).map_err(|_| corrupt("attested node")))
             .transpose()
     }
+}
 
+impl BundleStore for SqliteStore {
     fn put_federated_bundle(&self, bundle: &SpiffeBundle) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO federated_bundles (trust_domain, document) VALUES (?1, ?2)",
-            params![bundle.trust_domain().as_str(), bundle.to_json()],
-        )?;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO federated_bundles (trust_domain, document) VALUES (?1, ?2)",
+                params![bundle.trust_domain().as_str(), bundle.to_json()],
+            )
+            .map_err(write("federated bundle"))?;
         Ok(())
     }
 
     fn federated_bundles(&self) -> Result<Vec<SpiffeBundle>, StoreError> {
+        const WHAT: &str = "federated bundles";
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT trust_domain, document FROM federated_bundles ORDER BY trust_domain",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (td, doc) = row?;
-            let td: TrustDomain = td.parse().map_err(|_| corrupt("federated trust domain"))?;
-            out.push(SpiffeBundle::parse(td, &doc).map_err(|_| corrupt("federated bundle"))?);
-        }
-        Ok(out)
+        let mut stmt = conn
+            .prepare("SELECT trust_domain, document FROM federated_bundles ORDER BY trust_domain")
+            .map_err(read(WHAT))?;
+        let rows: Vec<(String, Vec<u8>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(read(WHAT))?;
+        rows.into_iter()
+            .map(|(td, doc)| {
+                let td: TrustDomain = td.parse().map_err(|_| corrupt("federated trust domain"))?;
+                SpiffeBundle::parse(td, &doc).map_err(|_| corrupt("federated bundle"))
+            })
+            .collect()
     }
 }
