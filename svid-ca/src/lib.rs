@@ -33,9 +33,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CaConfig, ConfigError, RotationPolicy};
 pub use issuer::{Entitlement, IssueError, IssuedX509, MAX_CSR_LEN};
 pub use keys::{KeyError, KeyType};
-pub use registry::{
-    EntryError, EntryId, MAX_SELECTOR_LEN, RESERVED_PATH_PREFIXES, RegistrationEntry, Registry,
-    Selector, is_reserved,
+pub use registry::{EntryError, RESERVED_PATH_PREFIXES, RegistrationEntry, Registry, is_reserved};
+/// The registration vocabulary, defined once in spiffe-core and re-exported
+/// here so the authority's API keeps its names.
+pub use spiffe_core::{
+    EntryId, EntryIdError, MAX_ENTRY_ID_LEN, MAX_SELECTOR_LEN, Selector, SelectorError, Selectors,
 };
 pub use store::{
     BackendError, BundleStore, CaJournal, CaJournalStore, EntryStore, JournalSlot, NodeStore,

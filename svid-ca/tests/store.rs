@@ -173,7 +173,7 @@ fn entries_nodes_tokens_and_federated_bundles_persist() {
     let node = AttestedNode {
         spiffe_id: "spiffe://example.org/node/n".parse().unwrap(),
         attestor: "join_token".into(),
-        selectors: vec!["join_token:abc".parse().unwrap()],
+        selectors: ["join_token:abc".parse().unwrap()].into_iter().collect(),
         attested_at: start(),
     };
     store.put_attested_node(&node).unwrap();
