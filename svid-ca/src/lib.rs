@@ -27,7 +27,8 @@ pub use attest::{
     AttestError, AttestedNode, JOIN_TOKEN, JoinToken, JoinTokenAttestor, NodeAttestor,
 };
 pub use authority::{
-    AuthorityInfo, CaBuilder, CaError, CertificateAuthority, SlotKind, SlotState, TokioClock,
+    AuthorityInfo, CaBuilder, CaError, CertificateAuthority, RotationHealth, SlotKind, SlotState,
+    TokioClock,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CaConfig, ConfigError, RotationPolicy};

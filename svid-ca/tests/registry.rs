@@ -251,3 +251,36 @@ fn join_token_expired_or_unknown_or_malformed_is_rejected() {
     }
     let _ = clock.now();
 }
+
+#[test]
+fn join_token_presented_twice_at_once_is_consumed_exactly_once() {
+    let (a, _clock, store, _dir) = attestor();
+    let a = Arc::new(a);
+    for _ in 0..25 {
+        let token = a.create_token(Duration::from_secs(60)).unwrap();
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let (a, start) = (a.clone(), start.clone());
+                let secret = token.secret().to_owned();
+                std::thread::spawn(move || {
+                    start.wait();
+                    a.attest(secret.as_bytes())
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "exactly one use wins: {results:?}");
+        let loser = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .expect("the other use is refused");
+        assert!(matches!(loser, AttestError::UnknownToken), "{loser:?}");
+        assert_eq!(loser.to_string(), "unknown or already used join token");
+        assert_eq!(
+            store.attested_node(&winners[0].spiffe_id).unwrap().as_ref(),
+            Some(winners[0])
+        );
+    }
+}

@@ -13,7 +13,7 @@ use spiffe_core::jwt::JwtBundle;
 use spiffe_core::{BundleSet, BundleSource, SpiffeBundle, X509Bundle};
 use tokio::sync::watch;
 
-pub use runner::TokioClock;
+pub use runner::{RotationHealth, TokioClock};
 pub use slot::{AuthorityInfo, SlotKind, SlotState};
 pub(crate) use slot::{Signer, Slot, random_serial, whole_secs};
 
@@ -142,7 +142,7 @@ pub struct CertificateAuthority {
     state: Mutex<State>,
     pub(crate) snapshot: ArcSwap<Snapshot>,
     changes: watch::Sender<u64>,
-    rotation_failures: std::sync::atomic::AtomicU64,
+    rotation: watch::Sender<RotationHealth>,
 }
 
 /// Builds a [`CertificateAuthority`].
@@ -197,7 +197,7 @@ impl CaBuilder {
             state: Mutex::new(State { slots, sequence }),
             snapshot: ArcSwap::from_pointee(snapshot),
             changes: watch::Sender::new(sequence),
-            rotation_failures: std::sync::atomic::AtomicU64::new(0),
+            rotation: watch::Sender::new(RotationHealth::default()),
         };
         ca.rotate()?;
         Ok(ca)
