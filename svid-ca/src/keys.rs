@@ -155,3 +155,29 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
             s
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SecretKeyPair`'s `Drop` relies on rcgen's `Zeroize` clearing the
+    /// key pair's PKCS#8 copy; this checks that it does.
+    #[test]
+    fn zeroizing_a_key_pair_clears_its_pkcs8_copy() {
+        let mut pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        assert!(pair.serialize_der().iter().any(|b| *b != 0));
+        pair.zeroize();
+        assert!(pair.serialize_der().iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn signing_key_round_trips_through_pkcs8_for_every_key_type() {
+        for kt in [KeyType::EcP256, KeyType::EcP384, KeyType::Rsa2048] {
+            let key = SigningKey::generate(kt).unwrap();
+            let der = key.pair.pkcs8_der();
+            let back = SigningKey::from_pkcs8(&der).unwrap();
+            assert_eq!(back.pair.public_key_raw(), key.pair.public_key_raw());
+            assert!(!format!("{key:?}").contains(&hex(&der[..16])));
+        }
+    }
+}
