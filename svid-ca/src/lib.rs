@@ -8,6 +8,13 @@
 //! - Issuance: X509-SVIDs from a CSR or a public key, and JWT-SVIDs, for an
 //!   [`Entitlement`].
 //!
+//! - [`Registry`] of [`RegistrationEntry`], matched by attested
+//!   [`Selectors`] (the selector and entry id types are spiffe-core's,
+//!   re-exported here), and [`JoinTokenAttestor`] for nodes.
+//! - Persistence through one small trait per concern ([`CaJournalStore`],
+//!   [`EntryStore`], [`NodeStore`], [`BundleStore`]; [`Store`] is all four),
+//!   with [`SqliteStore`] as the embedded default.
+//!
 //! Time comes from a [`Clock`], so rotation can be tested with a
 //! [`ManualClock`].
 //!
