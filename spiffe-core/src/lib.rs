@@ -29,6 +29,7 @@
 
 mod bundle;
 mod conn;
+mod entry;
 mod id;
 pub mod jwt;
 pub mod source;
@@ -36,6 +37,9 @@ pub mod x509;
 
 pub use bundle::{BundleError, BundleSet, SpiffeBundle};
 pub use conn::ConnectionFacts;
+pub use entry::{
+    EntryId, EntryIdError, MAX_ENTRY_ID_LEN, MAX_SELECTOR_LEN, Selector, SelectorError, Selectors,
+};
 pub use id::{
     IdError, MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SPIFFE_SCHEME, SpiffeId, TrustDomain,
 };

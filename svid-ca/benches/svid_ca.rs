@@ -11,7 +11,9 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rcgen::PublicKeyData;
 use spiffe_core::SpiffeId;
-use svid_ca::{CaConfig, CertificateAuthority, Entitlement, RegistrationEntry, Registry, Selector};
+use svid_ca::{
+    CaConfig, CertificateAuthority, Entitlement, RegistrationEntry, Registry, Selectors,
+};
 
 fn issuance(c: &mut Criterion) {
     let ca = CertificateAuthority::builder(CaConfig::new("example.org".parse().unwrap()))
@@ -58,11 +60,13 @@ fn matching(c: &mut Criterion) {
         .unwrap();
         reg.create(e).unwrap();
     }
-    let sels: Vec<Selector> = vec![
+    let sels: Selectors = [
         "k8s:ns:default".parse().unwrap(),
         "k8s:sa:sa54321".parse().unwrap(),
         "k8s:pod-name:api-7d9".parse().unwrap(),
-    ];
+    ]
+    .into_iter()
+    .collect();
     let now = SystemTime::now();
     assert_eq!(reg.matching(&parent, &sels, now).len(), 1);
     c.bench_function("registry_match_100k_entries", |b| {

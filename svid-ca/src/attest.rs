@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
-use spiffe_core::{SpiffeId, TrustDomain};
+use spiffe_core::{Selector, Selectors, SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
 
 use crate::keys;
-use crate::{Clock, Entitlement, Selector, Store, StoreError, TokenUse};
+use crate::{Clock, Entitlement, NodeStore, StoreError, TokenUse};
 
 /// A node whose identity an attestor established.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,7 +20,7 @@ pub struct AttestedNode {
     /// The attestor that vouched for it (`join_token`, ...).
     pub attestor: String,
     /// Selectors describing the node (matched by node alias entries).
-    pub selectors: Vec<Selector>,
+    pub selectors: Selectors,
     /// When it was attested.
     pub attested_at: SystemTime,
 }
@@ -106,7 +106,7 @@ impl fmt::Debug for JoinToken {
 #[derive(Debug)]
 pub struct JoinTokenAttestor {
     trust_domain: TrustDomain,
-    store: Arc<dyn Store>,
+    store: Arc<dyn NodeStore>,
     clock: Arc<dyn Clock>,
 }
 
@@ -119,7 +119,11 @@ fn hash(token: &str) -> String {
 
 impl JoinTokenAttestor {
     /// An attestor for `trust_domain` keeping tokens in `store`.
-    pub fn new(trust_domain: TrustDomain, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        trust_domain: TrustDomain,
+        store: Arc<dyn NodeStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         JoinTokenAttestor {
             trust_domain,
             store,
@@ -165,7 +169,7 @@ impl NodeAttestor for JoinTokenAttestor {
         let node = AttestedNode {
             spiffe_id,
             attestor: JOIN_TOKEN.to_owned(),
-            selectors: vec![selector],
+            selectors: std::iter::once(selector).collect(),
             attested_at: now,
         };
         // One transaction: the token is used up and the node recorded together.

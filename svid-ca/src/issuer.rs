@@ -11,6 +11,7 @@ use spiffe_core::jwt::JwtClaims;
 use spiffe_core::{IdError, JwtError, JwtSvid, PrivateKey, SpiffeId, X509Error, X509Svid};
 
 use crate::authority::{Signer, Slot, random_serial, whole_secs};
+use crate::keys::SecretKeyPair;
 use crate::{CaError, CertificateAuthority, SlotKind};
 
 /// The largest CSR accepted, in bytes.
@@ -193,10 +194,11 @@ impl CertificateAuthority {
 
     /// Generates an EC P-256 key and issues an X509-SVID for it.
     pub fn issue_x509_svid(&self, ent: &Entitlement) -> Result<X509Svid, IssueError> {
-        let pair =
-            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|_| IssueError::Signing)?;
+        let pair = SecretKeyPair::from(
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|_| IssueError::Signing)?,
+        );
         let issued = self.sign_leaf(&pair, ent)?;
-        let key = PrivateKey::from_pkcs8_der(&pair.serialize_der())?;
+        let key = PrivateKey::from_pkcs8_der(&pair.pkcs8_der())?;
         Ok(X509Svid::new(issued.chain, key)?)
     }
 

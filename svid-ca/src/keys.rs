@@ -1,10 +1,14 @@
 //! Signing keys: generation, restoring from PKCS#8, and their public forms.
 
-use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, RsaKeySize};
+use rcgen::{
+    KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, PublicKeyData,
+    RsaKeySize, SignatureAlgorithm,
+};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use spiffe_core::PrivateKey;
 use spiffe_core::jwt::JwtSigner;
 use spiffe_core::x509::KeyAlgorithm;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The key types the authority can sign with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,10 +38,55 @@ pub enum KeyError {
     Unsupported,
 }
 
+/// An rcgen key pair whose PKCS#8 copy is zeroized on drop (rcgen keeps a
+/// plain `Vec<u8>` of it; the aws-lc-rs half clears its own memory).
+pub(crate) struct SecretKeyPair(KeyPair);
+
+impl Drop for SecretKeyPair {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl From<KeyPair> for SecretKeyPair {
+    fn from(pair: KeyPair) -> Self {
+        SecretKeyPair(pair)
+    }
+}
+
+impl SecretKeyPair {
+    /// A copy of the PKCS#8 DER, zeroized on drop.
+    pub(crate) fn pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.0.serialize_der())
+    }
+
+    /// The raw public key (for comparing with a certificate's).
+    pub(crate) fn public_key_raw(&self) -> &[u8] {
+        self.0.public_key_raw()
+    }
+}
+
+impl PublicKeyData for SecretKeyPair {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        PublicKeyData::algorithm(&self.0)
+    }
+}
+
+impl rcgen::SigningKey for SecretKeyPair {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(msg)
+    }
+}
+
 /// A signing key in both forms the crate needs: rcgen's (for certificates)
-/// and spiffe-core's (for SVIDs and JWTs). `Debug` never shows the key.
+/// and spiffe-core's (for SVIDs and JWTs). Both zeroize their copy of the
+/// private key on drop; `Debug` never shows the key.
 pub(crate) struct SigningKey {
-    pub(crate) pair: KeyPair,
+    pub(crate) pair: SecretKeyPair,
     pub(crate) private: PrivateKey,
 }
 
@@ -58,8 +107,9 @@ impl SigningKey {
             KeyType::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048),
         }
         .map_err(|_| KeyError::Generate { key_type })?;
-        let private =
-            PrivateKey::from_pkcs8_der(&pair.serialize_der()).map_err(|_| KeyError::Unsupported)?;
+        let pair = SecretKeyPair(pair);
+        let der = pair.pkcs8_der();
+        let private = PrivateKey::from_pkcs8_der(&der).map_err(|_| KeyError::Unsupported)?;
         Ok(SigningKey { pair, private })
     }
 
@@ -72,10 +122,13 @@ impl SigningKey {
             KeyAlgorithm::Rsa => &PKCS_RSA_SHA256,
             _ => return Err(KeyError::Unsupported),
         };
-        let pair =
-            KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(der.to_vec()), alg)
-                .map_err(|_| KeyError::Unsupported)?;
-        Ok(SigningKey { pair, private })
+        // Borrowed, not copied: rcgen keeps its own copy, zeroized on drop.
+        let pair = KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(der), alg)
+            .map_err(|_| KeyError::Unsupported)?;
+        Ok(SigningKey {
+            pair: SecretKeyPair(pair),
+            private,
+        })
     }
 
     /// A JWT-SVID signer over this key, loaded once.
@@ -101,4 +154,30 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SecretKeyPair`'s `Drop` relies on rcgen's `Zeroize` clearing the
+    /// key pair's PKCS#8 copy; this checks that it does.
+    #[test]
+    fn zeroizing_a_key_pair_clears_its_pkcs8_copy() {
+        let mut pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        assert!(pair.serialize_der().iter().any(|b| *b != 0));
+        pair.zeroize();
+        assert!(pair.serialize_der().iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn signing_key_round_trips_through_pkcs8_for_every_key_type() {
+        for kt in [KeyType::EcP256, KeyType::EcP384, KeyType::Rsa2048] {
+            let key = SigningKey::generate(kt).unwrap();
+            let der = key.pair.pkcs8_der();
+            let back = SigningKey::from_pkcs8(&der).unwrap();
+            assert_eq!(back.pair.public_key_raw(), key.pair.public_key_raw());
+            assert!(!format!("{key:?}").contains(&hex(&der[..16])));
+        }
+    }
 }

@@ -8,6 +8,13 @@
 //! - Issuance: X509-SVIDs from a CSR or a public key, and JWT-SVIDs, for an
 //!   [`Entitlement`].
 //!
+//! - [`Registry`] of [`RegistrationEntry`], matched by attested
+//!   [`Selectors`] (the selector and entry id types are spiffe-core's,
+//!   re-exported here), and [`JoinTokenAttestor`] for nodes.
+//! - Persistence through one small trait per concern ([`CaJournalStore`],
+//!   [`EntryStore`], [`NodeStore`], [`BundleStore`]; [`Store`] is all four),
+//!   with [`SqliteStore`] as the embedded default.
+//!
 //! Time comes from a [`Clock`], so rotation can be tested with a
 //! [`ManualClock`].
 //!
@@ -27,15 +34,21 @@ pub use attest::{
     AttestError, AttestedNode, JOIN_TOKEN, JoinToken, JoinTokenAttestor, NodeAttestor,
 };
 pub use authority::{
-    AuthorityInfo, CaBuilder, CaError, CertificateAuthority, SlotKind, SlotState, TokioClock,
+    AuthorityInfo, CaBuilder, CaError, CertificateAuthority, RotationHealth, SlotKind, SlotState,
+    TokioClock,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CaConfig, ConfigError, RotationPolicy};
 pub use issuer::{Entitlement, IssueError, IssuedX509, MAX_CSR_LEN};
 pub use keys::{KeyError, KeyType};
-pub use registry::{
-    EntryError, EntryId, MAX_SELECTOR_LEN, RESERVED_PATH_PREFIXES, RegistrationEntry, Registry,
-    Selector, is_reserved,
+pub use registry::{EntryError, RESERVED_PATH_PREFIXES, RegistrationEntry, Registry, is_reserved};
+/// The registration vocabulary, defined once in spiffe-core and re-exported
+/// here so the authority's API keeps its names.
+pub use spiffe_core::{
+    EntryId, EntryIdError, MAX_ENTRY_ID_LEN, MAX_SELECTOR_LEN, Selector, SelectorError, Selectors,
 };
-pub use store::{CaJournal, JournalSlot, SCHEMA_VERSION, SqliteStore, Store, StoreError, TokenUse};
+pub use store::{
+    BackendError, BundleStore, CaJournal, CaJournalStore, EntryStore, JournalSlot, NodeStore,
+    SCHEMA_VERSION, SqliteStore, Store, StoreError, TokenUse,
+};
 pub use upstream::{UpstreamCa, UpstreamError};

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rcgen::{Issuer, KeyPair};
+use rcgen::Issuer;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
+use zeroize::Zeroizing;
 
-use crate::keys::{KeyError, SigningKey};
+use crate::keys::{KeyError, SecretKeyPair, SigningKey};
 
 /// An upstream CA: its signing certificate (with any intermediates up to,
 /// but not including, the root), its private key, and the root(s) that go
@@ -21,7 +22,7 @@ pub struct UpstreamCa {
 }
 
 struct Inner {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, SecretKeyPair>,
     chain: Vec<CertificateDer<'static>>,
     roots: Vec<CertificateDer<'static>>,
     not_after: SystemTime,
@@ -85,11 +86,15 @@ impl UpstreamCa {
         key: &Path,
         bundle: &Path,
     ) -> Result<Self, UpstreamError> {
+        // Every file is read into a buffer zeroized on drop (the key file
+        // is the one that matters; treating all alike keeps it simple).
         let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| UpstreamError::Io {
-                path: path.to_owned(),
-                source,
-            })
+            std::fs::read(path)
+                .map(Zeroizing::new)
+                .map_err(|source| UpstreamError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
         };
         Self::from_pem(&read(cert_chain)?, &read(key)?, &read(bundle)?)
     }
@@ -98,10 +103,12 @@ impl UpstreamCa {
     pub fn from_pem(cert_chain: &[u8], key: &[u8], bundle: &[u8]) -> Result<Self, UpstreamError> {
         let chain = certs(cert_chain, "certificate")?;
         let roots = certs(bundle, "bundle")?;
-        let key = PrivatePkcs8KeyDer::from_pem_slice(key).map_err(|_| UpstreamError::Pem {
-            what: "key",
-            label: "PRIVATE KEY",
-        })?;
+        let key = PrivatePkcs8KeyDer::from_pem_slice(key)
+            .map(Zeroizing::new)
+            .map_err(|_| UpstreamError::Pem {
+                what: "key",
+                label: "PRIVATE KEY",
+            })?;
         let key = SigningKey::from_pkcs8(key.secret_pkcs8_der())?;
         let signing = chain.first().ok_or(UpstreamError::Pem {
             what: "certificate",
@@ -156,7 +163,7 @@ impl UpstreamCa {
         &self.inner.chain
     }
 
-    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+    pub(crate) fn issuer(&self) -> &Issuer<'static, SecretKeyPair> {
         &self.inner.issuer
     }
 }

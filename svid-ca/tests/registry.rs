@@ -9,11 +9,15 @@ use common::*;
 use spiffe_core::{SpiffeId, verify_x509_svid};
 use svid_ca::{
     AttestError, Clock, EntryError, EntryId, JoinTokenAttestor, ManualClock, NodeAttestor,
-    RegistrationEntry, Registry, Selector, SqliteStore, Store,
+    NodeStore, RegistrationEntry, Registry, Selector, SelectorError, Selectors, SqliteStore,
 };
 
 fn id(path: &str) -> SpiffeId {
     format!("spiffe://{TD}{path}").parse().unwrap()
+}
+
+fn sels(list: &[&str]) -> Selectors {
+    list.iter().map(|s| sel(s)).collect()
 }
 
 fn sel(s: &str) -> Selector {
@@ -79,14 +83,14 @@ fn invalid_entries_are_rejected_with_specific_errors() {
         r.create(dns),
         Err(EntryError::InvalidDnsName { .. })
     ));
-    for bad in ["nocolon", ":v", "t:", "UP:x", "t:a\nb"] {
-        assert!(
-            matches!(
-                bad.parse::<Selector>(),
-                Err(EntryError::InvalidSelector { .. })
-            ),
-            "{bad}"
-        );
+    for (bad, why) in [
+        ("nocolon", SelectorError::MissingSeparator),
+        (":v", SelectorError::EmptyKind),
+        ("t:", SelectorError::EmptyValue),
+        ("UP:x", SelectorError::InvalidKind),
+        ("t:a\nb", SelectorError::ControlCharacter),
+    ] {
+        assert_eq!(bad.parse::<Selector>(), Err(why), "{bad}");
     }
     assert!(EntryId::new("../etc").is_err());
     let e = entry("/w", "/node/n1", &["unix:uid:1"]);
@@ -104,19 +108,15 @@ fn entry_matches_only_when_all_selectors_are_attested_under_its_parent() {
         .unwrap();
     let now = start();
     let n1 = id("/node/n1");
-    assert!(r.matching(&n1, &[sel("unix:uid:1000")], now).is_empty());
-    let m = r.matching(
-        &n1,
-        &[sel("unix:gid:50"), sel("unix:uid:1000"), sel("x:y")],
-        now,
-    );
+    assert!(r.matching(&n1, &sels(&["unix:uid:1000"]), now).is_empty());
+    let m = r.matching(&n1, &sels(&["unix:gid:50", "unix:uid:1000", "x:y"]), now);
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].id, e.id);
     // Another node does not get it.
     assert!(
         r.matching(
             &id("/node/n2"),
-            &[sel("unix:gid:50"), sel("unix:uid:1000")],
+            &sels(&["unix:gid:50", "unix:uid:1000"]),
             now
         )
         .is_empty()
@@ -125,11 +125,11 @@ fn entry_matches_only_when_all_selectors_are_attested_under_its_parent() {
     let mut exp = entry("/tmp", "/node/n1", &["unix:uid:7"]);
     exp.expires_at = Some(now);
     r.create(exp).unwrap();
-    assert!(r.matching(&n1, &[sel("unix:uid:7")], now).is_empty());
+    assert!(r.matching(&n1, &sels(&["unix:uid:7"]), now).is_empty());
     // Deleting removes it from the index.
     r.delete(&e.id).unwrap();
     assert!(
-        r.matching(&n1, &[sel("unix:gid:50"), sel("unix:uid:1000")], now)
+        r.matching(&n1, &sels(&["unix:gid:50", "unix:uid:1000"]), now)
             .is_empty()
     );
     assert!(matches!(r.delete(&e.id), Err(EntryError::NotFound { .. })));
@@ -147,16 +147,16 @@ fn node_alias_parents_workload_entries() {
     let node = id("/node/join_token/abc");
     let got = r.entries_for_workload(
         &node,
-        &[sel("join_token:abc")],
-        &[sel("k8s:sa:api")],
+        &sels(&["join_token:abc"]),
+        &sels(&["k8s:sa:api"]),
         start(),
     );
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].spiffe_id, id("/api"));
     let none = r.entries_for_workload(
         &node,
-        &[sel("join_token:zzz")],
-        &[sel("k8s:sa:api")],
+        &sels(&["join_token:zzz"]),
+        &sels(&["k8s:sa:api"]),
         start(),
     );
     assert!(none.is_empty());
@@ -174,11 +174,11 @@ fn matching_with_100k_entries_returns_exactly_the_right_entries() {
         .unwrap();
     }
     let n1 = id("/node/n1");
-    let m = r.matching(&n1, &[sel("unix:gid:0"), sel("unix:uid:77777")], start());
+    let m = r.matching(&n1, &sels(&["unix:gid:0", "unix:uid:77777"]), start());
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].spiffe_id, id("/w/77777"));
     assert!(
-        r.matching(&n1, &[sel("unix:uid:77777")], start())
+        r.matching(&n1, &sels(&["unix:uid:77777"]), start())
             .is_empty()
     );
 }
@@ -250,4 +250,37 @@ fn join_token_expired_or_unknown_or_malformed_is_rejected() {
         }
     }
     let _ = clock.now();
+}
+
+#[test]
+fn join_token_presented_twice_at_once_is_consumed_exactly_once() {
+    let (a, _clock, store, _dir) = attestor();
+    let a = Arc::new(a);
+    for _ in 0..25 {
+        let token = a.create_token(Duration::from_secs(60)).unwrap();
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let (a, start) = (a.clone(), start.clone());
+                let secret = token.secret().to_owned();
+                std::thread::spawn(move || {
+                    start.wait();
+                    a.attest(secret.as_bytes())
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "exactly one use wins: {results:?}");
+        let loser = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .expect("the other use is refused");
+        assert!(matches!(loser, AttestError::UnknownToken), "{loser:?}");
+        assert_eq!(loser.to_string(), "unknown or already used join token");
+        assert_eq!(
+            store.attested_node(&winners[0].spiffe_id).unwrap().as_ref(),
+            Some(winners[0])
+        );
+    }
 }

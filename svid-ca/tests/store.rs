@@ -10,10 +10,11 @@ use std::time::SystemTime;
 
 use common::*;
 use spiffe_core::{SpiffeBundle, SpiffeId, verify_x509_svid};
+use svid_ca::AttestedNode;
 use svid_ca::{
-    AttestedNode, CaError, CaJournal, CertificateAuthority, EntryId, ManualClock,
-    RegistrationEntry, Registry, SCHEMA_VERSION, SlotKind, SqliteStore, Store, StoreError,
-    TokenUse,
+    BundleStore, CaError, CaJournal, CaJournalStore, CertificateAuthority, EntryId, EntryStore,
+    ManualClock, NodeStore, RegistrationEntry, Registry, SCHEMA_VERSION, SlotKind, SqliteStore,
+    Store, StoreError, TokenUse,
 };
 
 fn build(dir: &Path, clock: &ManualClock) -> Result<CertificateAuthority, CaError> {
@@ -77,9 +78,11 @@ fn key_files_are_private_and_keys_are_not_in_the_database_or_debug_output() {
             assert!(!hay.windows(key.len()).any(|w| w == key.as_slice()));
         }
     }
+    let printed_ca = format!("{ca:?}");
+    drop(ca); // one store at a time holds the directory
     let store = SqliteStore::open(dir.path()).unwrap();
     let journal: CaJournal = store.load_ca_journal().unwrap().unwrap();
-    let printed = format!("{journal:?} {ca:?}");
+    let printed = format!("{journal:?} {printed_ca}");
     assert!(printed.contains("<redacted>"));
     for s in &journal.slots {
         let hex: String = s.key_pkcs8.iter().map(|b| format!("{b:02x}")).collect();
@@ -130,6 +133,7 @@ fn journal_of_another_trust_domain_or_with_a_swapped_key_is_refused() {
         .join("keys")
         .join(format!("{}.key", x509.info.id));
     std::fs::write(&path, rcgen::KeyPair::generate().unwrap().serialize_der()).unwrap();
+    drop(store);
     assert!(matches!(
         build(dir.path(), &clock),
         Err(CaError::JournalKeyMismatch { .. })
@@ -169,7 +173,7 @@ fn entries_nodes_tokens_and_federated_bundles_persist() {
     let node = AttestedNode {
         spiffe_id: "spiffe://example.org/node/n".parse().unwrap(),
         attestor: "join_token".into(),
-        selectors: vec!["join_token:abc".parse().unwrap()],
+        selectors: ["join_token:abc".parse().unwrap()].into_iter().collect(),
         attested_at: start(),
     };
     store.put_attested_node(&node).unwrap();
@@ -239,7 +243,7 @@ struct Faulty {
     fail: AtomicBool,
 }
 
-impl Store for Faulty {
+impl CaJournalStore for Faulty {
     fn load_ca_journal(&self) -> Result<Option<CaJournal>, StoreError> {
         self.inner.load_ca_journal()
     }
@@ -249,6 +253,9 @@ impl Store for Faulty {
         }
         self.inner.save_ca_journal(j, b)
     }
+}
+
+impl EntryStore for Faulty {
     fn create_entry(&self, e: &RegistrationEntry) -> Result<(), StoreError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Corrupt { what: "injected" });
@@ -260,29 +267,6 @@ impl Store for Faulty {
     }
     fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {
         self.inner.list_entries()
-    }
-    fn create_join_token(&self, h: &str, at: SystemTime) -> Result<(), StoreError> {
-        self.inner.create_join_token(h, at)
-    }
-    fn consume_join_token(
-        &self,
-        h: &str,
-        now: SystemTime,
-        n: &AttestedNode,
-    ) -> Result<TokenUse, StoreError> {
-        self.inner.consume_join_token(h, now, n)
-    }
-    fn put_attested_node(&self, n: &AttestedNode) -> Result<(), StoreError> {
-        self.inner.put_attested_node(n)
-    }
-    fn attested_node(&self, id: &SpiffeId) -> Result<Option<AttestedNode>, StoreError> {
-        self.inner.attested_node(id)
-    }
-    fn put_federated_bundle(&self, b: &SpiffeBundle) -> Result<(), StoreError> {
-        self.inner.put_federated_bundle(b)
-    }
-    fn federated_bundles(&self) -> Result<Vec<SpiffeBundle>, StoreError> {
-        self.inner.federated_bundles()
     }
 }
 
@@ -318,4 +302,131 @@ fn failed_store_write_changes_nothing() {
     reg.create(e).unwrap();
     ca.prepare(SlotKind::X509).unwrap();
     assert_eq!(ca.bundle().sequence(), Some(bundle.sequence().unwrap() + 1));
+}
+
+#[test]
+fn store_errors_say_what_failed_and_carry_no_backend_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let e = RegistrationEntry::new(
+        "spiffe://example.org/w".parse().unwrap(),
+        "spiffe://example.org/node/n".parse().unwrap(),
+        vec!["unix:uid:1".parse().unwrap()],
+    )
+    .unwrap();
+    store.create_entry(&e).unwrap();
+    let err = store.create_entry(&e).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { what: "entry" }),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "entry already exists in the store");
+    store.create_join_token("ab", start()).unwrap();
+    assert!(matches!(
+        store.create_join_token("ab", start()),
+        Err(StoreError::Conflict { what: "join token" })
+    ));
+    // A broken database: the read names the records and keeps the cause.
+    let conn = rusqlite::Connection::open(dir.path().join("svid-ca.db")).unwrap();
+    conn.execute_batch("DROP TABLE entries; DROP TABLE federated_bundles;")
+        .unwrap();
+    drop(conn);
+    let err = store.list_entries().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Read {
+                what: "entries",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no such table"), "{err}");
+    assert!(matches!(
+        store.federated_bundles(),
+        Err(StoreError::Read {
+            what: "federated bundles",
+            ..
+        })
+    ));
+    let err = store.delete_entry(&e.id).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Write { what: "entry", .. }),
+        "{err:?}"
+    );
+    // The join token table is untouched: consuming still works.
+    let node = AttestedNode {
+        spiffe_id: "spiffe://example.org/node/n".parse().unwrap(),
+        attestor: "join_token".into(),
+        selectors: Default::default(),
+        attested_at: start(),
+    };
+    assert_eq!(
+        store
+            .consume_join_token("ab", SystemTime::UNIX_EPOCH, &node)
+            .unwrap(),
+        TokenUse::Consumed
+    );
+}
+
+/// A backend for one concern only: an in-memory entry table. The registry
+/// takes it as it takes SQLite, so a new backend needs no caller change.
+#[derive(Debug, Default)]
+struct MemoryEntries(std::sync::Mutex<Vec<RegistrationEntry>>);
+
+impl EntryStore for MemoryEntries {
+    fn create_entry(&self, e: &RegistrationEntry) -> Result<(), StoreError> {
+        let mut all = self.0.lock().unwrap();
+        if all.iter().any(|x| x.id == e.id) {
+            return Err(StoreError::Conflict { what: "entry" });
+        }
+        all.push(e.clone());
+        Ok(())
+    }
+    fn delete_entry(&self, id: &EntryId) -> Result<(), StoreError> {
+        self.0.lock().unwrap().retain(|e| &e.id != id);
+        Ok(())
+    }
+    fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
+#[test]
+fn each_concern_is_its_own_trait_and_a_whole_store_serves_all() {
+    let entries = Arc::new(MemoryEntries::default());
+    let reg = Registry::with_store(
+        TD.parse().unwrap(),
+        config().max_svid_ttl(),
+        entries.clone(),
+    )
+    .unwrap();
+    let e = RegistrationEntry::new(
+        "spiffe://example.org/w".parse().unwrap(),
+        "spiffe://example.org/node/n".parse().unwrap(),
+        vec!["unix:uid:1".parse().unwrap()],
+    )
+    .unwrap();
+    reg.create(e.clone()).unwrap();
+    assert_eq!(entries.list_entries().unwrap(), vec![e]);
+    // One `Arc<dyn Store>` goes to every caller, each taking its concern.
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let ca = CertificateAuthority::builder(config())
+        .clock(Arc::new(ManualClock::new(start())))
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let _reg =
+        Registry::with_store(TD.parse().unwrap(), config().max_svid_ttl(), store.clone()).unwrap();
+    let _att = svid_ca::JoinTokenAttestor::new(
+        TD.parse().unwrap(),
+        store.clone(),
+        Arc::new(ManualClock::new(start())),
+    );
+    let fed: Arc<dyn BundleStore> = store.clone();
+    assert!(fed.federated_bundles().unwrap().is_empty());
+    assert!(store.load_ca_journal().unwrap().is_some());
+    drop(ca);
 }

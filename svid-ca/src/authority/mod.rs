@@ -13,12 +13,12 @@ use spiffe_core::jwt::JwtBundle;
 use spiffe_core::{BundleSet, BundleSource, SpiffeBundle, X509Bundle};
 use tokio::sync::watch;
 
-pub use runner::TokioClock;
+pub use runner::{RotationHealth, TokioClock};
 pub use slot::{AuthorityInfo, SlotKind, SlotState};
 pub(crate) use slot::{Signer, Slot, random_serial, whole_secs};
 
 use crate::keys::{KeyError, SigningKey};
-use crate::store::{CaJournal, JournalSlot, Store, StoreError};
+use crate::store::{CaJournal, CaJournalStore, JournalSlot, StoreError};
 use crate::{CaConfig, Clock, ConfigError, SystemClock};
 
 /// Why an authority operation failed. Nothing is changed or written when
@@ -138,11 +138,11 @@ struct State {
 pub struct CertificateAuthority {
     pub(crate) config: CaConfig,
     pub(crate) clock: Arc<dyn Clock>,
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn CaJournalStore>>,
     state: Mutex<State>,
     pub(crate) snapshot: ArcSwap<Snapshot>,
     changes: watch::Sender<u64>,
-    rotation_failures: std::sync::atomic::AtomicU64,
+    rotation: watch::Sender<RotationHealth>,
 }
 
 /// Builds a [`CertificateAuthority`].
@@ -150,7 +150,7 @@ pub struct CertificateAuthority {
 pub struct CaBuilder {
     config: CaConfig,
     clock: Arc<dyn Clock>,
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn CaJournalStore>>,
 }
 
 impl CaBuilder {
@@ -161,7 +161,7 @@ impl CaBuilder {
     }
 
     /// Journals keys and bundles to `store`, and resumes from its journal.
-    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+    pub fn store(mut self, store: Arc<dyn CaJournalStore>) -> Self {
         self.store = Some(store);
         self
     }
@@ -197,7 +197,7 @@ impl CaBuilder {
             state: Mutex::new(State { slots, sequence }),
             snapshot: ArcSwap::from_pointee(snapshot),
             changes: watch::Sender::new(sequence),
-            rotation_failures: std::sync::atomic::AtomicU64::new(0),
+            rotation: watch::Sender::new(RotationHealth::default()),
         };
         ca.rotate()?;
         Ok(ca)

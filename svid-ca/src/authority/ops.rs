@@ -31,15 +31,18 @@ fn rotate_kind(
         .duration_since(info.not_before)
         .unwrap_or(Duration::ZERO);
     let remaining = info.not_after.duration_since(now).unwrap_or(Duration::ZERO);
-    let prepared = find(slots, kind, SlotState::Prepared).is_some();
-    if !prepared && remaining <= config.rotation.prepare_threshold(lifetime) {
+    // A key prepared before this call is in the bundle already published
+    // (journaled and made current by an earlier call).
+    let published = find(slots, kind, SlotState::Prepared).is_some();
+    if !published && remaining <= config.rotation.prepare_threshold(lifetime) {
         slots.push(Slot::generate(kind, config, now)?);
         changed = true;
     }
-    if remaining <= config.rotation.activate_threshold(lifetime) {
-        if find(slots, kind, SlotState::Prepared).is_none() {
-            slots.push(Slot::generate(kind, config, now)?);
-        }
+    // Publish before use (FED-7): only an already published key becomes
+    // active. When the schedule was missed (the process was down past the
+    // activation point) the key prepared just now waits for the next call,
+    // while the still valid active key keeps signing.
+    if published && remaining <= config.rotation.activate_threshold(lifetime) {
         activate_prepared(slots, kind)?;
         changed = true;
     }
@@ -86,6 +89,12 @@ impl CertificateAuthority {
     /// clock's current time: drops expired keys, prepares and activates
     /// keys when their thresholds are reached. Call it periodically (every
     /// few seconds to a minute); returns whether anything changed.
+    ///
+    /// A key is activated only if it was prepared, and so published, by an
+    /// earlier call: if both thresholds have passed since the last call,
+    /// this call prepares the key and a later one activates it. Only when
+    /// no key is active (first start, or every key expired) is a new key
+    /// made active at once.
     pub fn rotate(&self) -> Result<bool, CaError> {
         self.apply(|slots, now| {
             let x = rotate_kind(slots, SlotKind::X509, &self.config, now)?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyUsagePurpose, SanType,
     SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
@@ -13,7 +13,7 @@ use spiffe_core::jwt::JwtSigner;
 
 use super::CaError;
 use crate::CaConfig;
-use crate::keys::{self, SigningKey};
+use crate::keys::{self, SecretKeyPair, SigningKey};
 
 /// Which kind of signing key a slot holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,7 +65,7 @@ pub(crate) struct Material {
 
 pub(crate) enum Signer {
     X509 {
-        issuer: Box<Issuer<'static, KeyPair>>,
+        issuer: Box<Issuer<'static, SecretKeyPair>>,
         /// Certificates appended after the leaf: our CA certificate and the
         /// upstream chain, when running under an upstream CA.
         chain_tail: Vec<CertificateDer<'static>>,

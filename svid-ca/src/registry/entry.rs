@@ -1,127 +1,16 @@
-//! [`RegistrationEntry`], [`Selector`] and their validation.
+//! [`RegistrationEntry`] and its validation. [`Selector`] and [`EntryId`]
+//! are spiffe-core's, shared with the Workload API.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use spiffe_core::{SpiffeId, TrustDomain};
+use spiffe_core::{EntryId, EntryIdError, Selector, SelectorError, SpiffeId, TrustDomain};
 
 use crate::Entitlement;
-use crate::keys;
 
 /// Paths under these prefixes are reserved for the authority's own
 /// identities (attested nodes, the server) and cannot be registered.
 pub const RESERVED_PATH_PREFIXES: [&str; 2] = ["/node", "/server"];
-
-/// Longest selector type or value accepted.
-pub const MAX_SELECTOR_LEN: usize = 1024;
-
-/// An attested property of a workload or node, `type:value`, for example
-/// `unix:uid:1000` (type `unix`, value `uid:1000`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Selector {
-    kind: String,
-    value: String,
-}
-
-impl Selector {
-    /// A selector from its type and value, both non-empty, the type made of
-    /// `[a-z0-9_-]`, neither holding control characters.
-    pub fn new(kind: &str, value: &str) -> Result<Self, EntryError> {
-        let bad = |reason| EntryError::InvalidSelector {
-            selector: format!("{kind}:{value}"),
-            reason,
-        };
-        if kind.is_empty() || value.is_empty() {
-            return Err(bad("type and value must be non-empty"));
-        }
-        if kind.len() > MAX_SELECTOR_LEN || value.len() > MAX_SELECTOR_LEN {
-            return Err(bad("too long"));
-        }
-        if !kind
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        {
-            return Err(bad("type must be [a-z0-9_-]"));
-        }
-        if value.chars().any(char::is_control) {
-            return Err(bad("value holds control characters"));
-        }
-        Ok(Selector {
-            kind: kind.to_owned(),
-            value: value.to_owned(),
-        })
-    }
-
-    /// The selector type (`unix`, `k8s`, `join_token`, ...).
-    pub fn kind(&self) -> &str {
-        &self.kind
-    }
-
-    /// The value.
-    pub fn value(&self) -> &str {
-        &self.value
-    }
-}
-
-impl FromStr for Selector {
-    type Err = EntryError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, value) = s
-            .split_once(':')
-            .ok_or_else(|| EntryError::InvalidSelector {
-                selector: s.to_owned(),
-                reason: "expected type:value",
-            })?;
-        Selector::new(kind, value)
-    }
-}
-
-impl fmt::Display for Selector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.kind, self.value)
-    }
-}
-
-/// The id of a registration entry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct EntryId(String);
-
-impl EntryId {
-    /// A random id (32 hex characters).
-    pub fn random() -> Result<Self, EntryError> {
-        keys::random::<16>()
-            .map(|b| EntryId(keys::hex(&b)))
-            .ok_or(EntryError::Random)
-    }
-
-    /// An id chosen by the caller: 1 to 64 characters of `[A-Za-z0-9_-]`.
-    pub fn new(id: &str) -> Result<Self, EntryError> {
-        let ok = !id.is_empty()
-            && id.len() <= 64
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok {
-            Ok(EntryId(id.to_owned()))
-        } else {
-            Err(EntryError::InvalidEntryId { id: id.to_owned() })
-        }
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for EntryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Who gets which SPIFFE ID: workloads (or nodes) whose attested selectors
 /// include all of `selectors`, running under `parent_id`.
@@ -161,7 +50,7 @@ impl RegistrationEntry {
         selectors: Vec<Selector>,
     ) -> Result<Self, EntryError> {
         Ok(RegistrationEntry {
-            id: EntryId::random()?,
+            id: EntryId::random().map_err(|_| EntryError::Random)?,
             spiffe_id,
             parent_id,
             selectors,
@@ -279,13 +168,8 @@ pub enum EntryError {
     #[error("an entry needs at least one selector")]
     NoSelectors,
     /// A selector is malformed.
-    #[error("invalid selector {selector:?}: {reason}")]
-    InvalidSelector {
-        /// The selector text.
-        selector: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
+    #[error("invalid selector: {0}")]
+    InvalidSelector(#[from] SelectorError),
     /// A TTL is zero.
     #[error("{kind} TTL must not be zero")]
     ZeroTtl {
@@ -309,11 +193,8 @@ pub enum EntryError {
         name: String,
     },
     /// An entry id is malformed.
-    #[error("invalid entry id {id:?}")]
-    InvalidEntryId {
-        /// The id.
-        id: String,
-    },
+    #[error("invalid entry id: {0}")]
+    InvalidEntryId(#[from] EntryIdError),
     /// An entry with this id exists.
     #[error("entry {id} already exists")]
     Duplicate {

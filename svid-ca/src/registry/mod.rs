@@ -2,18 +2,16 @@
 
 mod entry;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use spiffe_core::{SpiffeId, TrustDomain};
 
-pub use entry::{
-    EntryError, EntryId, MAX_SELECTOR_LEN, RESERVED_PATH_PREFIXES, RegistrationEntry, Selector,
-    is_reserved,
-};
+pub use entry::{EntryError, RESERVED_PATH_PREFIXES, RegistrationEntry, is_reserved};
+use spiffe_core::{EntryId, Selector, Selectors};
 
-use crate::Store;
+use crate::EntryStore;
 
 /// The registration entries of a trust domain.
 ///
@@ -26,7 +24,7 @@ use crate::Store;
 pub struct Registry {
     trust_domain: TrustDomain,
     max_ttl: Duration,
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn EntryStore>>,
     index: RwLock<Index>,
 }
 
@@ -86,7 +84,7 @@ impl Registry {
     pub fn with_store(
         trust_domain: TrustDomain,
         max_ttl: Duration,
-        store: Arc<dyn Store>,
+        store: Arc<dyn EntryStore>,
     ) -> Result<Self, EntryError> {
         let mut index = Index::default();
         for e in store.list_entries()? {
@@ -150,24 +148,23 @@ impl Registry {
     }
 
     /// The unexpired entries under `parent` all of whose selectors are
-    /// among `selectors`.
+    /// among `selectors` ([`Selectors::satisfies`]).
     pub fn matching(
         &self,
         parent: &SpiffeId,
-        selectors: &[Selector],
+        selectors: &Selectors,
         now: SystemTime,
     ) -> Vec<Arc<RegistrationEntry>> {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         let Some(buckets) = index.buckets.get(parent) else {
             return Vec::new();
         };
-        let have: HashSet<&Selector> = selectors.iter().collect();
         let mut out = Vec::new();
-        for s in &have {
-            for id in buckets.get(*s).into_iter().flatten() {
+        for s in selectors {
+            for id in buckets.get(s).into_iter().flatten() {
                 if let Some(e) = index.entries.get(id)
                     && !e.is_expired(now)
-                    && e.selectors.iter().all(|x| have.contains(x))
+                    && selectors.satisfies(&e.selectors)
                 {
                     out.push(e.clone());
                 }
@@ -190,8 +187,8 @@ impl Registry {
     pub fn entries_for_workload(
         &self,
         node: &SpiffeId,
-        node_selectors: &[Selector],
-        workload_selectors: &[Selector],
+        node_selectors: &Selectors,
+        workload_selectors: &Selectors,
         now: SystemTime,
     ) -> Vec<Arc<RegistrationEntry>> {
         let mut parents = vec![node.clone()];

@@ -1,6 +1,10 @@
-//! The [`Store`] trait: where the authority keeps its journal, entries,
-//! join tokens, attested nodes and bundles. [`SqliteStore`] is the default.
+//! Persistence, one small trait per concern: [`CaJournalStore`],
+//! [`EntryStore`], [`NodeStore`], [`BundleStore`], and [`Store`], all four
+//! together. [`SqliteStore`] is the default backend. Errors are
+//! [`StoreError`], the same for every backend.
 
+mod error;
+mod files;
 mod sqlite;
 
 use std::time::SystemTime;
@@ -10,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::{AttestedNode, AuthorityInfo, EntryId, RegistrationEntry};
 
+pub use error::{BackendError, StoreError};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// What happened when a join token was presented.
@@ -52,61 +57,42 @@ pub struct CaJournal {
     pub slots: Vec<JournalSlot>,
 }
 
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] rusqlite::Error),
-    /// A file operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The database was written by a newer version of this crate.
-    #[error(
-        "the store has schema version {found}, newer than the supported {supported}; upgrade svid-ca"
-    )]
-    SchemaTooNew {
-        /// The version in the database.
-        found: i64,
-        /// The newest version this build understands.
-        supported: i64,
-    },
-    /// Stored data does not decode.
-    #[error("corrupt {what} in the store")]
-    Corrupt {
-        /// Which record.
-        what: &'static str,
-    },
-}
-
-/// Persistence for the authority. Every method is one transaction: it
-/// either fully happens or not at all.
-pub trait Store: Send + Sync + std::fmt::Debug {
+/// The authority's key journal: [`crate::CertificateAuthority`] reads it
+/// once at build and writes it before every key change takes effect.
+pub trait CaJournalStore: Send + Sync + std::fmt::Debug {
     /// The journal, if the authority ran before.
     fn load_ca_journal(&self) -> Result<Option<CaJournal>, StoreError>;
-    /// Replaces the journal and records `bundle` in the bundle history.
+    /// Replaces the journal and records `bundle` in the bundle history, in
+    /// one transaction: afterwards the store holds either the old journal
+    /// or the new one with its bundle.
     fn save_ca_journal(&self, journal: &CaJournal, bundle: &SpiffeBundle)
     -> Result<(), StoreError>;
-    /// Adds a registration entry.
+}
+
+/// Registration entries, for [`crate::Registry`].
+pub trait EntryStore: Send + Sync + std::fmt::Debug {
+    /// Adds a registration entry; [`StoreError::Conflict`] if its id exists.
     fn create_entry(&self, entry: &RegistrationEntry) -> Result<(), StoreError>;
     /// Deletes a registration entry (no error if absent).
     fn delete_entry(&self, id: &EntryId) -> Result<(), StoreError>;
-    /// Every registration entry.
+    /// Every registration entry, oldest first.
     fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError>;
-    /// Records a join token by its hash, valid until `expires_at`.
+}
+
+/// Join tokens and attested nodes, for [`crate::JoinTokenAttestor`] and
+/// other node attestors.
+pub trait NodeStore: Send + Sync + std::fmt::Debug {
+    /// Records a join token by its hash, valid until `expires_at`;
+    /// [`StoreError::Conflict`] if the hash exists.
     fn create_join_token(&self, hash: &str, expires_at: SystemTime) -> Result<(), StoreError>;
     /// Consumes the join token with `hash` if it is still valid at `now`
     /// (deleting it, so it works once) and records `node`, the node it
     /// attests, in the same transaction: a token is never used up without
     /// its node on record. An expired or unknown token writes nothing.
+    ///
+    /// Concurrent calls with one token (from any number of threads or, for
+    /// a shared database, servers) consume it at most once: exactly one
+    /// sees [`TokenUse::Consumed`], the others [`TokenUse::Unknown`].
     fn consume_join_token(
         &self,
         hash: &str,
@@ -117,8 +103,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn put_attested_node(&self, node: &AttestedNode) -> Result<(), StoreError>;
     /// The attested node with `id`.
     fn attested_node(&self, id: &SpiffeId) -> Result<Option<AttestedNode>, StoreError>;
-    /// Stores the bundle of a federated trust domain.
+}
+
+/// The bundles of federated trust domains.
+pub trait BundleStore: Send + Sync + std::fmt::Debug {
+    /// Stores (or replaces) the bundle of a federated trust domain.
     fn put_federated_bundle(&self, bundle: &SpiffeBundle) -> Result<(), StoreError>;
-    /// Every federated bundle.
+    /// Every federated bundle, by trust domain name.
     fn federated_bundles(&self) -> Result<Vec<SpiffeBundle>, StoreError>;
 }
+
+/// Everything the authority persists: a backend that implements each
+/// concern's trait is a `Store` (there is a blanket impl), and one
+/// `Arc<dyn Store>` can be handed to every caller, each of which takes
+/// only the trait it needs. Every method is one transaction: it either
+/// fully happens or not at all.
+///
+/// [`SqliteStore`] is the embedded default; a shared database (for
+/// several server replicas) is another implementation of the same four
+/// traits, and callers do not change.
+pub trait Store: CaJournalStore + EntryStore + NodeStore + BundleStore {}
+
+impl<T: CaJournalStore + EntryStore + NodeStore + BundleStore + ?Sized> Store for T {}

@@ -1,19 +1,21 @@
-//! [`SqliteStore`]: the embedded default [`Store`] (SQLite in WAL mode,
-//! private keys in 0600 files next to the database).
+//! [`SqliteStore`]: the embedded default [`super::Store`] (SQLite in WAL
+//! mode, private keys in 0600 files next to the database).
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use rustls_pki_types::CertificateDer;
 use spiffe_core::{SpiffeBundle, SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
 
-use super::{CaJournal, JournalSlot, Store, StoreError, TokenUse};
+use super::files::{StoreLock, io, key_file, private_dir, private_file, prune_keys, write_key};
+use super::{
+    BackendError, BundleStore, CaJournal, CaJournalStore, EntryStore, JournalSlot, NodeStore,
+    StoreError, TokenUse,
+};
 use crate::{AttestedNode, AuthorityInfo, EntryId, RegistrationEntry, SlotKind, SlotState};
 
 /// Schema migrations, in order; the schema version is their count.
@@ -47,25 +49,24 @@ const MIGRATIONS: &[&str] = &[
 /// The newest schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// An SQLite store in a directory: `svid-ca.db` (WAL mode, full sync) and
-/// `keys/<authority id>.key` (PKCS#8, mode 0600, directory 0700).
+/// An SQLite store in a directory: `svid-ca.db` (WAL mode, full sync),
+/// `keys/<authority id>.key` (PKCS#8) and `svid-ca.lock`; directories are
+/// 0700 and files 0600. One `SqliteStore` at a time holds a directory.
 ///
-/// Every [`Store`] method runs in one transaction. Opening a database with
+/// It implements every store trait ([`CaJournalStore`], [`EntryStore`],
+/// [`NodeStore`], [`BundleStore`]); every method runs in one transaction. Opening a database with
 /// a newer schema than [`SCHEMA_VERSION`] fails with
 /// [`StoreError::SchemaTooNew`].
 #[derive(Debug)]
 pub struct SqliteStore {
+    // Field order is drop order: the database closes before the lock goes.
     conn: Mutex<Connection>,
     keys: PathBuf,
+    _lock: StoreLock,
 }
 
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
-}
+/// The database file's name inside the store directory.
+const DB_FILE: &str = "svid-ca.db";
 
 fn secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -96,31 +97,61 @@ fn corrupt(what: &'static str) -> StoreError {
     StoreError::Corrupt { what }
 }
 
-/// Slot ids become file names: only hex is accepted.
-fn key_file(dir: &Path, id: &str) -> Result<PathBuf, StoreError> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(corrupt("authority id"));
+/// Maps a failed read of `what`.
+fn read(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Read {
+        what,
+        source: BackendError::new(e),
     }
-    Ok(dir.join(format!("{id}.key")))
+}
+
+/// Maps a failed write of `what`; a uniqueness violation is a conflict.
+fn write(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict { what },
+        _ => StoreError::Write {
+            what,
+            source: BackendError::new(e),
+        },
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir` and migrates its
     /// schema to [`SCHEMA_VERSION`].
+    ///
+    /// `dir` and `dir/keys` are made 0700 and every file in them 0600
+    /// (also when they existed with wider modes). The store takes an
+    /// exclusive lock on `dir/svid-ca.lock` for as long as it lives: while
+    /// it is held, another process or another `open` in this process fails
+    /// at once with [`StoreError::Locked`], so two authorities never
+    /// journal into (or prune the key files of) one store.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir).map_err(io("create", dir))?;
+        private_dir(dir)?;
+        let lock = StoreLock::acquire(dir)?;
         let keys = dir.join("keys");
-        fs::create_dir_all(&keys).map_err(io("create", &keys))?;
-        fs::set_permissions(&keys, fs::Permissions::from_mode(0o700))
-            .map_err(io("chmod", &keys))?;
-        let mut conn = Connection::open(dir.join("svid-ca.db"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        private_dir(&keys)?;
+        let db = dir.join(DB_FILE);
+        private_file(&db, true)?;
+        for suffix in ["-wal", "-shm", "-journal"] {
+            private_file(&dir.join(format!("{DB_FILE}{suffix}")), false)?;
+        }
+        let open_err = |e| StoreError::Open {
+            path: db.clone(),
+            source: BackendError::new(e),
+        };
+        let mut conn = Connection::open(&db).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             keys,
+            _lock: lock,
         })
     }
 
@@ -130,55 +161,17 @@ impl SqliteStore {
 
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn()
-            .pragma_query_value(None, "user_version", |r| r.get(0))?)
-    }
-
-    fn write_key(&self, id: &str, der: &[u8]) -> Result<(), StoreError> {
-        let path = key_file(&self.keys, id)?;
-        if path.exists() {
-            return Ok(());
-        }
-        let tmp = path.with_extension("tmp");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        f.write_all(der).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("sync", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-        fs::File::open(&self.keys)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync", &self.keys))?;
-        Ok(())
-    }
-
-    /// Removes key files no journaled slot refers to.
-    fn prune_keys(&self, keep: &[&str]) {
-        let Ok(dir) = fs::read_dir(&self.keys) else {
-            return;
-        };
-        for f in dir.flatten() {
-            let name = f.file_name();
-            let name = name.to_string_lossy();
-            let id = name
-                .strip_suffix(".key")
-                .or_else(|| name.strip_suffix(".tmp"));
-            if let Some(id) = id
-                && !keep.contains(&id)
-            {
-                let _ = fs::remove_file(f.path());
-            }
-        }
+        user_version(&self.conn())
     }
 }
 
+fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(read("schema version"))
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = user_version(conn)?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             found: version,
@@ -190,16 +183,27 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .enumerate()
         .skip(usize::try_from(version).unwrap_or(0))
     {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
+        let version = i as i64 + 1;
+        let failed = |e| StoreError::Migrate {
+            version,
+            source: BackendError::new(e),
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(failed)?;
+        tx.commit().map_err(failed)?;
     }
     Ok(())
 }
 
-impl Store for SqliteStore {
+type SlotRow = (String, String, String, bool, i64, i64, Option<Vec<u8>>);
+
+impl CaJournalStore for SqliteStore {
     fn load_ca_journal(&self) -> Result<Option<CaJournal>, StoreError> {
+        const WHAT: &str = "ca journal";
         let conn = self.conn();
         let head: Option<(String, i64)> = conn
             .query_row(
@@ -207,28 +211,33 @@ impl Store for SqliteStore {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()?;
+            .optional()
+            .map_err(read(WHAT))?;
         let Some((trust_domain, sequence)) = head else {
             return Ok(None);
         };
-        let mut stmt = conn.prepare(
-            "SELECT id, kind, state, tainted, not_before, not_after, certificate
-             FROM ca_slots ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, bool>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, Option<Vec<u8>>>(6)?,
-            ))
-        })?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, kind, state, tainted, not_before, not_after, certificate
+                 FROM ca_slots ORDER BY rowid",
+            )
+            .map_err(read(WHAT))?;
+        let rows: Vec<SlotRow> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .and_then(Iterator::collect)
+            .map_err(read(WHAT))?;
         let mut slots = Vec::new();
-        for row in rows {
-            let (id, kind, state, tainted, nb, na, cert) = row?;
+        for (id, kind, state, tainted, nb, na, cert) in rows {
             let kind = match kind.as_str() {
                 "x509" => SlotKind::X509,
                 "jwt" => SlotKind::Jwt,
@@ -267,19 +276,24 @@ impl Store for SqliteStore {
         journal: &CaJournal,
         bundle: &SpiffeBundle,
     ) -> Result<(), StoreError> {
+        const WHAT: &str = "ca journal";
         for s in &journal.slots {
-            self.write_key(&s.info.id, &s.key_pkcs8)?;
+            write_key(&self.keys, &s.info.id, &s.key_pkcs8)?;
         }
         let sequence = i64::try_from(journal.sequence).map_err(|_| corrupt("sequence"))?;
         {
             let mut conn = self.conn();
-            let tx = conn.transaction()?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(write(WHAT))?;
             tx.execute(
                 "INSERT INTO ca_journal (id, trust_domain, sequence) VALUES (1, ?1, ?2)
                  ON CONFLICT(id) DO UPDATE SET trust_domain = ?1, sequence = ?2",
                 params![journal.trust_domain, sequence],
-            )?;
-            tx.execute("DELETE FROM ca_slots", [])?;
+            )
+            .map_err(write(WHAT))?;
+            tx.execute("DELETE FROM ca_slots", [])
+                .map_err(write(WHAT))?;
             for s in &journal.slots {
                 let i = &s.info;
                 tx.execute(
@@ -294,53 +308,65 @@ impl Store for SqliteStore {
                         secs(i.not_after),
                         i.certificate.as_ref().map(|c| c.to_vec()),
                     ],
-                )?;
+                )
+                .map_err(write(WHAT))?;
             }
             tx.execute(
                 "INSERT OR REPLACE INTO bundles (sequence, trust_domain, document) VALUES (?1, ?2, ?3)",
                 params![sequence, journal.trust_domain, bundle.to_json()],
-            )?;
-            tx.commit()?;
+            )
+            .map_err(write("bundle history"))?;
+            tx.commit().map_err(write(WHAT))?;
         }
         let keep: Vec<&str> = journal.slots.iter().map(|s| s.info.id.as_str()).collect();
-        self.prune_keys(&keep);
+        prune_keys(&self.keys, &keep);
         Ok(())
     }
+}
 
+impl EntryStore for SqliteStore {
     fn create_entry(&self, entry: &RegistrationEntry) -> Result<(), StoreError> {
         let doc = serde_json::to_string(entry).map_err(|_| corrupt("entry"))?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO entries (id, document) VALUES (?1, ?2)",
-            params![entry.id.as_str(), doc],
-        )?;
-        tx.commit()?;
+        self.conn()
+            .execute(
+                "INSERT INTO entries (id, document) VALUES (?1, ?2)",
+                params![entry.id.as_str(), doc],
+            )
+            .map_err(write("entry"))?;
         Ok(())
     }
 
     fn delete_entry(&self, id: &EntryId) -> Result<(), StoreError> {
         self.conn()
-            .execute("DELETE FROM entries WHERE id = ?1", params![id.as_str()])?;
+            .execute("DELETE FROM entries WHERE id = ?1", params![id.as_str()])
+            .map_err(write("entry"))?;
         Ok(())
     }
 
     fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {
+        const WHAT: &str = "entries";
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT document FROM entries ORDER BY rowid")?;
-        let docs = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for doc in docs {
-            out.push(serde_json::from_str(&doc?).map_err(|_| corrupt("entry"))?);
-        }
-        Ok(out)
+        let mut stmt = conn
+            .prepare("SELECT document FROM entries ORDER BY rowid")
+            .map_err(read(WHAT))?;
+        let docs: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(read(WHAT))?;
+        docs.iter()
+            .map(|d| serde_json::from_str(d).map_err(|_| corrupt("entry")))
+            .collect()
     }
+}
 
+impl NodeStore for SqliteStore {
     fn create_join_token(&self, hash: &str, expires_at: SystemTime) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO join_tokens (hash, expires_at) VALUES (?1, ?2)",
-            params![hash, secs(expires_at)],
-        )?;
+        self.conn()
+            .execute(
+                "INSERT INTO join_tokens (hash, expires_at) VALUES (?1, ?2)",
+                params![hash, secs(expires_at)],
+            )
+            .map_err(write("join token"))?;
         Ok(())
     }
 
@@ -350,38 +376,51 @@ impl Store for SqliteStore {
         now: SystemTime,
         node: &AttestedNode,
     ) -> Result<TokenUse, StoreError> {
+        const WHAT: &str = "join token";
         let doc = serde_json::to_string(node).map_err(|_| corrupt("attested node"))?;
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let at: Option<i64> = tx
-            .query_row(
-                "SELECT expires_at FROM join_tokens WHERE hash = ?1",
-                params![hash],
-                |r| r.get(0),
+        // IMMEDIATE takes the write lock first, and the conditional DELETE
+        // is the single point of decision: of two consumers only the one
+        // whose DELETE removed the row goes on to record its node.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(write(WHAT))?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM join_tokens WHERE hash = ?1 AND expires_at > ?2",
+                params![hash, secs(now)],
             )
-            .optional()?;
-        let outcome = match at {
-            None => TokenUse::Unknown,
-            Some(at) if time(at) <= now => TokenUse::Expired(time(at)),
-            Some(_) => {
-                tx.execute("DELETE FROM join_tokens WHERE hash = ?1", params![hash])?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO attested_nodes (spiffe_id, document) VALUES (?1, ?2)",
-                    params![node.spiffe_id.as_str(), doc],
-                )?;
-                TokenUse::Consumed
-            }
+            .map_err(write(WHAT))?;
+        let outcome = if deleted == 1 {
+            tx.execute(
+                "INSERT OR REPLACE INTO attested_nodes (spiffe_id, document) VALUES (?1, ?2)",
+                params![node.spiffe_id.as_str(), doc],
+            )
+            .map_err(write("attested node"))?;
+            TokenUse::Consumed
+        } else {
+            let at: Option<i64> = tx
+                .query_row(
+                    "SELECT expires_at FROM join_tokens WHERE hash = ?1",
+                    params![hash],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(read(WHAT))?;
+            at.map_or(TokenUse::Unknown, |at| TokenUse::Expired(time(at)))
         };
-        tx.commit()?;
+        tx.commit().map_err(write(WHAT))?;
         Ok(outcome)
     }
 
     fn put_attested_node(&self, node: &AttestedNode) -> Result<(), StoreError> {
         let doc = serde_json::to_string(node).map_err(|_| corrupt("attested node"))?;
-        self.conn().execute(
-            "INSERT OR REPLACE INTO attested_nodes (spiffe_id, document) VALUES (?1, ?2)",
-            params![node.spiffe_id.as_str(), doc],
-        )?;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO attested_nodes (spiffe_id, document) VALUES (?1, ?2)",
+                params![node.spiffe_id.as_str(), doc],
+            )
+            .map_err(write("attested node"))?;
         Ok(())
     }
 
@@ -393,33 +432,39 @@ impl Store for SqliteStore {
                 params![id.as_str()],
                 |r| r.get(0),
             )
-            .optional()?;
+            .optional()
+            .map_err(read("attested node"))?;
         doc.map(|d| serde_json::from_str(&d).map_err(|_| corrupt("attested node")))
             .transpose()
     }
+}
 
+impl BundleStore for SqliteStore {
     fn put_federated_bundle(&self, bundle: &SpiffeBundle) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO federated_bundles (trust_domain, document) VALUES (?1, ?2)",
-            params![bundle.trust_domain().as_str(), bundle.to_json()],
-        )?;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO federated_bundles (trust_domain, document) VALUES (?1, ?2)",
+                params![bundle.trust_domain().as_str(), bundle.to_json()],
+            )
+            .map_err(write("federated bundle"))?;
         Ok(())
     }
 
     fn federated_bundles(&self) -> Result<Vec<SpiffeBundle>, StoreError> {
+        const WHAT: &str = "federated bundles";
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT trust_domain, document FROM federated_bundles ORDER BY trust_domain",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (td, doc) = row?;
-            let td: TrustDomain = td.parse().map_err(|_| corrupt("federated trust domain"))?;
-            out.push(SpiffeBundle::parse(td, &doc).map_err(|_| corrupt("federated bundle"))?);
-        }
-        Ok(out)
+        let mut stmt = conn
+            .prepare("SELECT trust_domain, document FROM federated_bundles ORDER BY trust_domain")
+            .map_err(read(WHAT))?;
+        let rows: Vec<(String, Vec<u8>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(read(WHAT))?;
+        rows.into_iter()
+            .map(|(td, doc)| {
+                let td: TrustDomain = td.parse().map_err(|_| corrupt("federated trust domain"))?;
+                SpiffeBundle::parse(td, &doc).map_err(|_| corrupt("federated bundle"))
+            })
+            .collect()
     }
 }
