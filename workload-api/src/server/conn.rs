@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tonic::transport::server::Connected;
 
+use super::authority::AuthorityRewrite;
 use crate::attest::{Caller, UnixPeer};
 
 /// An accepted stream and the caller facts read at accept time; tonic puts
@@ -62,10 +63,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PeerStream<S> {
 }
 
 /// Accepts Unix connections, reading `SO_PEERCRED` for each. A connection
-/// whose credentials cannot be read is closed at once.
+/// whose credentials cannot be read is closed at once. Each connection's
+/// reads go through [`AuthorityRewrite`], so any `:authority` is accepted.
 pub(crate) fn unix_incoming(
     listener: UnixListener,
-) -> impl Stream<Item = io::Result<PeerStream<UnixStream>>> {
+) -> impl Stream<Item = io::Result<PeerStream<AuthorityRewrite<UnixStream>>>> {
     futures_util::stream::unfold(listener, |listener| async move {
         loop {
             let accepted = match listener.accept().await {
@@ -81,7 +83,7 @@ pub(crate) fn unix_incoming(
                     });
                     return Some((
                         Ok(PeerStream {
-                            io: accepted,
+                            io: AuthorityRewrite::new(accepted),
                             caller,
                         }),
                         listener,

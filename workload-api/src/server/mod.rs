@@ -1,6 +1,7 @@
 //! [`WorkloadApiServer`]: the Workload API served on a Unix socket (and,
 //! when configured, on loopback TCP).
 
+mod authority;
 pub(crate) mod conn;
 mod render;
 mod service;
