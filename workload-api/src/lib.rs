@@ -25,7 +25,9 @@ pub(crate) mod server;
 mod source;
 
 pub use address::{AddressError, ENDPOINT_SOCKET_ENV, EndpointAddress};
-pub use attest::{AttestError, Attestor, Caller, UnixAttestor, UnixPeer};
+pub use attest::{
+    AttestError, Attestor, Caller, DEFAULT_MAX_EXECUTABLE_SIZE, UnixAttestor, UnixPeer,
+};
 pub use client::{
     ClientError, FetchedJwtSvid, MalformedResponse, StatusCode, ValidatedJwtSvid, WatchStream,
     WorkloadApiClient, WorkloadSvid, X509Context,

@@ -81,7 +81,7 @@ fn start(
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(crate::server::conn::unix_incoming(listener)),
+            .serve_with_incoming(crate::server::accept::unattested(listener)),
     );
     (EndpointAddress::Unix(socket), dir)
 }
