@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{TempDir, World, serve_attested, unix_address};
+use common::{TempDir, World, raw, serve_attested, unix_address};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use workload_api::{
     Attestor, Caller, RegistrationEntry, Selector, Selectors, UnixAttestor, WorkloadApiClient,
@@ -77,39 +77,6 @@ async fn attestation_happens_once_per_connection_at_accept() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-// --- raw HTTP/2, so that /bin/sh can send a request with `cat` ---
-
-fn literal(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.push(0x00);
-    out.push(u8::try_from(name.len()).unwrap());
-    out.extend_from_slice(name.as_bytes());
-    out.push(u8::try_from(value.len()).unwrap());
-    out.extend_from_slice(value.as_bytes());
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut f = vec![len[1], len[2], len[3], kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// HEADERS + DATA of a `FetchX509SVID` call on `stream`.
-fn fetch_x509_svid(stream: u32) -> Vec<u8> {
-    let mut block = Vec::new();
-    literal(&mut block, ":method", "POST");
-    literal(&mut block, ":scheme", "http");
-    literal(&mut block, ":path", "/SpiffeWorkloadAPI/FetchX509SVID");
-    literal(&mut block, ":authority", "localhost");
-    literal(&mut block, "content-type", "application/grpc");
-    literal(&mut block, "te", "trailers");
-    literal(&mut block, "workload.spiffe.io", "true");
-    let mut out = frame(0x1, 0x4, stream, &block);
-    out.extend(frame(0x0, 0x1, stream, &[0, 0, 0, 0, 0]));
-    out
-}
-
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
@@ -126,11 +93,8 @@ async fn exec_after_connect_keeps_the_connecting_binarys_identity() {
     let first = files.0.join("first.bin");
     let second = files.0.join("second.bin");
     let response = files.0.join("response.bin");
-    let mut req = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    req.extend(frame(0x4, 0, 0, &[]));
-    req.extend(fetch_x509_svid(1));
-    std::fs::write(&first, req).unwrap();
-    std::fs::write(&second, fetch_x509_svid(3)).unwrap();
+    std::fs::write(&first, raw::open_with("FetchX509SVID")).unwrap();
+    std::fs::write(&second, raw::call("FetchX509SVID", 3)).unwrap();
 
     let mut child = match tokio::process::Command::new("python3")
         .arg(&script)

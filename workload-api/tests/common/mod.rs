@@ -2,6 +2,8 @@
 //! and JWT authorities, SVIDs, and a server on a Unix socket in a temp dir.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod raw;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
