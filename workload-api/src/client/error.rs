@@ -130,6 +130,12 @@ pub enum ClientError {
     /// The server ended a watch stream.
     #[error("the server closed the stream")]
     StreamClosed,
+    /// The server did not answer in time ([`crate::ClientOptions`]).
+    #[error("no answer from the Workload API within {after:?}")]
+    DeadlineExceeded {
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
 }
 
 impl ClientError {
