@@ -57,6 +57,14 @@ impl Domain {
     }
 }
 
+/// Fails the test when `body` takes longer than `secs` seconds of real
+/// time: a regression fails instead of hanging CI.
+pub async fn within<T>(secs: u64, body: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), body)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {secs} s"))
+}
+
 /// The test process's own uid selector.
 pub fn my_uid_selector() -> Selector {
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
