@@ -292,3 +292,52 @@ async fn ep_tcp_keeps_h2s_authority_check() {
     assert_eq!(got, Answer::Reset(1));
     let _ = stop.send(());
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::super::hpack::{self, Decoder, Field};
+    use super::super::*;
+    use super::{PREFACE, frame};
+
+    proptest! {
+        #[test]
+        fn hpack_decoder_never_panics(blocks in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..300), 1..8)) {
+            let mut d = Decoder::new();
+            for b in &blocks {
+                let _ = d.decode(b, MAX_HEADER_BLOCK);
+            }
+        }
+
+        #[test]
+        fn encoded_fields_round_trip(fields in proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 0..200),
+             proptest::collection::vec(any::<u8>(), 0..400)), 0..20)) {
+            let fields: Vec<Field> = fields;
+            let mut out = Vec::new();
+            hpack::encode(&fields, &mut out);
+            prop_assert_eq!(Decoder::new().decode(&out, usize::MAX).unwrap(), fields);
+        }
+
+        #[test]
+        fn the_rewrite_never_panics_on_arbitrary_frames(
+            frames in proptest::collection::vec(
+                (0u8..12, any::<u8>(), 0u32..6, proptest::collection::vec(any::<u8>(), 0..200)),
+                0..20),
+            split in 1usize..64,
+        ) {
+            let mut bytes = PREFACE.to_vec();
+            for (kind, flags, stream, payload) in &frames {
+                bytes.extend(frame(*kind, *flags, *stream, payload));
+            }
+            let mut rw = AuthorityRewrite::new(());
+            for chunk in bytes.chunks(split) {
+                rw.input.extend_from_slice(chunk);
+                if rw.process().is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
