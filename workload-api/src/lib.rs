@@ -25,10 +25,12 @@ pub(crate) mod server;
 mod source;
 
 pub use address::{AddressError, ENDPOINT_SOCKET_ENV, EndpointAddress};
-pub use attest::{AttestError, Attestor, Caller, UnixAttestor, UnixPeer};
+pub use attest::{
+    AttestError, Attestor, Caller, DEFAULT_MAX_EXECUTABLE_SIZE, UnixAttestor, UnixPeer,
+};
 pub use client::{
-    ClientError, FetchedJwtSvid, MalformedResponse, StatusCode, ValidatedJwtSvid, WatchStream,
-    WorkloadApiClient, WorkloadSvid, X509Context,
+    ClientError, ClientOptions, FetchedJwtSvid, MalformedResponse, StatusCode, ValidatedJwtSvid,
+    WatchStream, WorkloadApiClient, WorkloadSvid, X509Context,
 };
 pub use provider::{
     EntryId, IdentityProvider, IssuedSvid, MAX_HINT_LEN, MemoryIdentityProvider, MintError,
@@ -36,7 +38,10 @@ pub use provider::{
 };
 pub use selector::{Selector, SelectorError, Selectors};
 pub use server::{ServerError, ServerLimits, WorkloadApiServer};
-pub use source::{Backoff, JwtSource, SourceHealth, SourceTask, X509BundleSource, X509Source};
+pub use source::{
+    Backoff, JwtSource, SourceHealth, SourceOptions, SourceTask, X509BundleSource, X509Snapshot,
+    X509Source,
+};
 
 /// The README's examples, compiled as doctests.
 #[doc = include_str!("../README.md")]

@@ -12,12 +12,15 @@ use workload_api::{ENDPOINT_SOCKET_ENV, EndpointAddress, WorkloadApiClient};
 #[tokio::test]
 #[ignore = "started as a child process by the from_env tests"]
 async fn child_reads_env() {
-    println!("ADDRESS={:?};", EndpointAddress::from_env());
-    if let Ok(mut client) = WorkloadApiClient::from_env().await
-        && let Ok(ctx) = client.fetch_x509_context().await
-    {
-        println!("SPIFFE_ID={};", ctx.svids[0].svid.spiffe_id());
-    }
+    common::within(60, async move {
+        println!("ADDRESS={:?};", EndpointAddress::from_env());
+        if let Ok(mut client) = WorkloadApiClient::from_env().await
+            && let Ok(ctx) = client.fetch_x509_context().await
+        {
+            println!("SPIFFE_ID={};", ctx.svids[0].svid.spiffe_id());
+        }
+    })
+    .await;
 }
 
 async fn child(value: Option<&str>) -> String {
@@ -48,44 +51,50 @@ fn field<'a>(out: &'a str, name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn ep_6_from_env_parses_the_variable() {
-    let cases = [
-        (
-            Some("unix:///run/agent.sock"),
-            r#"Ok(Unix("/run/agent.sock"))"#,
-        ),
-        (
-            Some("unix:/run/agent.sock"),
-            r#"Ok(Unix("/run/agent.sock"))"#,
-        ),
-        (Some("tcp://127.0.0.1:8000"), "Ok(Tcp(127.0.0.1:8000))"),
-        (Some("tcp://127.0.0.1:8000/foo"), "Err(TcpPath)"),
-        (
-            Some("unix://host/agent.sock"),
-            r#"Err(UnixAuthority { authority: "host" })"#,
-        ),
-        (Some(""), "Err(Empty)"),
-        (None, "Err(NotSet)"),
-    ];
-    for (value, expected) in cases {
-        let out = child(value).await;
-        assert_eq!(field(&out, "ADDRESS"), Some(expected), "{value:?}: {out}");
-    }
+    common::within(60, async move {
+        let cases = [
+            (
+                Some("unix:///run/agent.sock"),
+                r#"Ok(Unix("/run/agent.sock"))"#,
+            ),
+            (
+                Some("unix:/run/agent.sock"),
+                r#"Ok(Unix("/run/agent.sock"))"#,
+            ),
+            (Some("tcp://127.0.0.1:8000"), "Ok(Tcp(127.0.0.1:8000))"),
+            (Some("tcp://127.0.0.1:8000/foo"), "Err(TcpPath)"),
+            (
+                Some("unix://host/agent.sock"),
+                r#"Err(UnixAuthority { authority: "host" })"#,
+            ),
+            (Some(""), "Err(Empty)"),
+            (None, "Err(NotSet)"),
+        ];
+        for (value, expected) in cases {
+            let out = child(value).await;
+            assert_eq!(field(&out, "ADDRESS"), Some(expected), "{value:?}: {out}");
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn ep_6_client_from_env_reaches_the_server() {
-    let World {
-        dir: _dir,
-        socket,
-        domain: _,
-        provider,
-        entry: _,
-    } = World::with_path("env", "/env");
-    let _server = serve(Arc::clone(&provider), &socket);
-    let out = child(Some(&format!("unix://{}", socket.display()))).await;
-    assert_eq!(
-        field(&out, "SPIFFE_ID"),
-        Some("spiffe://example.org/env"),
-        "{out}"
-    );
+    common::within(60, async move {
+        let World {
+            dir: _dir,
+            socket,
+            domain: _,
+            provider,
+            entry: _,
+        } = World::with_path("env", "/env");
+        let _server = serve(Arc::clone(&provider), &socket);
+        let out = child(Some(&format!("unix://{}", socket.display()))).await;
+        assert_eq!(
+            field(&out, "SPIFFE_ID"),
+            Some("spiffe://example.org/env"),
+            "{out}"
+        );
+    })
+    .await;
 }

@@ -6,7 +6,7 @@ mod unix;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use unix::UnixAttestor;
+pub use unix::{DEFAULT_MAX_EXECUTABLE_SIZE, UnixAttestor};
 
 use crate::Selectors;
 
@@ -73,10 +73,22 @@ pub enum AttestError {
     /// The attestor needs a pid and the kernel gave none.
     #[error("the peer's pid is unknown")]
     NoPid,
+    /// The executable is larger than the attestor hashes
+    /// ([`UnixAttestor::with_max_executable_size`]).
+    #[error("executable of process {pid} has {size} bytes, more than the {limit} hashed")]
+    ExecutableTooLarge {
+        /// The pid.
+        pid: i32,
+        /// The executable's size.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
 }
 
-/// Turns a caller into selectors. Called once per RPC, on a blocking
-/// thread, so it may read files.
+/// Turns a caller into selectors. Called once per connection, as soon as
+/// the server accepts it, on a blocking thread (so it may read files); every
+/// RPC on the connection uses the selectors found then.
 ///
 /// Closures implement it:
 ///

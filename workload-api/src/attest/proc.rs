@@ -50,20 +50,36 @@ pub(super) fn exe_path(proc_root: &Path, pid: i32) -> Result<PathBuf, AttestErro
 }
 
 /// SHA-256 of the executable, read through `/proc/<pid>/exe` (which
-/// reaches the file even when it was replaced on disk).
-pub(super) fn exe_sha256(proc_root: &Path, pid: i32) -> Result<String, AttestError> {
+/// reaches the file even when it was replaced on disk). A file larger than
+/// `limit` bytes is refused before reading, and reading stops at `limit`
+/// should it grow meanwhile.
+pub(super) fn exe_sha256(proc_root: &Path, pid: i32, limit: u64) -> Result<String, AttestError> {
     let path = proc_root.join(pid.to_string()).join("exe");
     let io = |source| AttestError::Proc {
         path: path.clone(),
         source,
     };
-    let mut file = std::fs::File::open(&path).map_err(io)?;
+    let file = std::fs::File::open(&path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size > limit {
+        return Err(AttestError::ExecutableTooLarge { pid, size, limit });
+    }
+    let mut file = file.take(limit.saturating_add(1));
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
     loop {
         let n = file.read(&mut buf).map_err(io)?;
         if n == 0 {
             break;
+        }
+        total += n as u64;
+        if total > limit {
+            return Err(AttestError::ExecutableTooLarge {
+                pid,
+                size: total,
+                limit,
+            });
         }
         ctx.update(buf.get(..n).unwrap_or_default());
     }
@@ -104,7 +120,7 @@ mod tests {
             exe_path(root, pid).unwrap(),
             std::env::current_exe().unwrap()
         );
-        assert_eq!(exe_sha256(root, pid).unwrap().len(), 64);
+        assert_eq!(exe_sha256(root, pid, u64::MAX).unwrap().len(), 64);
     }
 
     #[test]

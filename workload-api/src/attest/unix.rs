@@ -19,6 +19,9 @@ use crate::{Selector, Selectors};
 /// exited or its pid was recycled meanwhile, attestation fails rather than
 /// attributing another process's facts to the caller.
 ///
+/// The server calls the attestor once per connection, when it accepts it,
+/// so the selectors describe the process that connected as it was then.
+///
 /// TCP callers get no selectors (hence no identity).
 #[derive(Debug, Clone)]
 pub struct UnixAttestor {
@@ -27,7 +30,11 @@ pub struct UnixAttestor {
     group: PathBuf,
     path: bool,
     sha256: bool,
+    max_executable_size: u64,
 }
+
+/// The default of [`UnixAttestor::with_max_executable_size`]: 256 MiB.
+pub const DEFAULT_MAX_EXECUTABLE_SIZE: u64 = 256 * 1024 * 1024;
 
 impl Default for UnixAttestor {
     fn default() -> Self {
@@ -44,7 +51,24 @@ impl UnixAttestor {
             group: PathBuf::from("/etc/group"),
             path: false,
             sha256: false,
+            max_executable_size: DEFAULT_MAX_EXECUTABLE_SIZE,
         }
+    }
+
+    /// Reads process facts under `root` instead of `/proc` (for an agent
+    /// that sees the host's proc file system at another mount point).
+    pub fn with_proc_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.proc_root = root.into();
+        self
+    }
+
+    /// The largest executable hashed for `unix:sha256:` (default
+    /// [`DEFAULT_MAX_EXECUTABLE_SIZE`]); a larger one fails attestation
+    /// with [`AttestError::ExecutableTooLarge`], so a caller cannot make
+    /// the agent hash gigabytes per connection.
+    pub fn with_max_executable_size(mut self, bytes: u64) -> Self {
+        self.max_executable_size = bytes;
+        self
     }
 
     /// Also yield `unix:path:` of the caller's executable.
@@ -54,7 +78,8 @@ impl UnixAttestor {
     }
 
     /// Also yield `unix:sha256:` of the caller's executable (reads the
-    /// whole binary on every call).
+    /// whole binary once per connection, up to
+    /// [`UnixAttestor::with_max_executable_size`]).
     pub fn with_sha256(mut self, enabled: bool) -> Self {
         self.sha256 = enabled;
         self
@@ -89,7 +114,7 @@ impl UnixAttestor {
             .transpose()?;
         let digest = self
             .sha256
-            .then(|| proc::exe_sha256(&self.proc_root, pid))
+            .then(|| proc::exe_sha256(&self.proc_root, pid, self.max_executable_size))
             .transpose()?;
         // Re-check: the same process (pid and start time) still exists, so
         // everything above describes it and not a successor.
@@ -216,5 +241,161 @@ mod tests {
             })
             .unwrap();
         assert!(s.is_empty());
+    }
+
+    /// A fake proc root with process 7 running as `uid`, started at
+    /// `start`, whose `exe` links to `target`.
+    struct FakeProc(PathBuf);
+
+    impl FakeProc {
+        fn new(tag: &str, uid: u32, start: u64) -> Self {
+            let mut rnd = [0u8; 8];
+            aws_lc_rs::rand::fill(&mut rnd).unwrap();
+            let name: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+            let root = std::env::temp_dir().join(format!("wl-fakeproc-{tag}-{name}"));
+            std::fs::create_dir_all(root.join("7")).unwrap();
+            let p = FakeProc(root);
+            p.set_start(start);
+            std::fs::write(
+                p.0.join("7/status"),
+                format!("Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGroups:\t\n"),
+            )
+            .unwrap();
+            p
+        }
+
+        fn set_start(&self, start: u64) {
+            let fields: Vec<String> = (3..22).map(|i| i.to_string()).collect();
+            std::fs::write(
+                self.0.join("7/stat"),
+                format!("7 (x) {} {start} 0 0", fields.join(" ")),
+            )
+            .unwrap();
+        }
+
+        fn link_exe(&self, target: &std::path::Path) {
+            std::os::unix::fs::symlink(target, self.0.join("7/exe")).unwrap();
+        }
+
+        fn peer(&self) -> Caller {
+            let meta = std::fs::metadata("/proc/self").unwrap();
+            Caller::Unix(UnixPeer {
+                uid: meta.uid(),
+                gid: meta.gid(),
+                pid: Some(7),
+            })
+        }
+    }
+
+    impl Drop for FakeProc {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn my_uid() -> u32 {
+        std::fs::metadata("/proc/self").unwrap().uid()
+    }
+
+    #[test]
+    fn the_proc_root_is_injectable_and_hashes_the_linked_file() {
+        let p = FakeProc::new("hash", my_uid(), 100);
+        let exe = p.0.join("binary");
+        std::fs::write(&exe, b"abc").unwrap();
+        p.link_exe(&exe);
+        let s = UnixAttestor::new()
+            .with_proc_root(&p.0)
+            .with_path(true)
+            .with_sha256(true)
+            .attest(&p.peer())
+            .unwrap();
+        assert!(has(&s, &format!("unix:path:{}", exe.display())));
+        assert!(has(
+            &s,
+            "unix:sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        ));
+    }
+
+    #[test]
+    fn executables_above_the_size_bound_are_not_hashed() {
+        let p = FakeProc::new("big", my_uid(), 100);
+        let exe = p.0.join("big");
+        // Sparse: no disk space, and no read happens before the refusal.
+        std::fs::File::create(&exe)
+            .unwrap()
+            .set_len(DEFAULT_MAX_EXECUTABLE_SIZE + 1)
+            .unwrap();
+        p.link_exe(&exe);
+        let err = UnixAttestor::new()
+            .with_proc_root(&p.0)
+            .with_sha256(true)
+            .attest(&p.peer())
+            .unwrap_err();
+        assert!(
+            matches!(err, AttestError::ExecutableTooLarge { pid: 7, size, limit }
+                if size == DEFAULT_MAX_EXECUTABLE_SIZE + 1 && limit == DEFAULT_MAX_EXECUTABLE_SIZE),
+            "{err}"
+        );
+        // A lowered bound applies too; path-only attestation reads nothing.
+        std::fs::File::create(&exe).unwrap().set_len(11).unwrap();
+        let err = UnixAttestor::new()
+            .with_proc_root(&p.0)
+            .with_sha256(true)
+            .with_max_executable_size(10)
+            .attest(&p.peer())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AttestError::ExecutableTooLarge {
+                    size: 11,
+                    limit: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            UnixAttestor::new()
+                .with_proc_root(&p.0)
+                .with_path(true)
+                .with_max_executable_size(10)
+                .attest(&p.peer())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_pid_recycled_during_attestation_is_refused() {
+        // The executable is a FIFO: the attestor blocks hashing it while
+        // the test replaces process 7 (a new start time), then the
+        // attestor's second look at the start time must notice.
+        let p = FakeProc::new("recycle", my_uid(), 100);
+        let fifo = p.0.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        match made {
+            Ok(s) if s.success() => {}
+            other => panic!("mkfifo is needed for this test: {other:?}"),
+        }
+        p.link_exe(&fifo);
+        let attestor = UnixAttestor::new().with_proc_root(&p.0).with_sha256(true);
+        let peer = p.peer();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(attestor.attest(&peer));
+        });
+        // Opening for writing waits for the attestor to open for reading,
+        // which it does after its first read of the start time.
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        p.set_start(200);
+        std::io::Write::write_all(&mut writer, b"another binary").unwrap();
+        drop(writer);
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("attestation ends within 10 s");
+        assert!(
+            matches!(got, Err(AttestError::ProcessChanged { pid: 7 })),
+            "{got:?}"
+        );
     }
 }

@@ -28,7 +28,19 @@ pub enum StatusCode {
     Internal,
     /// `UNAVAILABLE`: retry with backoff.
     Unavailable,
-    /// Any other code.
+    /// `ALREADY_EXISTS`.
+    AlreadyExists,
+    /// `FAILED_PRECONDITION`.
+    FailedPrecondition,
+    /// `ABORTED`.
+    Aborted,
+    /// `OUT_OF_RANGE`: for example a message larger than the server takes.
+    OutOfRange,
+    /// `DATA_LOSS`.
+    DataLoss,
+    /// `UNAUTHENTICATED`.
+    Unauthenticated,
+    /// Any other code (`OK` on an error path).
     Other,
 }
 
@@ -47,7 +59,13 @@ impl StatusCode {
             C::Unimplemented => StatusCode::Unimplemented,
             C::Internal => StatusCode::Internal,
             C::Unavailable => StatusCode::Unavailable,
-            _ => StatusCode::Other,
+            C::AlreadyExists => StatusCode::AlreadyExists,
+            C::FailedPrecondition => StatusCode::FailedPrecondition,
+            C::Aborted => StatusCode::Aborted,
+            C::OutOfRange => StatusCode::OutOfRange,
+            C::DataLoss => StatusCode::DataLoss,
+            C::Unauthenticated => StatusCode::Unauthenticated,
+            C::Ok => StatusCode::Other,
         }
     }
 }
@@ -130,6 +148,12 @@ pub enum ClientError {
     /// The server ended a watch stream.
     #[error("the server closed the stream")]
     StreamClosed,
+    /// The server did not answer in time ([`crate::ClientOptions`]).
+    #[error("no answer from the Workload API within {after:?}")]
+    DeadlineExceeded {
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
 }
 
 impl ClientError {

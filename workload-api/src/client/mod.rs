@@ -2,8 +2,11 @@
 
 mod convert;
 mod error;
+mod options;
 
+use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use hyper_util::rt::TokioIo;
@@ -14,6 +17,7 @@ use tonic::{Request, Status};
 
 pub use convert::{FetchedJwtSvid, ValidatedJwtSvid, WorkloadSvid, X509Context};
 pub use error::{ClientError, MalformedResponse, StatusCode};
+pub use options::ClientOptions;
 
 use crate::EndpointAddress;
 use crate::proto;
@@ -46,6 +50,15 @@ impl<T> WatchStream<T> {
     /// The next update; `None` after the server closed the stream cleanly.
     pub async fn next(&mut self) -> Option<Result<T, ClientError>> {
         self.inner.next().await
+    }
+
+    /// The next update within `limit`, else
+    /// [`ClientError::DeadlineExceeded`].
+    pub async fn next_within(&mut self, limit: Duration) -> Option<Result<T, ClientError>> {
+        match tokio::time::timeout(limit, self.inner.next()).await {
+            Ok(item) => item,
+            Err(_) => Some(Err(ClientError::DeadlineExceeded { after: limit })),
+        }
     }
 }
 
@@ -90,6 +103,17 @@ where
 #[derive(Clone)]
 pub struct WorkloadApiClient {
     inner: SpiffeWorkloadApiClient<InterceptedService<Channel, Interceptor>>,
+    rpc_timeout: Duration,
+}
+
+/// `fut` within `limit`, else [`ClientError::DeadlineExceeded`].
+async fn deadline<T>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(ClientError::DeadlineExceeded { after: limit }))
 }
 
 impl std::fmt::Debug for WorkloadApiClient {
@@ -99,17 +123,43 @@ impl std::fmt::Debug for WorkloadApiClient {
 }
 
 impl WorkloadApiClient {
-    /// Connects to `address`.
+    /// Connects to `address` with the default [`ClientOptions`].
     pub async fn connect(address: &EndpointAddress) -> Result<Self, ClientError> {
+        Self::connect_with(address, ClientOptions::default()).await
+    }
+
+    /// Connects to `address`: within [`ClientOptions::connect_timeout`],
+    /// with the options' RPC deadline and keepalive for later calls.
+    pub async fn connect_with(
+        address: &EndpointAddress,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let connecting = Self::open(address, options);
+        match tokio::time::timeout(options.connect_timeout, connecting).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Connect {
+                address: address.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            }),
+        }
+    }
+
+    async fn open(address: &EndpointAddress, options: ClientOptions) -> Result<Self, ClientError> {
         let failed = |e: tonic::transport::Error| ClientError::Connect {
             address: address.clone(),
             source: std::io::Error::other(e),
+        };
+        let tune = |e: Endpoint| {
+            e.connect_timeout(options.connect_timeout)
+                .http2_keep_alive_interval(options.keepalive_interval)
+                .keep_alive_timeout(options.keepalive_timeout)
+                .keep_alive_while_idle(true)
         };
         let channel = match address {
             EndpointAddress::Unix(path) => {
                 let path = path.clone();
                 // The URI is required by the transport and ignored by the connector.
-                Endpoint::from_static("http://localhost")
+                tune(Endpoint::from_static("http://localhost"))
                     .connect_with_connector(tower::service_fn(move |_: Uri| {
                         let path = path.clone();
                         async move {
@@ -120,17 +170,19 @@ impl WorkloadApiClient {
                     .await
                     .map_err(failed)?
             }
-            EndpointAddress::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(failed)?
-                .connect()
-                .await
-                .map_err(failed)?,
+            EndpointAddress::Tcp(addr) => {
+                tune(Endpoint::from_shared(format!("http://{addr}")).map_err(failed)?)
+                    .connect()
+                    .await
+                    .map_err(failed)?
+            }
         };
         Ok(WorkloadApiClient {
             inner: SpiffeWorkloadApiClient::with_interceptor(
                 channel,
                 security_header as Interceptor,
             ),
+            rpc_timeout: options.rpc_timeout,
         })
     }
 
@@ -139,49 +191,67 @@ impl WorkloadApiClient {
         Self::connect(&EndpointAddress::from_env()?).await
     }
 
+    /// The deadline for unary RPCs and first messages
+    /// ([`ClientOptions::rpc_timeout`]).
+    pub fn rpc_timeout(&self) -> Duration {
+        self.rpc_timeout
+    }
+
     /// Watches the caller's X509-SVIDs and bundles (`FetchX509SVID`).
     pub async fn watch_x509_context(&mut self) -> Result<WatchStream<X509Context>, ClientError> {
-        let s = self
-            .inner
-            .fetch_x509svid(proto::X509svidRequest {})
-            .await
-            .map_err(ClientError::from_status)?;
+        let call = self.inner.fetch_x509svid(proto::X509svidRequest {});
+        let s = deadline(self.rpc_timeout, async {
+            call.await.map_err(ClientError::from_status)
+        })
+        .await?;
         Ok(watch(s.into_inner(), convert::x509_context))
     }
 
     /// The caller's current X509-SVIDs and bundles.
     pub async fn fetch_x509_context(&mut self) -> Result<X509Context, ClientError> {
-        first(self.watch_x509_context().await?).await
+        let limit = self.rpc_timeout;
+        deadline(limit, async {
+            first(self.watch_x509_context().await?).await
+        })
+        .await
     }
 
     /// Watches the X.509 bundles (`FetchX509Bundles`).
     pub async fn watch_x509_bundles(&mut self) -> Result<WatchStream<BundleSet>, ClientError> {
-        let s = self
-            .inner
-            .fetch_x509_bundles(proto::X509BundlesRequest {})
-            .await
-            .map_err(ClientError::from_status)?;
+        let call = self.inner.fetch_x509_bundles(proto::X509BundlesRequest {});
+        let s = deadline(self.rpc_timeout, async {
+            call.await.map_err(ClientError::from_status)
+        })
+        .await?;
         Ok(watch(s.into_inner(), convert::x509_bundles))
     }
 
     /// The current X.509 bundles.
     pub async fn fetch_x509_bundles(&mut self) -> Result<BundleSet, ClientError> {
-        first(self.watch_x509_bundles().await?).await
+        let limit = self.rpc_timeout;
+        deadline(limit, async {
+            first(self.watch_x509_bundles().await?).await
+        })
+        .await
     }
 
     /// Watches the JWT bundles (`FetchJWTBundles`).
     pub async fn watch_jwt_bundles(&mut self) -> Result<WatchStream<BundleSet>, ClientError> {
-        let s = self
-            .inner
-            .fetch_jwt_bundles(proto::JwtBundlesRequest {})
-            .await
-            .map_err(ClientError::from_status)?;
+        let call = self.inner.fetch_jwt_bundles(proto::JwtBundlesRequest {});
+        let s = deadline(self.rpc_timeout, async {
+            call.await.map_err(ClientError::from_status)
+        })
+        .await?;
         Ok(watch(s.into_inner(), convert::jwt_bundles))
     }
 
     /// The current JWT bundles.
     pub async fn fetch_jwt_bundles(&mut self) -> Result<BundleSet, ClientError> {
-        first(self.watch_jwt_bundles().await?).await
+        let limit = self.rpc_timeout;
+        deadline(limit, async {
+            first(self.watch_jwt_bundles().await?).await
+        })
+        .await
     }
 
     /// JWT-SVIDs for `audience`: for `spiffe_id` only, or for every
@@ -195,11 +265,11 @@ impl WorkloadApiClient {
             audience: audience.iter().map(|a| (*a).to_owned()).collect(),
             spiffe_id: spiffe_id.map(ToString::to_string).unwrap_or_default(),
         };
-        let resp = self
-            .inner
-            .fetch_jwtsvid(req)
-            .await
-            .map_err(ClientError::from_status)?;
+        let call = self.inner.fetch_jwtsvid(req);
+        let resp = deadline(self.rpc_timeout, async {
+            call.await.map_err(ClientError::from_status)
+        })
+        .await?;
         Ok(convert::jwt_svids(resp.into_inner())?)
     }
 
@@ -213,11 +283,11 @@ impl WorkloadApiClient {
             audience: audience.to_owned(),
             svid: token.to_owned(),
         };
-        let resp = self
-            .inner
-            .validate_jwtsvid(req)
-            .await
-            .map_err(ClientError::from_status)?;
+        let call = self.inner.validate_jwtsvid(req);
+        let resp = deadline(self.rpc_timeout, async {
+            call.await.map_err(ClientError::from_status)
+        })
+        .await?;
         Ok(convert::validated(resp.into_inner())?)
     }
 }

@@ -1,12 +1,16 @@
 //! [`WorkloadApiServer`]: the Workload API served on a Unix socket (and,
 //! when configured, on loopback TCP).
 
+pub(crate) mod accept;
+mod authority;
 pub(crate) mod conn;
 mod render;
 mod service;
+mod share;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
@@ -15,6 +19,7 @@ use tonic::transport::Server;
 use crate::attest::Attestor;
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use crate::provider::IdentityProvider;
+use accept::AcceptConfig;
 use service::{Shared, WorkloadService};
 
 /// Limits that keep one server healthy under many or misbehaving callers.
@@ -28,6 +33,21 @@ pub struct ServerLimits {
     pub max_streams: usize,
     /// HTTP/2 streams per connection (default 128).
     pub max_streams_per_connection: u32,
+    /// Open watch streams per caller (Unix uid, or TCP peer address); more
+    /// are refused with `Unavailable` (default 1,024).
+    pub max_streams_per_caller: usize,
+    /// Open connections; at the cap the server stops accepting and
+    /// newcomers wait in the listen backlog (default 4,096).
+    pub max_connections: usize,
+    /// A connection on which no RPC runs or starts for this long is
+    /// closed, after at most twice this time (default 5 minutes).
+    pub idle_timeout: Duration,
+    /// The server pings each connection this often (HTTP/2 keepalive,
+    /// default 60 s) ...
+    pub keepalive_interval: Duration,
+    /// ... and closes it when the ping is not answered within this time
+    /// (default 20 s), releasing its streams.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -36,6 +56,11 @@ impl Default for ServerLimits {
             max_message_size: 4 * 1024 * 1024,
             max_streams: 16_384,
             max_streams_per_connection: 128,
+            max_streams_per_caller: 1_024,
+            max_connections: 4_096,
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -56,6 +81,32 @@ impl ServerLimits {
     /// Sets [`ServerLimits::max_streams_per_connection`].
     pub fn with_max_streams_per_connection(mut self, streams: u32) -> Self {
         self.max_streams_per_connection = streams;
+        self
+    }
+
+    /// Sets [`ServerLimits::max_streams_per_caller`].
+    pub fn with_max_streams_per_caller(mut self, streams: usize) -> Self {
+        self.max_streams_per_caller = streams;
+        self
+    }
+
+    /// Sets [`ServerLimits::max_connections`].
+    pub fn with_max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// Sets [`ServerLimits::idle_timeout`].
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerLimits::keepalive_interval`] and
+    /// [`ServerLimits::keepalive_timeout`].
+    pub fn with_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_timeout = timeout;
         self
     }
 }
@@ -82,9 +133,10 @@ pub enum ServerError {
 /// The SPIFFE Workload API server.
 ///
 /// Every call must carry `workload.spiffe.io: true` (else
-/// `InvalidArgument`); the caller is attested from the connection's peer
-/// credentials by the [`Attestor`], and the [`IdentityProvider`] says what
-/// its selectors earn. Callers with nothing get `PermissionDenied`.
+/// `InvalidArgument`); each connection is attested once, when it is
+/// accepted, from its peer credentials by the [`Attestor`], and the
+/// [`IdentityProvider`] says what its selectors earn. Callers with nothing
+/// get `PermissionDenied`.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), workload_api::ServerError> {
@@ -98,6 +150,7 @@ pub enum ServerError {
 /// ```
 pub struct WorkloadApiServer {
     shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
     stop: watch::Sender<bool>,
     limits: ServerLimits,
 }
@@ -129,8 +182,10 @@ impl WorkloadApiServer {
                 provider,
                 attestor,
                 streams: Arc::new(Semaphore::new(limits.max_streams)),
+                shares: share::Shares::new(limits.max_streams_per_caller),
                 stopping,
             }),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
             stop,
             limits,
         }
@@ -149,7 +204,24 @@ impl WorkloadApiServer {
             .max_encoding_message_size(self.limits.max_message_size);
         Server::builder()
             .max_concurrent_streams(self.limits.max_streams_per_connection)
+            .http2_keepalive_interval(Some(self.limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.limits.keepalive_timeout))
             .add_service(svc)
+    }
+
+    fn accept_config(&self) -> AcceptConfig {
+        AcceptConfig {
+            attestor: Arc::clone(&self.shared.attestor),
+            connections: Arc::clone(&self.connections),
+            idle_timeout: self.limits.idle_timeout,
+        }
+    }
+
+    /// How many connections are open now.
+    pub fn open_connections(&self) -> usize {
+        self.limits
+            .max_connections
+            .saturating_sub(self.connections.available_permits())
     }
 
     fn shutdown(&self, signal: impl Future<Output = ()> + Send) -> impl Future<Output = ()> + Send {
@@ -169,7 +241,10 @@ impl WorkloadApiServer {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
         self.router()
-            .serve_with_incoming_shutdown(conn::unix_incoming(listener), self.shutdown(shutdown))
+            .serve_with_incoming_shutdown(
+                accept::incoming(listener, self.accept_config()),
+                self.shutdown(shutdown),
+            )
             .await
             .map_err(|e| ServerError::Transport(std::io::Error::other(e)))
     }
@@ -186,7 +261,10 @@ impl WorkloadApiServer {
             return Err(ServerError::NotLoopback { addr });
         }
         self.router()
-            .serve_with_incoming_shutdown(conn::tcp_incoming(listener), self.shutdown(shutdown))
+            .serve_with_incoming_shutdown(
+                accept::incoming(listener, self.accept_config()),
+                self.shutdown(shutdown),
+            )
             .await
             .map_err(|e| ServerError::Transport(std::io::Error::other(e)))
     }

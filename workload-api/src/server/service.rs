@@ -11,9 +11,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use super::conn::{ActiveRpc, Connection};
 use super::render;
+use super::share::{CallerKey, Share, Shares};
 use crate::Selectors;
-use crate::attest::{Attestor, Caller};
+use crate::attest::Attestor;
 use crate::proto;
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::provider::{IdentityProvider, WorkloadIdentity};
@@ -27,6 +29,7 @@ pub(crate) struct Shared {
     pub(crate) provider: Arc<dyn IdentityProvider>,
     pub(crate) attestor: Arc<dyn Attestor>,
     pub(crate) streams: Arc<Semaphore>,
+    pub(crate) shares: Shares,
     /// Becomes `true` when the server shuts down: open streams end with
     /// `Unavailable` so the graceful shutdown can complete.
     pub(crate) stopping: watch::Receiver<bool>,
@@ -50,27 +53,43 @@ fn no_identity() -> Status {
     Status::permission_denied("no identity issued")
 }
 
+/// What one RPC holds while it runs: the caller's selectors (found when
+/// the connection was accepted) and its mark on the connection's activity.
+struct Attested {
+    selectors: Selectors,
+    key: CallerKey,
+    active: ActiveRpc,
+}
+
 impl WorkloadService {
-    async fn attest<T>(&self, request: &Request<T>) -> Result<Selectors, Status> {
+    /// The selectors the connection was attested with at accept time.
+    async fn attest<T>(&self, request: &Request<T>) -> Result<Attested, Status> {
         check_header(request.metadata())?;
-        let caller = *request
+        let conn = request
             .extensions()
-            .get::<Caller>()
+            .get::<Connection>()
             .ok_or_else(|| Status::unavailable("workload attestation failed"))?;
-        let attestor = Arc::clone(&self.0.attestor);
-        let attested = tokio::task::spawn_blocking(move || attestor.attest(&caller))
-            .await
-            .map_err(|_| Status::unavailable("workload attestation failed"))?;
-        attested.map_err(|e| {
-            tracing::info!(error = %e, ?caller, "workload attestation failed");
-            Status::unavailable("workload attestation failed")
-        })
+        let active = conn.activity.begin();
+        match conn.selectors().await {
+            Some(Ok(selectors)) => Ok(Attested {
+                selectors,
+                key: CallerKey::from(&conn.caller),
+                active,
+            }),
+            Some(Err(_)) | None => Err(Status::unavailable("workload attestation failed")),
+        }
     }
 
-    fn permit(&self) -> Result<OwnedSemaphorePermit, Status> {
-        Arc::clone(&self.0.streams)
+    fn permit(&self, key: CallerKey) -> Result<(OwnedSemaphorePermit, Share), Status> {
+        let share = self
+            .0
+            .shares
+            .acquire(key)
+            .ok_or_else(|| Status::unavailable("too many open streams for this caller"))?;
+        let permit = Arc::clone(&self.0.streams)
             .try_acquire_owned()
-            .map_err(|_| Status::unavailable("too many open streams"))
+            .map_err(|_| Status::unavailable("too many open streams"))?;
+        Ok((permit, share))
     }
 
     /// A stream that sends the caller's rendered state at once (WL-5) and
@@ -81,13 +100,18 @@ impl WorkloadService {
     /// it simply sees the newest state when it reads next.
     fn watch<M>(
         &self,
-        selectors: Selectors,
+        attested: Attested,
         render: fn(&WorkloadIdentity) -> Option<M>,
     ) -> Result<WatchStream<M>, Status>
     where
         M: PartialEq + Clone + Send + 'static,
     {
-        let permit = self.permit()?;
+        let Attested {
+            selectors,
+            key,
+            active,
+        } = attested;
+        let permit = self.permit(key)?;
         let mut changes = self.0.provider.subscribe();
         changes.borrow_and_update();
         let first = render(&self.0.provider.identity(&selectors)).ok_or_else(no_identity)?;
@@ -99,7 +123,8 @@ impl WorkloadService {
             last: Option<M>,
             first: Option<M>,
             done: bool,
-            _permit: OwnedSemaphorePermit,
+            _permit: (OwnedSemaphorePermit, Share),
+            _active: ActiveRpc,
         }
         let st = St {
             stopping: self.0.stopping.clone(),
@@ -110,6 +135,7 @@ impl WorkloadService {
             first: Some(first),
             done: false,
             _permit: permit,
+            _active: active,
         };
         let stream = futures_util::stream::unfold(st, move |mut st| async move {
             if st.done {
@@ -165,8 +191,8 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         request: Request<proto::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let selectors = self.attest(&request).await?;
-        self.watch(selectors, render::x509_svid_response)
+        let attested = self.attest(&request).await?;
+        self.watch(attested, render::x509_svid_response)
             .map(Response::new)
     }
 
@@ -174,22 +200,22 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         request: Request<proto::X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let selectors = self.attest(&request).await?;
+        let attested = self.attest(&request).await?;
         fn r(id: &WorkloadIdentity) -> Option<proto::X509BundlesResponse> {
             with_identity(render::x509_bundles_response)(id)
         }
-        self.watch(selectors, r).map(Response::new)
+        self.watch(attested, r).map(Response::new)
     }
 
     async fn fetch_jwt_bundles(
         &self,
         request: Request<proto::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let selectors = self.attest(&request).await?;
+        let attested = self.attest(&request).await?;
         fn r(id: &WorkloadIdentity) -> Option<proto::JwtBundlesResponse> {
             with_identity(render::jwt_bundles_response)(id)
         }
-        self.watch(selectors, r).map(Response::new)
+        self.watch(attested, r).map(Response::new)
     }
 
     async fn fetch_jwtsvid(
@@ -209,8 +235,8 @@ impl SpiffeWorkloadApi for WorkloadService {
             })?)
         };
         let audience = req.audience.clone();
-        let selectors = self.attest(&request).await?;
-        let identity = self.0.provider.identity(&selectors);
+        let attested = self.attest(&request).await?;
+        let identity = self.0.provider.identity(&attested.selectors);
         let mut seen = HashSet::new();
         let mut hints = HashSet::new();
         let mut svids = Vec::new();
@@ -255,8 +281,8 @@ impl SpiffeWorkloadApi for WorkloadService {
         if req.svid.is_empty() {
             return Err(Status::invalid_argument("svid must be specified"));
         }
-        let selectors = self.attest(&request).await?;
-        let identity = self.0.provider.identity(&selectors);
+        let attested = self.attest(&request).await?;
+        let identity = self.0.provider.identity(&attested.selectors);
         if identity.is_empty() {
             return Err(no_identity());
         }

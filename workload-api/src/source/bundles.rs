@@ -10,7 +10,7 @@ use spiffe_core::{BundleSet, BundleSource, SpiffeId};
 use tokio::sync::watch;
 
 use super::driver::{self, Core, Feed, SourceTask};
-use super::{Backoff, SourceHealth};
+use super::{Backoff, SourceHealth, SourceOptions};
 use crate::{ClientError, EndpointAddress, FetchedJwtSvid, WatchStream, WorkloadApiClient};
 
 /// Which bundle RPC a [`Bundles`] feed watches.
@@ -131,8 +131,13 @@ pub struct X509BundleSource {
 impl X509BundleSource {
     /// A source for `address` and its task.
     pub fn new(address: EndpointAddress, backoff: Backoff) -> (Self, SourceTask) {
+        Self::with_options(address, SourceOptions::default().with_backoff(backoff))
+    }
+
+    /// A source with the given options (the hint is not used).
+    pub fn with_options(address: EndpointAddress, options: SourceOptions) -> (Self, SourceTask) {
         let inner = Bundles::new();
-        let task = driver::task(&inner, address, backoff);
+        let task = driver::task(&inner, address, &options);
         (X509BundleSource { inner }, task)
     }
 }
@@ -149,14 +154,28 @@ impl spiffe_core::X509AuthoritySource for X509BundleSource {}
 pub struct JwtSource {
     inner: Arc<Bundles<JwtKind>>,
     address: EndpointAddress,
+    client: crate::ClientOptions,
 }
 
 impl JwtSource {
     /// A source for `address` and its task.
     pub fn new(address: EndpointAddress, backoff: Backoff) -> (Self, SourceTask) {
+        Self::with_options(address, SourceOptions::default().with_backoff(backoff))
+    }
+
+    /// A source with the given options (the hint is not used).
+    pub fn with_options(address: EndpointAddress, options: SourceOptions) -> (Self, SourceTask) {
         let inner = Bundles::new();
-        let task = driver::task(&inner, address.clone(), backoff);
-        (JwtSource { inner, address }, task)
+        let task = driver::task(&inner, address.clone(), &options);
+        let client = options.client;
+        (
+            JwtSource {
+                inner,
+                address,
+                client,
+            },
+            task,
+        )
     }
 
     /// Fetches fresh JWT-SVIDs for `audience` (every identity of the
@@ -167,7 +186,7 @@ impl JwtSource {
         audience: &[&str],
         spiffe_id: Option<&SpiffeId>,
     ) -> Result<Vec<FetchedJwtSvid>, ClientError> {
-        let mut client = WorkloadApiClient::connect(&self.address).await?;
+        let mut client = WorkloadApiClient::connect_with(&self.address, self.client).await?;
         client.fetch_jwt_svids(audience, spiffe_id).await
     }
 }

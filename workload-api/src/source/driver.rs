@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::watch;
 
-use super::{Backoff, SourceHealth};
+use super::{SourceHealth, SourceOptions};
 use crate::{ClientError, EndpointAddress, StatusCode, WatchStream, WorkloadApiClient};
 
 /// The state every source keeps besides its material.
@@ -75,11 +75,11 @@ impl Future for SourceTask {
 pub(super) fn task<F: Feed>(
     feed: &Arc<F>,
     address: EndpointAddress,
-    backoff: Backoff,
+    options: &SourceOptions,
 ) -> SourceTask {
     let health = feed.core().health.subscribe();
     SourceTask {
-        inner: Box::pin(run(Arc::downgrade(feed), health, address, backoff)),
+        inner: Box::pin(run(Arc::downgrade(feed), health, address, options.clone())),
     }
 }
 
@@ -90,11 +90,20 @@ enum Session {
     Failed(ClientError),
 }
 
-async fn session<F: Feed>(weak: &Weak<F>, address: &EndpointAddress) -> Session {
-    let client = match WorkloadApiClient::connect(address).await {
+/// One connection: connect and open the stream within the client's
+/// deadlines, take the first update within the RPC deadline (a server that
+/// accepts but never answers is a failure, not a wait), then follow the
+/// stream; client keepalive ends it if the server stops answering.
+async fn session<F: Feed>(
+    weak: &Weak<F>,
+    address: &EndpointAddress,
+    options: &SourceOptions,
+) -> Session {
+    let client = match WorkloadApiClient::connect_with(address, options.client).await {
         Ok(c) => c,
         Err(e) => return Session::Failed(e),
     };
+    let first_within = client.rpc_timeout();
     let mut stream = match F::open(client).await {
         Ok(s) => s,
         Err(e) => return Session::Failed(e),
@@ -108,7 +117,11 @@ async fn session<F: Feed>(weak: &Weak<F>, address: &EndpointAddress) -> Session 
         }
     };
     loop {
-        let item = stream.next().await;
+        let item = if delivered {
+            stream.next().await
+        } else {
+            stream.next_within(first_within).await
+        };
         let Some(feed) = weak.upgrade() else {
             return Session::Delivered(ClientError::StreamClosed);
         };
@@ -132,14 +145,15 @@ async fn run<F: Feed>(
     weak: Weak<F>,
     mut health: watch::Receiver<SourceHealth>,
     address: EndpointAddress,
-    backoff: Backoff,
+    options: SourceOptions,
 ) -> Result<(), ClientError> {
+    let backoff = options.backoff;
     let mut failures = 0u32;
     loop {
         // The health sender lives in the source: once every handle is
         // dropped, `closed` completes and the task ends.
         let outcome = tokio::select! {
-            s = session(&weak, &address) => s,
+            s = session(&weak, &address, &options) => s,
             _ = closed(&mut health) => return Ok(()),
         };
         let Some(feed) = weak.upgrade() else {

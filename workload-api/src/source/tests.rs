@@ -81,7 +81,7 @@ fn start(
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(crate::server::conn::unix_incoming(listener)),
+            .serve_with_incoming(crate::server::accept::unattested(listener)),
     );
     (EndpointAddress::Unix(socket), dir)
 }
@@ -101,7 +101,7 @@ fn good() -> proto::X509svidResponse {
     }
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn wl_8_malformed_updates_are_discarded_and_the_good_state_kept() {
     let mut no_bundle = good();
     if let Some(s) = no_bundle.svids.first_mut() {
@@ -120,20 +120,27 @@ async fn wl_8_malformed_updates_are_discarded_and_the_good_state_kept() {
         .await
         .unwrap();
     let svid: Arc<X509Svid> = source.x509_svid().unwrap();
-    while source.discarded_updates() < 2 {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while source.discarded_updates() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("both malformed updates are seen within 10 s");
     assert_eq!(source.health(), SourceHealth::Ready);
     assert_eq!(source.x509_svid().unwrap(), svid, "the good SVID is kept");
     assert_eq!(SvidSource::generation(&source), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn ep_7_invalid_argument_ends_the_task_without_retrying() {
     let (address, dir) = start(vec![Err(Status::invalid_argument("bad request"))]);
     let (source, task) = X509Source::new(address);
-    let err = task.await.unwrap_err();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("the task ends within 10 s")
+        .unwrap_err();
     assert_eq!(err.code(), Some(StatusCode::InvalidArgument));
     assert_eq!(
         source.health(),
@@ -142,4 +149,98 @@ async fn ep_7_invalid_argument_ends_the_task_without_retrying() {
         }
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+fn context(
+    ca: &TestCa,
+    path: &str,
+    valid: Option<(time::Duration, time::Duration)>,
+) -> crate::X509Context {
+    let mut spec = test_support::LeafSpec::new(&format!("spiffe://example.org{path}"));
+    if let Some((from, until)) = valid {
+        spec = spec.valid(from, until);
+    }
+    let leaf = ca.leaf_with(spec);
+    let svid = X509Svid::from_der(&leaf.chain_der(), &leaf.key_der).unwrap();
+    let mut bundles = spiffe_core::BundleSet::new();
+    bundles.insert_x509(
+        spiffe_core::X509Bundle::new("example.org".parse().unwrap(), vec![ca.root_cert()]).unwrap(),
+    );
+    crate::X509Context {
+        svids: vec![crate::WorkloadSvid { svid, hint: None }],
+        bundles,
+    }
+}
+
+#[test]
+fn the_svid_and_its_bundle_are_published_as_one_snapshot() {
+    // Two CAs take turns (a CA rotation seen by the source); readers check
+    // that every snapshot pairs each SVID with the bundle of its own CA.
+    let (ca_a, ca_b) = (TestCa::new("example.org"), TestCa::new("example.org"));
+    let (a, b) = (context(&ca_a, "/a", None), context(&ca_b, "/b", None));
+    let pairs = [
+        (a.svids[0].svid.leaf().clone(), a.bundles.clone()),
+        (b.svids[0].svid.leaf().clone(), b.bundles.clone()),
+    ];
+    let source = x509::test_inner(None);
+    source.apply_for_test(a.clone());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let start = Arc::new(std::sync::Barrier::new(3));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (source, stop, start, pairs) = (
+                source.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&start),
+                pairs.clone(),
+            );
+            std::thread::spawn(move || {
+                start.wait();
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let snap = source.snapshot();
+                    let leaf = snap.svid().expect("an SVID").leaf().clone();
+                    let pair = pairs
+                        .iter()
+                        .find(|(l, _)| *l == leaf)
+                        .expect("a known SVID");
+                    assert_eq!(
+                        **snap.bundles(),
+                        pair.1,
+                        "torn snapshot after {reads} reads"
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    start.wait();
+    for i in 0..4000 {
+        source.apply_for_test(if i % 2 == 0 { b.clone() } else { a.clone() });
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().expect("no torn snapshot") > 0);
+    }
+    assert_eq!(source.snapshot().generation(), 4001);
+}
+
+#[test]
+fn an_expired_svid_is_never_served() {
+    let ca = TestCa::new("example.org");
+    let hour = time::Duration::hours(1);
+    let source = x509::test_inner(None);
+    source.mark_ready_for_test();
+    source.apply_for_test(context(&ca, "/old", Some((-hour * 2, -hour))));
+    assert!(
+        source.x509_svid().is_none(),
+        "the expired SVID is not served"
+    );
+    assert!(source.snapshot().svid().is_none());
+    assert_eq!(source.health(), SourceHealth::Expired);
+    // A valid one is served again and the source is ready.
+    source.apply_for_test(context(&ca, "/new", None));
+    assert_eq!(source.x509_svid().unwrap().spiffe_id().path(), "/new");
+    assert_eq!(source.health(), SourceHealth::Ready);
 }

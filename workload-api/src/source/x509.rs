@@ -1,23 +1,77 @@
-//! [`X509Source`]: a workload's X509-SVID and X.509 bundles.
+//! [`X509Source`]: a workload's X509-SVID and X.509 bundles, published
+//! together as one [`X509Snapshot`].
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use spiffe_core::{BundleSet, BundleSource, SvidSource, X509Svid};
 use tokio::sync::watch;
 
 use super::driver::{self, Core, Feed, SourceTask};
-use super::{Backoff, SourceHealth};
+use super::{SourceHealth, SourceOptions};
 use crate::{ClientError, EndpointAddress, WatchStream, WorkloadApiClient, X509Context};
+
+/// The SVID and the bundles of one update, published together: a reader
+/// of one snapshot never sees a new SVID with the bundles from before it.
+#[derive(Debug, Clone)]
+pub struct X509Snapshot {
+    svid: Option<Arc<X509Svid>>,
+    bundles: Arc<BundleSet>,
+    generation: u64,
+}
+
+impl X509Snapshot {
+    /// The SVID, unless there is none or it has expired (an expired SVID
+    /// is never served).
+    pub fn svid(&self) -> Option<&Arc<X509Svid>> {
+        self.svid
+            .as_ref()
+            .filter(|s| s.not_after() > SystemTime::now())
+    }
+
+    /// The X.509 bundles of the same update.
+    pub fn bundles(&self) -> &Arc<BundleSet> {
+        &self.bundles
+    }
+
+    /// Counts published snapshots; 0 before the first update.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
 
 struct Inner {
     core: Core,
-    svid: ArcSwapOption<X509Svid>,
-    bundles: ArcSwap<BundleSet>,
+    state: ArcSwap<X509Snapshot>,
     svid_generation: watch::Sender<u64>,
     bundle_generation: watch::Sender<u64>,
     hint: Option<String>,
+}
+
+impl Inner {
+    /// Publishes `svid` and `bundles` in one store, then announces what
+    /// changed.
+    fn publish(&self, svid: Option<Arc<X509Svid>>, bundles: BundleSet) {
+        let old = self.state.load_full();
+        let svid_changed = old.svid.as_deref() != svid.as_deref();
+        let bundles_changed = *old.bundles != bundles;
+        if !svid_changed && !bundles_changed {
+            return;
+        }
+        self.state.store(Arc::new(X509Snapshot {
+            svid,
+            bundles: Arc::new(bundles),
+            generation: old.generation + 1,
+        }));
+        if svid_changed {
+            self.svid_generation.send_modify(|g| *g += 1);
+        }
+        if bundles_changed {
+            self.bundle_generation.send_modify(|g| *g += 1);
+        }
+    }
 }
 
 impl Feed for Inner {
@@ -36,24 +90,11 @@ impl Feed for Inner {
             None => ctx.svids.first(),
         };
         let svid = chosen.map(|s| Arc::new(s.svid.clone()));
-        if self.svid.load().as_deref() != svid.as_deref() {
-            self.svid.store(svid);
-            self.svid_generation.send_modify(|g| *g += 1);
-        }
-        if **self.bundles.load() != ctx.bundles {
-            self.bundles.store(Arc::new(ctx.bundles));
-            self.bundle_generation.send_modify(|g| *g += 1);
-        }
+        self.publish(svid, ctx.bundles);
     }
 
     fn withdraw(&self) {
-        if self.svid.swap(None).is_some() {
-            self.svid_generation.send_modify(|g| *g += 1);
-        }
-        if !self.bundles.load().is_empty() {
-            self.bundles.store(Arc::new(BundleSet::new()));
-            self.bundle_generation.send_modify(|g| *g += 1);
-        }
+        self.publish(None, BundleSet::new());
     }
 
     fn core(&self) -> &Core {
@@ -65,11 +106,17 @@ impl Feed for Inner {
 /// watches `FetchX509SVID`.
 ///
 /// The task is returned to the caller ([`SourceTask`]) to spawn or await;
-/// it reconnects with capped exponential [`Backoff`], keeps the last good
-/// material while the server is unreachable, withdraws it on
+/// it reconnects with capped exponential [`Backoff`](crate::Backoff), keeps
+/// the last good material while the server is unreachable, withdraws it on
 /// `PermissionDenied`, discards malformed updates, and ends on
-/// `InvalidArgument`/`Unimplemented` or when every handle is dropped.
-/// [`X509Source::health`] tells which of these is happening.
+/// `InvalidArgument`/`Unimplemented` or when every handle is dropped. A
+/// server that accepts but does not answer within the client's deadlines,
+/// or stops answering keepalive pings, makes the source `Reconnecting`;
+/// an expired SVID is never served. [`X509Source::health`] tells which of
+/// these is happening.
+///
+/// Each update publishes the SVID and the bundles in one
+/// [`X509Snapshot`]; [`X509Source::snapshot`] reads both consistently.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), workload_api::AddressError> {
@@ -89,54 +136,56 @@ pub struct X509Source {
 
 impl fmt::Debug for X509Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let snapshot = self.snapshot();
         f.debug_struct("X509Source")
-            .field(
-                "spiffe_id",
-                &self
-                    .inner
-                    .svid
-                    .load()
-                    .as_ref()
-                    .map(|s| s.spiffe_id().clone()),
-            )
+            .field("spiffe_id", &snapshot.svid().map(|s| s.spiffe_id().clone()))
             .field("health", &self.health())
-            .field("generation", &SvidSource::generation(self))
+            .field("generation", &snapshot.generation())
             .finish()
     }
 }
 
 impl X509Source {
-    /// A source for `address` with the default backoff, using the first
-    /// (default) SVID.
+    /// A source for `address` with the default [`SourceOptions`], using the
+    /// first (default) SVID.
     pub fn new(address: EndpointAddress) -> (Self, SourceTask) {
-        Self::with_options(address, Backoff::default(), None)
+        Self::with_options(address, SourceOptions::default())
     }
 
-    /// A source with the given backoff that uses the SVID whose hint is
-    /// `hint` (or the default SVID when `hint` is `None`).
-    pub fn with_options(
-        address: EndpointAddress,
-        backoff: Backoff,
-        hint: Option<String>,
-    ) -> (Self, SourceTask) {
+    /// A source with the given options.
+    pub fn with_options(address: EndpointAddress, options: SourceOptions) -> (Self, SourceTask) {
         let inner = Arc::new(Inner {
             core: Core::new(),
-            svid: ArcSwapOption::empty(),
-            bundles: ArcSwap::from_pointee(BundleSet::new()),
+            state: ArcSwap::from_pointee(X509Snapshot {
+                svid: None,
+                bundles: Arc::new(BundleSet::new()),
+                generation: 0,
+            }),
             svid_generation: watch::Sender::new(0),
             bundle_generation: watch::Sender::new(0),
-            hint,
+            hint: options.hint.clone(),
         });
-        let task = driver::task(&inner, address, backoff);
+        let task = driver::task(&inner, address, &options);
         (X509Source { inner }, task)
     }
 
-    /// The current health.
-    pub fn health(&self) -> SourceHealth {
-        *self.inner.core.health.borrow()
+    /// The SVID and bundles of the latest update, together.
+    pub fn snapshot(&self) -> Arc<X509Snapshot> {
+        self.inner.state.load_full()
     }
 
-    /// A receiver that sees every health change.
+    /// The current health; [`SourceHealth::Expired`] when the task is
+    /// ready but the SVID it holds has expired.
+    pub fn health(&self) -> SourceHealth {
+        let health = *self.inner.core.health.borrow();
+        let snapshot = self.inner.state.load();
+        if health == SourceHealth::Ready && snapshot.svid.is_some() && snapshot.svid().is_none() {
+            return SourceHealth::Expired;
+        }
+        health
+    }
+
+    /// A receiver that sees every health change reported by the task.
     pub fn watch_health(&self) -> watch::Receiver<SourceHealth> {
         self.inner.core.health.subscribe()
     }
@@ -148,8 +197,9 @@ impl X509Source {
 }
 
 impl SvidSource for X509Source {
+    /// The current SVID; `None` when there is none or it has expired.
     fn x509_svid(&self) -> Option<Arc<X509Svid>> {
-        self.inner.svid.load_full()
+        self.inner.state.load().svid().cloned()
     }
     fn generation(&self) -> u64 {
         *self.inner.svid_generation.borrow()
@@ -164,12 +214,42 @@ impl spiffe_core::X509AuthoritySource for X509Source {}
 
 impl BundleSource for X509Source {
     fn bundle_set(&self) -> Arc<BundleSet> {
-        self.inner.bundles.load_full()
+        Arc::clone(&self.inner.state.load().bundles)
     }
     fn generation(&self) -> u64 {
         *self.inner.bundle_generation.borrow()
     }
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.bundle_generation.subscribe()
+    }
+}
+
+#[cfg(test)]
+pub(super) fn test_inner(hint: Option<String>) -> X509Source {
+    X509Source {
+        inner: Arc::new(Inner {
+            core: Core::new(),
+            state: ArcSwap::from_pointee(X509Snapshot {
+                svid: None,
+                bundles: Arc::new(BundleSet::new()),
+                generation: 0,
+            }),
+            svid_generation: watch::Sender::new(0),
+            bundle_generation: watch::Sender::new(0),
+            hint,
+        }),
+    }
+}
+
+#[cfg(test)]
+impl X509Source {
+    /// Applies an update as the task would.
+    pub(super) fn apply_for_test(&self, ctx: X509Context) {
+        self.inner.apply(ctx);
+    }
+
+    /// Reports `Ready`, as the task does after an update.
+    pub(super) fn mark_ready_for_test(&self) {
+        self.inner.core.health.send_replace(SourceHealth::Ready);
     }
 }

@@ -2,6 +2,8 @@
 //! and JWT authorities, SVIDs, and a server on a Unix socket in a temp dir.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod raw;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +55,26 @@ impl Domain {
     pub fn signing_key(&self) -> PrivateKey {
         PrivateKey::from_pkcs8_der(self.jwt_key.pkcs8()).unwrap()
     }
+}
+
+/// Fails the test when `body` takes longer than `secs` seconds of real
+/// time: a regression fails instead of hanging CI.
+pub async fn within<T>(secs: u64, body: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), body)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {secs} s"))
+}
+
+/// A peer or privilege the test needs is missing: under `CI=true` the
+/// test fails; elsewhere a `SKIPPED:` line goes straight to stderr (past
+/// the test harness's output capture, so it shows even for a passing test).
+pub fn skip(test: &str, reason: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs {reason} (CI=true)"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
 }
 
 /// The test process's own uid selector.
