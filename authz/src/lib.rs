@@ -33,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod authn;
 mod cidr;
 mod compile;
 mod condition;
@@ -55,6 +56,7 @@ mod pattern;
 mod peer_auth;
 mod request;
 mod template;
+mod translate;
 mod wire;
 
 pub use decision::{Decision, Reason, Response, ShadowResult};

@@ -28,6 +28,12 @@ async fn echo(req: http::Request<()>) -> Result<http::Response<Full<Bytes>>, Inf
         "payload": req.headers().get("x-jwt-payload").and_then(|v| v.to_str().ok()),
         "tenant": req.headers().get("x-tenant").and_then(|v| v.to_str().ok()),
         "admin": req.headers().get("x-admin").and_then(|v| v.to_str().ok()),
+        "headers": req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap_or("<binary>"))))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
+        "uri": req.uri().to_string(),
     });
     Ok(http::Response::new(Full::new(Bytes::from(
         body.to_string(),
@@ -205,5 +211,252 @@ fn t_6_connection_level_check() {
     assert_eq!(
         e.check_connection(&ConnectionInfo::new(None, 80)).response,
         Response::ConnectionReset
+    );
+}
+
+/// Two providers at the default location: issuer A fills `x-user-a`,
+/// issuer B fills `x-user-b` and the payload header `x-payload-b`.
+fn two_issuers(a: &TestJwtKey, b: &TestJwtKey) -> Engine {
+    let jwks = |k: &TestJwtKey, kid: &str| json!({"keys": [k.jwk(kid)]}).to_string();
+    engine(&doc(
+        "RequestAuthentication",
+        "foo",
+        "jwt",
+        &format!(
+            "jwtRules:\n- issuer: https://a.example\n  jwks: '{}'\n  outputClaimToHeaders: [{{header: x-user-a, claim: sub}}]\n- issuer: https://b.example\n  jwks: '{}'\n  outputPayloadToHeader: x-payload-b\n  outputClaimToHeaders: [{{header: X-User-B, claim: sub}}]",
+            jwks(a, "ka"),
+            jwks(b, "kb"),
+        ),
+    ))
+}
+
+fn header_of(body: &str, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(body).expect("echo answers JSON");
+    v["headers"][name].clone()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_unsigned_token_on_cors_preflight_fills_no_claim_header() {
+    let a = TestJwtKey::generate(KeyKind::P256);
+    let b = TestJwtKey::generate(KeyKind::P256);
+    let unsigned = sign_raw(
+        &json!({"alg": "none"}),
+        &json!({"iss": "https://a.example", "sub": "root"}),
+        None,
+    );
+    let mut req = http::Request::options("/x")
+        .header("origin", "https://web.example")
+        .header("access-control-request-method", "GET")
+        .header("authorization", format!("Bearer {unsigned}"))
+        .body(())
+        .expect("request builds");
+    req.extensions_mut().insert(ConnectionInfo::new(None, 8080));
+    // Preflight skips verification (RA-3), so it passes, but nothing from
+    // the unverified token reaches the backend.
+    let (status, body) = call(two_issuers(&a, &b), req).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(header_of(&body, "x-user-a").is_null(), "{body}");
+    assert!(header_of(&body, "x-user-b").is_null(), "{body}");
+    assert!(header_of(&body, "x-payload-b").is_null(), "{body}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_client_sent_output_headers_are_stripped_without_a_token() {
+    let a = TestJwtKey::generate(KeyKind::P256);
+    let b = TestJwtKey::generate(KeyKind::P256);
+    let mut req = request("/x", None);
+    for (n, v) in [
+        ("x-user-a", "root"),
+        ("x-user-b", "root"),
+        ("x-payload-b", "eyJzdWIiOiJyb290In0"),
+        ("x-other", "kept"),
+    ] {
+        req.headers_mut()
+            .append(n, http::HeaderValue::from_static(v));
+    }
+    let (status, body) = call(two_issuers(&a, &b), req).await;
+    assert_eq!(status, 200, "{body}");
+    for name in ["x-user-a", "x-user-b", "x-payload-b"] {
+        assert!(header_of(&body, name).is_null(), "{name}: {body}");
+    }
+    assert_eq!(header_of(&body, "x-other"), "kept");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_a_token_fills_only_the_headers_of_the_provider_that_verified_it() {
+    let a = TestJwtKey::generate(KeyKind::P256);
+    let b = TestJwtKey::generate(KeyKind::P256);
+    let token = sign_raw(
+        &json!({"alg": "ES256", "kid": "kb"}),
+        &json!({"iss": "https://b.example", "sub": "bob"}),
+        Some(&b),
+    );
+    let mut req = with_bearer(&token);
+    req.headers_mut()
+        .insert("x-user-a", http::HeaderValue::from_static("root"));
+    let (status, body) = call(two_issuers(&a, &b), req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header_of(&body, "x-user-b"), "bob");
+    assert_eq!(
+        header_of(&body, "x-payload-b").as_str(),
+        token.split('.').nth(1)
+    );
+    assert!(header_of(&body, "x-user-a").is_null(), "{body}");
+    // Issuer A's token (verified by A) fills A's header and none of B's.
+    let token = sign_raw(
+        &json!({"alg": "ES256", "kid": "ka"}),
+        &json!({"iss": "https://a.example", "sub": "alice"}),
+        Some(&a),
+    );
+    let (status, body) = call(two_issuers(&a, &b), with_bearer(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header_of(&body, "x-user-a"), "alice");
+    assert!(header_of(&body, "x-user-b").is_null(), "{body}");
+    assert!(header_of(&body, "x-payload-b").is_null(), "{body}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_the_layer_finds_tokens_in_configured_locations() {
+    let key = TestJwtKey::generate(KeyKind::P256);
+    let other = TestJwtKey::generate(KeyKind::P256);
+    let jwks = json!({"keys": [key.jwk("k1")]}).to_string();
+    let yaml = doc(
+        "RequestAuthentication",
+        "foo",
+        "jwt",
+        &format!(
+            "jwtRules:\n- issuer: {ISS}\n  jwks: '{jwks}'\n  fromHeaders: [{{name: X-Jwt, prefix: \"Token \"}}]\n  fromParams: [tok]\n  fromCookies: [session]\n  outputClaimToHeaders: [{{header: x-sub, claim: sub}}]"
+        ),
+    ) + &ap(
+        "foo",
+        "need-jwt",
+        "rules:\n- from: [{source: {requestPrincipals: [\"*\"]}}]",
+    );
+    let sign = |k: &TestJwtKey| {
+        sign_raw(
+            &json!({"alg": "ES256", "kid": "k1"}),
+            &json!({"iss": ISS, "sub": "s"}),
+            Some(k),
+        )
+    };
+    let (good, bad) = (sign(&key), sign(&other));
+    let send = |path: &str, headers: &[(&str, String)]| {
+        let mut req = request(path, None);
+        for (n, v) in headers {
+            req.headers_mut().append(
+                http::HeaderName::from_bytes(n.as_bytes()).expect("header name"),
+                http::HeaderValue::from_str(v).expect("header value"),
+            );
+        }
+        call(engine(&yaml), req)
+    };
+    // Custom header with its prefix; the prefix is required.
+    let (status, body) = send("/x", &[("x-jwt", format!("Token {good}"))]).await;
+    assert_eq!(
+        (status, header_of(&body, "x-sub")),
+        (200, json!("s")),
+        "{body}"
+    );
+    assert!(
+        header_of(&body, "x-jwt").is_null(),
+        "token header removed: {body}"
+    );
+    assert_eq!(send("/x", &[("x-jwt", good.clone())]).await.0, 403);
+    assert_eq!(
+        send("/x", &[("x-jwt", format!("Token {bad}"))]).await.0,
+        401
+    );
+    // Cookies, among others and across several Cookie headers (HTTP/2).
+    let (status, body) = send("/x", &[("cookie", format!("a=b; session={good}; c=d"))]).await;
+    assert_eq!(
+        (status, header_of(&body, "x-sub")),
+        (200, json!("s")),
+        "{body}"
+    );
+    let split = [
+        ("cookie", "a=b".to_owned()),
+        ("cookie", format!("session={good}")),
+    ];
+    assert_eq!(send("/x", &split).await.0, 200);
+    assert_eq!(
+        send("/x", &[("cookie", format!("session={bad}"))]).await.0,
+        401
+    );
+    assert_eq!(
+        send("/x", &[("cookie", format!("sessionx={good}"))])
+            .await
+            .0,
+        403
+    );
+    // Query parameter.
+    assert_eq!(send(&format!("/x?a=1&tok={good}"), &[]).await.0, 200);
+    assert_eq!(send(&format!("/x?tok={bad}"), &[]).await.0, 401);
+    // Explicit locations replace the defaults.
+    assert_eq!(
+        send("/x", &[("authorization", format!("Bearer {good}"))])
+            .await
+            .0,
+        403
+    );
+    assert_eq!(send(&format!("/x?access_token={good}"), &[]).await.0, 403);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn e_2_with_ext_authz_asks_the_provider_for_custom_rules() {
+    use authz::{ExtAuthzVerdict, ExtensionProvider, MeshConfig, ProviderKind, Request};
+    use std::sync::Mutex;
+    let mesh = MeshConfig::default()
+        .with_extension_provider(ExtensionProvider::new("opa", ProviderKind::Http));
+    let e = Arc::new(engine_with(
+        mesh,
+        &ap(
+            "foo",
+            "c",
+            "action: CUSTOM\nprovider: {name: opa}\nrules:\n- to: [{operation: {paths: [\"/ext*\"]}}]",
+        ),
+    ));
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let ext = move |provider: &str, req: &Request| {
+        if let Ok(mut l) = log.lock() {
+            l.push(format!("{provider} {req:?}"));
+        }
+        if format!("{req:?}").contains("\"x-let-me-in\"") {
+            ExtAuthzVerdict::Allow
+        } else {
+            ExtAuthzVerdict::Deny { status: 418 }
+        }
+    };
+    let svc = AuthzLayer::new(Arc::clone(&e))
+        .with_ext_authz(Arc::new(ext))
+        .layer(service_fn(echo));
+    let send = |path: &str, header: bool| {
+        let mut req = request(path, None);
+        if header {
+            req.headers_mut()
+                .insert("x-let-me-in", http::HeaderValue::from_static("1"));
+        }
+        svc.clone().oneshot(req)
+    };
+    let denied = send("/ext", false).await.expect("infallible");
+    assert_eq!(denied.status().as_u16(), 418);
+    let allowed = send("/ext", true).await.expect("infallible");
+    assert_eq!(allowed.status().as_u16(), 200);
+    // Not a CUSTOM path: the provider is not asked.
+    assert_eq!(
+        send("/other", false).await.expect("infallible").status(),
+        200
+    );
+    let seen = seen.lock().map(|l| l.clone()).unwrap_or_default();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().all(|s| s.starts_with("opa ")), "{seen:?}");
+    // Without with_ext_authz the CUSTOM rule fails closed.
+    let svc = AuthzLayer::new(e).layer(service_fn(echo));
+    assert_eq!(
+        svc.oneshot(request("/ext", None))
+            .await
+            .expect("infallible")
+            .status(),
+        403
     );
 }
