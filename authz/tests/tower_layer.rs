@@ -83,7 +83,20 @@ async fn allowed_requests_carry_the_authorized_proof() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_mtls_layers_peer_identity_is_the_principal() {
     let policy = "rules:\n- from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]";
-    let peer = |s: &str| spiffe_core::PeerIdentity::new(id(s), std::time::SystemTime::now());
+    let ca = test_support::TestCa::new("cluster.local");
+    let bundle = spiffe_core::X509Bundle::new(
+        id("spiffe://cluster.local/x").trust_domain().clone(),
+        vec![ca.root_cert()],
+    )
+    .expect("bundle");
+    let peer = |s: &str| {
+        spiffe_core::x509::verify_x509_svid_full(
+            &ca.leaf(s).chain,
+            &bundle,
+            std::time::SystemTime::now(),
+        )
+        .expect("the test CA's leaf verifies")
+    };
     // PeerIdentity alone, no ConnectionInfo.
     let mut req = http::Request::get("/x").body(()).expect("request builds");
     req.extensions_mut()

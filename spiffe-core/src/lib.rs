@@ -13,6 +13,9 @@
 //!   order the JWT-SVID standard prescribes.
 //! - [`SpiffeBundle`], [`BundleSet`]: the SPIFFE bundle document and the set
 //!   of bundles a workload trusts, keyed by trust domain.
+//! - [`PeerIdentity`] and [`ConnectionFacts`]: what an accepted connection
+//!   proved (only verification builds a `PeerIdentity`) and the facts taken
+//!   when it was accepted (addresses, SNI, ALPN).
 //! - [`SvidSource`], [`BundleSource`]: the seams through which the rest of the
 //!   workspace reads current identity and trust, with change notification.
 //!
@@ -25,17 +28,21 @@
 //! ```
 
 mod bundle;
+mod conn;
 mod id;
 pub mod jwt;
 pub mod source;
 pub mod x509;
 
 pub use bundle::{BundleError, BundleSet, SpiffeBundle};
+pub use conn::ConnectionFacts;
 pub use id::{
     IdError, MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SPIFFE_SCHEME, SpiffeId, TrustDomain,
 };
 pub use jwt::{JwtBundle, JwtError, JwtSvid};
-pub use source::{BundleSource, MemoryBundleSource, MemorySvidSource, SvidSource};
+pub use source::{
+    BundleSource, MemoryBundleSource, MemorySvidSource, SvidSource, X509BundleSource,
+};
 pub use x509::{
     PeerIdentity, PrivateKey, VerifyError, X509Bundle, X509Error, X509Svid, verify_x509_svid,
 };

@@ -275,12 +275,6 @@ fn jwt_8_exp_required_and_in_the_future_nbf_honoured() {
         validate(&f, &token(&f, header("ES256"), c)).unwrap_err(),
         JwtError::MissingExpiry
     );
-    let mut c = claims();
-    c["exp"] = json!("tomorrow");
-    assert_eq!(
-        validate(&f, &token(&f, header("ES256"), c)).unwrap_err(),
-        JwtError::MissingExpiry
-    );
     let t = token(&f, header("ES256"), claims());
     let exp = validate(&f, &t).unwrap().expiry();
     // exp == now is expired.
@@ -297,6 +291,51 @@ fn jwt_8_exp_required_and_in_the_future_nbf_honoured() {
         Err(JwtError::NotYetValid { .. })
     ));
     assert!(JwtSvid::validate(&t, &f.bundle, AUD, now() + Duration::from_secs(61)).is_ok());
+}
+
+#[test]
+fn jwt_10_non_numeric_time_claims_make_the_token_invalid() {
+    let f = fixture(KeyKind::P256);
+    let cases = [
+        ("exp", json!("tomorrow")),
+        ("exp", json!(null)),
+        ("exp", json!(-5)),
+        ("exp", json!([epoch(now()) + 600])),
+        ("nbf", json!("0")),
+        ("nbf", json!({"at": 0})),
+        ("iat", json!("now")),
+        ("iat", json!(true)),
+    ];
+    for (claim, value) in cases {
+        let mut c = claims();
+        c[claim] = value.clone();
+        let t = token(&f, header("ES256"), c);
+        let expected = JwtError::InvalidTimeClaim { claim };
+        assert_eq!(validate(&f, &t).unwrap_err(), expected, "{claim}={value}");
+        // Not checking times is no reason to accept a malformed one.
+        assert_eq!(
+            JwtSvid::parse_insecure(&t).unwrap_err(),
+            expected,
+            "{claim}={value}"
+        );
+    }
+    // Numeric values, integer or fractional, are dates.
+    let mut c = claims();
+    c["iat"] = json!(epoch(now()) as f64 - 0.5);
+    c["nbf"] = json!(epoch(now()) - 1);
+    assert!(validate(&f, &token(&f, header("ES256"), c)).is_ok());
+}
+
+#[test]
+fn jwt_svid_debug_never_shows_the_token() {
+    let f = fixture(KeyKind::P256);
+    let t = token(&f, header("ES256"), claims());
+    let svid = validate(&f, &t).unwrap();
+    let shown = format!("{svid:?} {:#?}", svid);
+    let signature = t.rsplit('.').next().unwrap();
+    assert!(!shown.contains(signature), "{shown}");
+    assert!(!shown.contains(t.split('.').nth(1).unwrap()), "{shown}");
+    assert!(shown.contains("spiffe://"), "{shown}");
 }
 
 #[test]
@@ -339,14 +378,29 @@ fn jwt_10_signature_must_verify() {
 }
 
 #[test]
-fn jwt_11_12_tokens_are_plain_bearer_strings() {
-    // Transport rules are for callers; the token carries no transport data.
-    let f = fixture(KeyKind::P256);
-    let t = token(&f, header("ES256"), claims());
-    assert!(
-        t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    );
+fn jwt_11_tokens_this_crate_signs_fit_a_bearer_header_unchanged() {
+    // JWT-11 carries the token as `Authorization: Bearer <token>`: what
+    // `sign_jwt_svid` produces must be a valid header value with nothing to
+    // escape (base64url parts joined by dots), for every key family.
+    for kind in [KeyKind::P256, KeyKind::P384, KeyKind::Rsa2048] {
+        let key = TestJwtKey::generate(kind);
+        let pk = PrivateKey::from_pkcs8_der(key.pkcs8()).unwrap();
+        let c = JwtClaims {
+            subject: SUB.parse().unwrap(),
+            audience: vec![AUD.into(), "spiffe://other.org/aud with space".into()],
+            expiry: now() + Duration::from_secs(300),
+            issued_at: now(),
+            issuer: None,
+            extra: Default::default(),
+        };
+        let t = sign_jwt_svid(&pk, "kid-1", &c).unwrap();
+        assert_eq!(t.split('.').count(), 3, "{kind:?}");
+        assert!(
+            t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "{kind:?}: {t}"
+        );
+    }
 }
 
 #[test]

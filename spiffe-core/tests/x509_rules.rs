@@ -53,9 +53,9 @@ fn valid_leaf_parses_and_verifies() {
     assert_eq!(s.chain_der(), leaf.chain_der());
     let set = bundles(&[("example.org", &ca)]);
     let v = verify_x509_svid_full(&leaf.chain, &set, SystemTime::now()).unwrap();
-    assert_eq!(v.spiffe_id.as_str(), ID);
-    assert_eq!(v.not_after, s.not_after());
-    assert!(v.not_after > SystemTime::now());
+    assert_eq!(v.spiffe_id().as_str(), ID);
+    assert_eq!(v.not_after(), s.not_after());
+    assert!(v.not_after() > SystemTime::now());
 }
 
 #[test]

@@ -80,9 +80,17 @@ pub enum JwtError {
         /// The audience the validator expected.
         expected: String,
     },
-    /// `exp` is missing or not a number (JWT-8).
+    /// `exp` is missing (JWT-8).
     #[error("token has no exp claim (JWT-8)")]
     MissingExpiry,
+    /// `exp`, `nbf` or `iat` is present but not a non-negative number
+    /// (JWT-10: RFC 7519 NumericDate). Such a token is invalid, not one
+    /// without the claim.
+    #[error("token claim {claim} is not a NumericDate (JWT-10)")]
+    InvalidTimeClaim {
+        /// `exp`, `nbf` or `iat`.
+        claim: &'static str,
+    },
     /// The token has expired (JWT-8).
     #[error("token expired at {expired_at:?} (JWT-8)")]
     Expired {

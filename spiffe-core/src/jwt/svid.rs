@@ -11,7 +11,11 @@ use crate::SpiffeId;
 
 /// A JWT-SVID whose claims have been read (and, through
 /// [`JwtSvid::validate`], verified).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Debug` shows the subject, audience, expiry and key id, never the
+/// token: a bearer token in a log line is a credential handed to whoever
+/// reads the log.
+#[derive(Clone, PartialEq)]
 pub struct JwtSvid {
     token: String,
     spiffe_id: SpiffeId,
@@ -20,6 +24,19 @@ pub struct JwtSvid {
     kid: String,
     alg: JwtAlgorithm,
     claims: Map<String, Value>,
+}
+
+impl std::fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("token", &"<redacted>")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("audience", &self.audience)
+            .field("expiry", &self.expiry)
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The JOSE header: only `alg`, `kid` and `typ` (JWT-2). Serde's derive
@@ -85,12 +102,22 @@ fn split(token: &str) -> Result<Parts<'_>, JwtError> {
     })
 }
 
-fn numeric_date(v: Option<&Value>) -> Option<SystemTime> {
-    let secs = v?.as_f64()?;
-    if !secs.is_finite() || secs < 0.0 {
-        return None;
+/// A registered time claim (RFC 7519 NumericDate): absent is `Ok(None)`;
+/// present but not a non-negative number makes the token invalid, never
+/// "absent" (a string `exp` must not turn into "no expiry").
+fn numeric_date(
+    claims: &Map<String, Value>,
+    claim: &'static str,
+) -> Result<Option<SystemTime>, JwtError> {
+    let Some(v) = claims.get(claim) else {
+        return Ok(None);
+    };
+    match v.as_f64() {
+        Some(secs) if secs.is_finite() && secs >= 0.0 => {
+            Ok(Some(UNIX_EPOCH + Duration::from_secs_f64(secs.min(1e12))))
+        }
+        _ => Err(JwtError::InvalidTimeClaim { claim }),
     }
-    Some(UNIX_EPOCH + Duration::from_secs_f64(secs.min(1e12)))
 }
 
 fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, JwtError> {
@@ -158,7 +185,7 @@ impl JwtSvid {
                 expired_at: svid.expiry,
             });
         }
-        if let Some(not_before) = numeric_date(svid.claims.get("nbf"))
+        if let Some(not_before) = numeric_date(&svid.claims, "nbf")?
             && not_before > now
         {
             return Err(JwtError::NotYetValid { not_before });
@@ -177,7 +204,12 @@ impl JwtSvid {
 
     fn from_parts(token: &str, parts: Parts<'_>, spiffe_id: SpiffeId) -> Result<Self, JwtError> {
         let audience = audiences(&parts.claims)?;
-        let expiry = numeric_date(parts.claims.get("exp")).ok_or(JwtError::MissingExpiry)?;
+        let expiry = numeric_date(&parts.claims, "exp")?.ok_or(JwtError::MissingExpiry)?;
+        // `nbf` and `iat` are checked for shape on every path, so a token
+        // with a malformed time claim is refused even where times are not
+        // compared (parse_insecure).
+        numeric_date(&parts.claims, "nbf")?;
+        numeric_date(&parts.claims, "iat")?;
         Ok(JwtSvid {
             token: token.to_owned(),
             spiffe_id,

@@ -118,6 +118,8 @@ impl MemoryBundleSource {
     }
 }
 
+impl super::X509BundleSource for MemoryBundleSource {}
+
 impl BundleSource for MemoryBundleSource {
     fn bundle_set(&self) -> Arc<BundleSet> {
         self.current.load_full()

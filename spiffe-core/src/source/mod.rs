@@ -45,6 +45,18 @@ pub trait BundleSource: Send + Sync + 'static {
     fn subscribe(&self) -> watch::Receiver<u64>;
 }
 
+/// A [`BundleSource`] whose bundles carry X.509 authorities, so it can
+/// verify X509-SVIDs: what TLS needs.
+///
+/// A source of JWT keys only (the Workload API's JWT bundles, say) is a
+/// `BundleSource` but not an `X509BundleSource`, so passing it where a TLS
+/// config needs trust anchors is a compile error instead of a config whose
+/// every handshake fails. Implement it only for sources that deliver X.509
+/// bundles.
+pub trait X509BundleSource: BundleSource {}
+
+impl<T: X509BundleSource + ?Sized> X509BundleSource for Arc<T> {}
+
 impl<T: SvidSource + ?Sized> SvidSource for Arc<T> {
     fn x509_svid(&self) -> Option<Arc<X509Svid>> {
         (**self).x509_svid()

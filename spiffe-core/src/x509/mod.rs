@@ -19,4 +19,4 @@ pub use error::{VerifyError, X509Error};
 pub use key::{KeyAlgorithm, PrivateKey};
 pub use peer::PeerIdentity;
 pub use svid::X509Svid;
-pub use verify::{VerifiedX509Svid, X509BundleLookup, verify_x509_svid, verify_x509_svid_full};
+pub use verify::{X509BundleLookup, verify_x509_svid, verify_x509_svid_full};

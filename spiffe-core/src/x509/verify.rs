@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
 
-use super::{VerifyError, X509Bundle, X509Error, cert, rules};
+use super::{PeerIdentity, VerifyError, X509Bundle, X509Error, cert, rules};
 use crate::{SpiffeId, TrustDomain};
 
 /// Finds the X.509 bundle of a trust domain.
@@ -37,15 +37,6 @@ impl<T: X509BundleLookup + ?Sized> X509BundleLookup for &T {
     }
 }
 
-/// What verification established about a peer's X509-SVID.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedX509Svid {
-    /// The peer's SPIFFE ID.
-    pub spiffe_id: SpiffeId,
-    /// The leaf's notAfter.
-    pub not_after: SystemTime,
-}
-
 /// Verifies a presented X509-SVID chain (leaf first) and returns its SPIFFE ID.
 ///
 /// In this order: the leaf's single URI SAN names the ID (X509-1); the bundle
@@ -67,15 +58,17 @@ pub fn verify_x509_svid(
     bundles: &impl X509BundleLookup,
     now: SystemTime,
 ) -> Result<SpiffeId, VerifyError> {
-    verify_x509_svid_full(chain, bundles, now).map(|v| v.spiffe_id)
+    verify_x509_svid_full(chain, bundles, now).map(|v| v.spiffe_id().clone())
 }
 
-/// Like [`verify_x509_svid`], also returning the leaf's expiry.
+/// Like [`verify_x509_svid`], returning the proof of the peer's identity:
+/// its SPIFFE ID and the leaf's expiry, as a [`PeerIdentity`] that nothing
+/// else can build.
 pub fn verify_x509_svid_full(
     chain: &[CertificateDer<'_>],
     bundles: &impl X509BundleLookup,
     now: SystemTime,
-) -> Result<VerifiedX509Svid, VerifyError> {
+) -> Result<PeerIdentity, VerifyError> {
     let (leaf_der, intermediates) = chain.split_first().ok_or(X509Error::EmptyChain)?;
     let leaf = cert::parse(leaf_der, 0)?;
     let spiffe_id = rules::leaf_id(&leaf)?;
@@ -109,8 +102,5 @@ pub fn verify_x509_svid_full(
         rules::check_signing(&cert::parse(&der, i + 1)?, i + 1)?;
     }
     rules::check_leaf(&leaf, &spiffe_id)?;
-    Ok(VerifiedX509Svid {
-        not_after: leaf.not_after,
-        spiffe_id,
-    })
+    Ok(PeerIdentity::verified(spiffe_id, leaf.not_after))
 }

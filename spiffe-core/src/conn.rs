@@ -1,0 +1,133 @@
+//! [`ConnectionFacts`]: what is known about a connection when it is accepted.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// The facts of one accepted connection, taken once at accept time where
+/// they are true: the socket addresses of both ends and, for TLS, the SNI
+/// the client asked for and the ALPN protocol agreed on.
+///
+/// The acceptor (mtls-tower's, a sidecar's, or an application's own)
+/// builds one per connection and puts a clone into every request's
+/// extensions; authorization reads ports, addresses and SNI from it. The
+/// peer's identity is not part of it: that is a [`crate::PeerIdentity`],
+/// which only verification produces.
+///
+/// ```
+/// use spiffe_core::ConnectionFacts;
+/// let facts = ConnectionFacts::new("127.0.0.1:8443".parse()?, "127.0.0.1:50123".parse()?)
+///     .with_tls()
+///     .with_sni("api.example.org")
+///     .with_alpn(b"h2".to_vec());
+/// assert_eq!(facts.local_addr().port(), 8443);
+/// assert_eq!(facts.sni(), Some("api.example.org"));
+/// assert!(facts.is_tls());
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ConnectionFacts {
+    local_addr: SocketAddr,
+    remote_addr: SocketAddr,
+    tls: bool,
+    sni: Option<Box<str>>,
+    alpn: Option<Box<[u8]>>,
+}
+
+impl ConnectionFacts {
+    /// A plaintext connection accepted on `local_addr` from `remote_addr`.
+    pub fn new(local_addr: SocketAddr, remote_addr: SocketAddr) -> Self {
+        ConnectionFacts {
+            local_addr,
+            remote_addr,
+            tls: false,
+            sni: None,
+            alpn: None,
+        }
+    }
+
+    /// Marks the connection as TLS (its handshake completed).
+    #[must_use]
+    pub fn with_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// The server name the client sent in its TLS ClientHello.
+    #[must_use]
+    pub fn with_sni(mut self, sni: impl Into<String>) -> Self {
+        self.sni = Some(sni.into().into_boxed_str());
+        self
+    }
+
+    /// The ALPN protocol the TLS handshake agreed on.
+    #[must_use]
+    pub fn with_alpn(mut self, alpn: impl Into<Vec<u8>>) -> Self {
+        self.alpn = Some(alpn.into().into_boxed_slice());
+        self
+    }
+
+    /// The address the connection was accepted on (the destination).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address of the direct peer (the source).
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote_addr
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The SNI of a TLS connection, if the client sent one.
+    pub fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+
+    /// The agreed ALPN protocol of a TLS connection, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.alpn.as_deref()
+    }
+}
+
+impl fmt::Debug for ConnectionFacts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionFacts")
+            .field("local_addr", &self.local_addr)
+            .field("remote_addr", &self.remote_addr)
+            .field("tls", &self.tls)
+            .field("sni", &self.sni)
+            .field("alpn", &self.alpn.as_deref().map(String::from_utf8_lossy))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_facts_have_no_tls_details() {
+        let f = ConnectionFacts::new(
+            "[::1]:15006".parse().unwrap(),
+            "[::ffff:10.1.2.3]:4000".parse().unwrap(),
+        );
+        assert!(!f.is_tls());
+        assert_eq!((f.sni(), f.alpn()), (None, None));
+        assert_eq!(f.local_addr().port(), 15006);
+        assert_eq!(f.remote_addr().port(), 4000);
+    }
+
+    #[test]
+    fn debug_shows_alpn_as_text() {
+        let f = ConnectionFacts::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        )
+        .with_tls()
+        .with_alpn(b"h2".to_vec());
+        assert!(format!("{f:?}").contains("\"h2\""), "{f:?}");
+    }
+}
