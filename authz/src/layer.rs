@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http_body_util::{Either, Full};
-use spiffe_core::{PeerIdentity, SpiffeId};
+use spiffe_core::{ConnectionFacts, PeerIdentity};
 
 use crate::authn::TokenHandling;
 use crate::decision::{Decision, Response, TokenHeaders};
@@ -19,46 +19,23 @@ use crate::jwt::TokenLocation;
 use crate::request::Request;
 use crate::translate::{Translated, translate};
 
-/// Per-connection facts. The mTLS acceptor (or the application) inserts one
-/// into each request's extensions; without it the request counts as
-/// plaintext on port 0 with no addresses. A [`spiffe_core::PeerIdentity`]
-/// extension, which the mTLS layer inserts after a verified handshake,
-/// supplies the peer identity and takes precedence over [`Self::peer`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConnectionInfo {
-    /// Verified peer SPIFFE ID from Istio-style mTLS.
-    pub peer: Option<SpiffeId>,
-    /// Direct peer address.
-    pub source_ip: Option<IpAddr>,
-    /// Original client address (PROXY protocol or trusted XFF).
-    pub remote_ip: Option<IpAddr>,
-    /// Address the connection was sent to.
-    pub destination_ip: Option<IpAddr>,
-    /// Workload port the connection arrived on.
-    pub port: u16,
-    /// SNI of the inbound TLS connection.
-    pub sni: Option<String>,
-}
+/// The original client address, when something the server trusts supplied
+/// it: PROXY protocol, or an `X-Forwarded-For` hop the server decided to
+/// trust. Whoever parses that inserts one into the request extensions next
+/// to the [`ConnectionFacts`]; `remote.ip` and `remoteIpBlocks` then read it
+/// instead of the direct peer address. This crate never reads XFF itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginalClientAddr(IpAddr);
 
-impl ConnectionInfo {
-    /// Connection facts with a peer identity and port.
-    pub fn new(peer: Option<SpiffeId>, port: u16) -> Self {
-        ConnectionInfo {
-            peer,
-            port,
-            ..ConnectionInfo::default()
-        }
+impl OriginalClientAddr {
+    /// The original client's address.
+    pub fn new(ip: IpAddr) -> Self {
+        OriginalClientAddr(ip)
     }
 
-    fn apply(&self, mut req: Request) -> Request {
-        req.peer = self.peer.clone();
-        req.source_ip = self.source_ip;
-        req.remote_ip = self.remote_ip;
-        req.destination_ip = self.destination_ip;
-        req.port = self.port;
-        req.sni = self.sni.clone();
-        req
+    /// The address.
+    pub fn ip(&self) -> IpAddr {
+        self.0
     }
 }
 
@@ -123,7 +100,14 @@ impl<S> tower::Layer<S> for AuthzLayer {
 
 /// Service that decides each request before the inner service sees it:
 /// denied requests get `403 RBAC: access denied` (or the 400/401/403 of
-/// §0), allowed ones carry [`Authorized`].
+/// §0), allowed ones carry [`Authorized`] and the normalised path (M-9).
+///
+/// Every request must carry the [`ConnectionFacts`] of its connection in
+/// its extensions (mtls-tower inserts them); a request without them is
+/// answered `500` and logged, never decided as if from nowhere. The peer
+/// identity is read only from the [`PeerIdentity`] extension the mTLS
+/// verifier produced; the original client address, if a trusted proxy
+/// supplied one, from an [`OriginalClientAddr`] extension.
 #[derive(Clone)]
 pub struct Authz<S> {
     inner: S,
@@ -137,18 +121,23 @@ impl<S> std::fmt::Debug for Authz<S> {
     }
 }
 
-/// Adds the connection facts to the translated request.
-fn with_connection<B>(req: &http::Request<B>, out: Request) -> Request {
-    let mut out = match req.extensions().get::<ConnectionInfo>() {
-        Some(conn) => conn.apply(out),
-        None => out,
-    };
-    // The TLS layer's proof of the peer wins over a peer named in
-    // `ConnectionInfo`: only a verified handshake produces a `PeerIdentity`.
-    if let Some(peer) = req.extensions().get::<PeerIdentity>() {
-        out.peer = Some(peer.spiffe_id().clone());
-    }
-    out
+/// The 500 for a request that carries no [`ConnectionFacts`]: the stack
+/// is misassembled, and deciding as if the request came from nowhere would
+/// make port and address rules silently stop matching.
+fn missing_facts<B>() -> http::Response<AuthzBody<B>> {
+    tracing::warn!(
+        "authz: request without ConnectionFacts refused with 500; \
+         the acceptor must insert spiffe_core::ConnectionFacts into every request"
+    );
+    let mut resp = http::Response::new(Either::Right(Full::new(Bytes::from_static(
+        b"Internal Server Error: no connection facts",
+    ))));
+    *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp
 }
 
 fn denial<B>(decision: &Decision) -> http::Response<AuthzBody<B>> {
@@ -247,13 +236,22 @@ where
     fn call(&mut self, mut req: http::Request<ReqB>) -> Self::Future {
         // One snapshot for the whole request: the token handling and the
         // decision come from the same policy set even during a reload.
+        let Some(facts) = req.extensions().get::<ConnectionFacts>() else {
+            return ResponseFuture::Denied {
+                response: Some(missing_facts()),
+            };
+        };
         let state = self.engine.snapshot();
         let Translated {
             request,
             uri,
             found,
         } = translate(&req, &state.handling);
-        let request = with_connection(&req, request);
+        // The peer identity comes only from the verifier's proof.
+        let mut request = request.connection(facts, req.extensions().get::<PeerIdentity>());
+        if let Some(client) = req.extensions().get::<OriginalClientAddr>() {
+            request = request.remote_ip(client.ip());
+        }
         let decision =
             self.engine
                 .decide_in(&state, &request, self.ext.as_ref(), SystemTime::now());
@@ -278,8 +276,16 @@ where
 
 impl Engine {
     /// Connection-level check for TCP (and STRICT mTLS for any port): call
-    /// once per accepted connection; close it unless the decision allows.
-    pub fn check_connection(&self, conn: &ConnectionInfo) -> Decision {
-        self.check(&conn.apply(Request::tcp()))
+    /// once per accepted connection with its facts and, after a verified
+    /// mTLS handshake, the verifier's [`PeerIdentity`]; close the
+    /// connection unless the decision allows. For PROXY protocol, build
+    /// `Request::tcp().connection(..).remote_ip(..)` and use
+    /// [`Engine::check`].
+    pub fn check_connection(
+        &self,
+        facts: &ConnectionFacts,
+        peer: Option<&PeerIdentity>,
+    ) -> Decision {
+        self.check(&Request::tcp().connection(facts, peer))
     }
 }

@@ -38,9 +38,10 @@ async fn send(target: &str) -> (u16, String) {
         "rules:\n- to: [{operation: {paths: [\"/public/*\"]}}]",
     ));
     let svc = AuthzLayer::new(Arc::new(e)).layer(app());
-    let req = http::Request::get(target)
+    let mut req = http::Request::get(target)
         .body(Body::empty())
         .unwrap_or_else(|e| panic!("test target {target} must build: {e}"));
+    req.extensions_mut().insert(facts(8080));
     let resp = svc.oneshot(req).await.unwrap_or_else(|e| match e {});
     let status = resp.status().as_u16();
     let body = resp

@@ -107,8 +107,7 @@ async fn the_request_the_layer_builds_does_not_print_tokens() {
         .header("cookie", format!("session={token}"))
         .body(())
         .expect("request builds");
-    req.extensions_mut()
-        .insert(authz::ConnectionInfo::new(None, 8080));
+    req.extensions_mut().insert(facts(8080));
     let resp = svc.oneshot(req).await.expect("infallible");
     assert_eq!(resp.status(), 200);
     let seen = seen.lock().map(|l| l.clone()).unwrap_or_default();

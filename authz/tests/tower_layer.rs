@@ -5,7 +5,7 @@ mod common;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use authz::{Authorized, AuthzLayer, ConnectionInfo, Engine, Response};
+use authz::{Authorized, AuthzLayer, Engine, Response};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
@@ -48,10 +48,14 @@ async fn call(engine: Engine, req: http::Request<()>) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A GET on port 8080 with its connection facts, from `peer` over mTLS
+/// (a real verified `PeerIdentity`) or plaintext.
 fn request(path: &str, peer: Option<&str>) -> http::Request<()> {
     let mut req = http::Request::get(path).body(()).expect("request builds");
-    req.extensions_mut()
-        .insert(ConnectionInfo::new(peer.map(id), 8080));
+    req.extensions_mut().insert(facts(8080));
+    if let Some(p) = peer {
+        req.extensions_mut().insert(verified_peer(p));
+    }
     req
 }
 
@@ -81,32 +85,127 @@ async fn allowed_requests_carry_the_authorized_proof() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn the_mtls_layers_peer_identity_is_the_principal() {
+async fn i_1_the_verified_peer_identity_is_the_principal() {
     let policy = "rules:\n- from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]";
-    let ca = test_support::TestCa::new("cluster.local");
-    let bundle = spiffe_core::X509Bundle::new(
-        id("spiffe://cluster.local/x").trust_domain().clone(),
-        vec![ca.root_cert()],
-    )
-    .expect("bundle");
-    let peer = |s: &str| {
-        spiffe_core::x509::verify_x509_svid_full(
-            &ca.leaf(s).chain,
-            &bundle,
-            std::time::SystemTime::now(),
-        )
-        .expect("the test CA's leaf verifies")
-    };
-    // PeerIdentity alone, no ConnectionInfo.
+    // A PeerIdentity produced by spiffe-core's verifier is the principal.
+    let req = request("/x", Some("spiffe://cluster.local/ns/a/sa/b"));
+    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 200);
+    let req = request("/x", Some("spiffe://cluster.local/ns/a/sa/intruder"));
+    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 403);
+    // Nothing else names the peer: a header claiming an identity is just a header.
+    let mut req = request("/x", None);
+    req.headers_mut().insert(
+        "x-forwarded-client-cert",
+        http::HeaderValue::from_static("URI=spiffe://cluster.local/ns/a/sa/b"),
+    );
+    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 403);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn requests_without_connection_facts_are_refused_with_500() {
+    // Even with no policy at all (which allows everything), a request that
+    // lost its connection facts is not decided as if from nowhere.
     let mut req = http::Request::get("/x").body(()).expect("request builds");
     req.extensions_mut()
-        .insert(peer("spiffe://cluster.local/ns/a/sa/b"));
-    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 200);
-    // A verified PeerIdentity wins over a peer claimed in ConnectionInfo.
-    let mut req = request("/x", Some("spiffe://cluster.local/ns/a/sa/b"));
+        .insert(verified_peer("spiffe://cluster.local/ns/a/sa/b"));
+    let (status, body) = call(engine(""), req).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("no connection facts"), "{body}");
+    assert!(
+        !body.contains("authorized"),
+        "the inner service ran: {body}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn connection_facts_supply_port_addresses_and_sni() {
+    use spiffe_core::ConnectionFacts;
+    use std::net::SocketAddr;
+    let deny = |rule: &str| engine(&ap("foo", "d", &format!("action: DENY\nrules:\n- {rule}")));
+    let with = |facts: ConnectionFacts| {
+        let mut req = http::Request::get("/x").body(()).expect("request builds");
+        req.extensions_mut().insert(facts);
+        req
+    };
+    let local = SocketAddr::from(([127, 0, 0, 1], 8080));
+    let remote = SocketAddr::from(([127, 0, 0, 2], 40000));
+    let plain = || ConnectionFacts::new(local, remote);
+    // ports / destination.port = local port.
+    assert_eq!(
+        call(
+            deny("to: [{operation: {ports: [\"8080\"]}}]"),
+            with(plain())
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            deny("to: [{operation: {ports: [\"8081\"]}}]"),
+            with(plain())
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            deny("when: [{key: destination.port, values: [\"8080\"]}]"),
+            with(plain())
+        )
+        .await
+        .0,
+        403
+    );
+    // ipBlocks / source.ip = remote address; remoteIpBlocks falls back to it.
+    for rule in [
+        "from: [{source: {ipBlocks: [0.0.0.0/0]}}]",
+        "from: [{source: {ipBlocks: [127.0.0.2]}}]",
+        "from: [{source: {remoteIpBlocks: [127.0.0.2]}}]",
+        "when: [{key: destination.ip, values: [127.0.0.1]}]",
+    ] {
+        assert_eq!(call(deny(rule), with(plain())).await.0, 403, "{rule}");
+    }
+    assert_eq!(
+        call(
+            deny("from: [{source: {ipBlocks: [127.0.0.3]}}]"),
+            with(plain())
+        )
+        .await
+        .0,
+        200
+    );
+    // A trusted proxy's original client address replaces it for remote.ip only.
+    let mut req = with(plain());
     req.extensions_mut()
-        .insert(peer("spiffe://cluster.local/ns/a/sa/intruder"));
-    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 403);
+        .insert(authz::OriginalClientAddr::new([192, 0, 2, 7].into()));
+    assert_eq!(
+        call(deny("from: [{source: {remoteIpBlocks: [127.0.0.2]}}]"), req)
+            .await
+            .0,
+        200
+    );
+    // connection.sni.
+    let tls = || plain().with_tls().with_sni("api.example.org");
+    let sni = "when: [{key: connection.sni, values: [api.example.org]}]";
+    assert_eq!(call(deny(sni), with(tls())).await.0, 403);
+    assert_eq!(call(deny(sni), with(plain())).await.0, 200);
+    // STRICT mTLS: TLS facts without a verified PeerIdentity are plaintext
+    // to authorization; with one, the request passes.
+    let strict = || {
+        engine(&doc(
+            "PeerAuthentication",
+            "foo",
+            "s",
+            "mtls: {mode: STRICT}",
+        ))
+    };
+    assert_eq!(call(strict(), with(tls())).await.0, 403);
+    let mut req = with(tls());
+    req.extensions_mut()
+        .insert(verified_peer("spiffe://cluster.local/ns/a/sa/b"));
+    assert_eq!(call(strict(), req).await.0, 200);
 }
 
 fn jwt_engine(key: &TestJwtKey, extra: &str) -> Engine {
@@ -206,13 +305,11 @@ fn t_6_connection_level_check() {
         "rules:\n- to: [{operation: {ports: [\"5432\"]}}]",
     ));
     assert_eq!(
-        e.check_connection(&ConnectionInfo::new(None, 5432))
-            .response,
+        e.check_connection(&facts(5432), None).response,
         Response::Connected
     );
     assert_eq!(
-        e.check_connection(&ConnectionInfo::new(None, 5433))
-            .response,
+        e.check_connection(&facts(5433), None).response,
         Response::ConnectionClosed
     );
     let e = engine(&doc(
@@ -222,8 +319,13 @@ fn t_6_connection_level_check() {
         "mtls: {mode: STRICT}",
     ));
     assert_eq!(
-        e.check_connection(&ConnectionInfo::new(None, 80)).response,
+        e.check_connection(&facts(80), None).response,
         Response::ConnectionReset
+    );
+    let peer = verified_peer("spiffe://cluster.local/ns/a/sa/b");
+    assert_eq!(
+        e.check_connection(&facts(80), Some(&peer)).response,
+        Response::Connected
     );
 }
 
@@ -263,7 +365,7 @@ async fn ra_2_unsigned_token_on_cors_preflight_fills_no_claim_header() {
         .header("authorization", format!("Bearer {unsigned}"))
         .body(())
         .expect("request builds");
-    req.extensions_mut().insert(ConnectionInfo::new(None, 8080));
+    req.extensions_mut().insert(facts(8080));
     // Preflight skips verification (RA-3), so it passes, but nothing from
     // the unverified token reaches the backend.
     let (status, body) = call(two_issuers(&a, &b), req).await;
