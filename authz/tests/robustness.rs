@@ -115,7 +115,7 @@ fn reload_swaps_the_whole_set_atomically() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut i = 0u64;
     while saw_both.load(Ordering::SeqCst) < READERS && Instant::now() < deadline {
-        e.reload(if i % 2 == 0 { &b } else { &a });
+        e.reload(if i.is_multiple_of(2) { &b } else { &a });
         i += 1;
     }
     done.store(true, Ordering::SeqCst);
