@@ -28,8 +28,16 @@ impl Cidr {
         Some(Cidr { network, prefix })
     }
 
-    /// Whether `ip` lies inside the block.
+    /// Whether `ip` lies inside the block. An IPv4-mapped IPv6 address
+    /// (`::ffff:10.1.2.3`, what a dual-stack listener reports for an IPv4
+    /// peer) is in an IPv4 block when its IPv4 address is, and an IPv4
+    /// address in an IPv6 block when its mapped form is, as on Envoy.
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.network, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            (IpAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+            _ => ip,
+        };
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX
@@ -62,6 +70,11 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0").is_some_and(|b| b.contains(ip("1.2.3.4"))));
         assert!(Cidr::parse("fd00::/8").is_some_and(|b| b.contains(ip("fd12::1"))));
         assert!(Cidr::parse("fd00::/8").is_some_and(|b| !b.contains(ip("10.0.0.1"))));
+        // IPv4-mapped IPv6 peers are IPv4 peers.
+        assert!(Cidr::parse("10.0.0.0/8").is_some_and(|b| b.contains(ip("::ffff:10.1.2.3"))));
+        assert!(Cidr::parse("10.0.0.0/8").is_some_and(|b| !b.contains(ip("::ffff:11.1.2.3"))));
+        assert!(Cidr::parse("10.0.0.0/8").is_some_and(|b| !b.contains(ip("::10.1.2.3"))));
+        assert!(Cidr::parse("::ffff:0:0/96").is_some_and(|b| b.contains(ip("10.1.2.3"))));
         assert_eq!(Cidr::parse("10.0.0.0/33"), None);
         assert_eq!(Cidr::parse("10.0.0.0/"), None);
         assert_eq!(Cidr::parse("10.0.0"), None);

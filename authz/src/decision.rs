@@ -91,4 +91,22 @@ pub struct Decision {
     pub audit: bool,
     /// Dry-run results (D-2).
     pub shadow: Vec<ShadowResult>,
+    /// RA-2 output headers (`outputPayloadToHeader`, `outputClaimToHeaders`)
+    /// filled from the payloads the configuring providers verified; set
+    /// only on allowed HTTP requests. The layer writes them.
+    pub(crate) token_headers: TokenHeaders,
+}
+
+/// Header values derived from verified token payloads, as (lowercase
+/// header name, value). `Debug` shows the names only: the values are parts
+/// of credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct TokenHeaders(pub(crate) Vec<(String, String)>);
+
+impl std::fmt::Debug for TokenHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
 }

@@ -13,15 +13,14 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use crate::authn::{Authenticated, Authenticator, TokenHandling};
 use crate::compile::{self, Compiled, Group};
-use crate::decision::{Decision, Reason, Response, ShadowResult};
+use crate::decision::{Decision, Reason, Response, ShadowResult, TokenHeaders};
 use crate::jwks_fetch::JwksCache;
-use crate::jwt::{Authenticator, RequestIdentity, TokenHandling};
 use crate::load::PolicySet;
 use crate::matcher::Ctx;
 use crate::mesh::{MeshConfig, Workload};
 use crate::model::{Action, MtlsMode};
-use crate::path;
 use crate::peer_auth::EffectiveMtls;
 use crate::request::{Protocol, Request};
 
@@ -67,13 +66,15 @@ impl ExtAuthz for NoExtAuthz {
     }
 }
 
+/// One compiled policy set; a reload replaces it as a whole.
 #[derive(Debug)]
-struct State {
+pub(crate) struct State {
     http: Compiled,
     tcp: Compiled,
     mtls: EffectiveMtls,
     authn: Authenticator,
-    handling: Arc<[TokenHandling]>,
+    /// Token locations and output headers, for the HTTP layer.
+    pub(crate) handling: TokenHandling,
 }
 
 impl State {
@@ -93,7 +94,7 @@ impl State {
             http,
             tcp,
             mtls: EffectiveMtls::resolve(&set.peer_authentication, workload, mesh),
-            handling: authn.token_handling().into(),
+            handling: authn.token_handling(),
             authn,
         }
     }
@@ -150,10 +151,10 @@ impl Engine {
         self.state.load().mtls.mode(port)
     }
 
-    /// Where the selected RequestAuthentications look for tokens, and what
-    /// to do with them after an allow (used by the HTTP layer).
-    pub(crate) fn token_handling(&self) -> Arc<[TokenHandling]> {
-        Arc::clone(&self.state.load().handling)
+    /// The current compiled set, for a caller (the HTTP layer) that needs
+    /// several reads of one set: [`Engine::decide_in`] decides on it.
+    pub(crate) fn snapshot(&self) -> Arc<State> {
+        self.state.load_full()
     }
 
     /// Decides with no external authorizer (a matching CUSTOM rule denies)
@@ -174,6 +175,17 @@ impl Engine {
         self.decide(request, &NoExtAuthz, SystemTime::now(), false)
     }
 
+    /// Decides on `state`, a snapshot from [`Engine::snapshot`].
+    pub(crate) fn decide_in(
+        &self,
+        state: &State,
+        request: &Request,
+        ext: &dyn ExtAuthz,
+        now: SystemTime,
+    ) -> Decision {
+        self.decide_on(state, request, ext, now, true)
+    }
+
     fn decide(
         &self,
         request: &Request,
@@ -181,7 +193,17 @@ impl Engine {
         now: SystemTime,
         indexed: bool,
     ) -> Decision {
-        let state = self.state.load();
+        self.decide_on(&self.state.load(), request, ext, now, indexed)
+    }
+
+    fn decide_on(
+        &self,
+        state: &State,
+        request: &Request,
+        ext: &dyn ExtAuthz,
+        now: SystemTime,
+        indexed: bool,
+    ) -> Decision {
         let tcp = request.protocol == Protocol::Tcp;
         let mode = state.mtls.mode(request.port);
         if mode == MtlsMode::Strict && request.peer.is_none() {
@@ -193,43 +215,45 @@ impl Engine {
         } else {
             request.peer.as_ref()
         };
-        let (path, host, headers) = if tcp {
-            (String::new(), None, Vec::new())
-        } else {
-            match normalise(request) {
-                Ok(parts) => parts,
-                Err(why) => return deny(Response::Http(400), None, Reason::BadRequest(why)),
-            }
-        };
-        let identity: Option<RequestIdentity> = if tcp || is_cors_preflight(request, &headers) {
-            None
+        if !tcp && let Some(why) = request.malformed {
+            return deny(Response::Http(400), None, Reason::BadRequest(why));
+        }
+        let host = if tcp { None } else { request.effective_host() };
+        let authenticated = if tcp || is_cors_preflight(request) {
+            Authenticated::default()
         } else {
             match state
                 .authn
                 .authenticate(&request.tokens, now, self.jwks.as_deref())
             {
-                Ok(id) => id,
+                Ok(a) => a,
                 Err(f) => return deny(Response::Http(f.status()), None, Reason::Jwt(f)),
             }
         };
+        let no_headers: &[(String, String)] = &[];
         let cx = Ctx {
             peer,
             source_ip: request.source_ip,
-            remote_ip: request.remote_ip,
+            // remote.ip is the direct peer unless PROXY protocol or a
+            // trusted XFF supplied the original client (Envoy's rule).
+            remote_ip: request.remote_ip.or(request.source_ip),
             destination_ip: request.destination_ip,
             port: request.port,
             sni: request.sni.as_deref(),
             method: &request.method,
-            path: &path,
+            path: &request.path,
             host: host.as_deref(),
-            headers: &headers,
-            jwt: identity.as_ref(),
+            headers: if tcp { no_headers } else { &request.headers },
+            jwt: authenticated.identity.as_ref(),
             space_delimited: &state.authn.space_delimited,
         };
         let compiled = if tcp { &state.tcp } else { &state.http };
         let mut decision = authorize(compiled, &cx, request, ext, tcp, indexed);
         decision.audit = compiled.audit.first_match(&cx, indexed).is_some();
         decision.shadow = shadow(compiled, &cx, indexed);
+        if decision.allowed {
+            decision.token_headers = authenticated.headers;
+        }
         decision
     }
 }
@@ -242,53 +266,16 @@ fn deny(response: Response, policy: Option<String>, reason: Reason) -> Decision 
         reason,
         audit: false,
         shadow: Vec::new(),
+        token_headers: TokenHeaders::default(),
     }
 }
 
-type Normalised = (String, Option<String>, Vec<(String, String)>);
-
-/// M-9: method case, header names, path; joins repeated headers.
-fn normalise(request: &Request) -> Result<Normalised, &'static str> {
-    if request.method.is_empty() || request.method != request.method.to_ascii_uppercase() {
-        return Err("method must be upper case");
-    }
-    let path = path::normalize(&request.path).map_err(|e| match e {
-        path::PathError::EncodedNul => "path contains %00",
-        path::PathError::NotAbsolute => "path must start with `/`",
-    })?;
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for (name, value) in &request.headers {
-        if name.is_empty() || name.chars().any(char::is_whitespace) {
-            return Err("header name contains whitespace");
-        }
-        let name = name.to_ascii_lowercase();
-        match headers.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, joined)) => {
-                joined.push(',');
-                joined.push_str(value);
-            }
-            None => headers.push((name, value.clone())),
-        }
-    }
-    let host = request
-        .host
-        .clone()
-        .or_else(|| {
-            headers
-                .iter()
-                .find(|(n, _)| n == "host" || n == ":authority")
-                .map(|(_, v)| v.clone())
-        })
-        .map(|h| h.to_ascii_lowercase());
-    Ok((path, host, headers))
-}
-
-fn is_cors_preflight(request: &Request, headers: &[(String, String)]) -> bool {
+fn is_cors_preflight(request: &Request) -> bool {
     request.method == "OPTIONS"
-        && headers.iter().any(|(n, _)| n == "origin")
-        && headers
-            .iter()
-            .any(|(n, _)| n == "access-control-request-method")
+        && request.header_value("origin").is_some()
+        && request
+            .header_value("access-control-request-method")
+            .is_some()
 }
 
 fn rule_name(group: &Group, i: usize) -> Option<String> {
@@ -343,6 +330,7 @@ fn authorize(
             reason: Reason::NoAllowPolicy,
             audit: false,
             shadow: Vec::new(),
+            token_headers: TokenHeaders::default(),
         };
     }
     match c.allow.first_match(cx, indexed) {
@@ -353,6 +341,7 @@ fn authorize(
             reason: Reason::AllowMatched,
             audit: false,
             shadow: Vec::new(),
+            token_headers: TokenHeaders::default(),
         },
         None => deny(denied, None, Reason::NoAllowMatched),
     }

@@ -119,6 +119,14 @@ pub enum JwksFetchError {
         /// The discovery URI.
         uri: String,
     },
+    /// An OIDC discovery document names a `jwks_uri` that is not `https`.
+    #[error("`{uri}` names jwks_uri `{jwks_uri}`, which is not https; refused")]
+    InsecureJwksUri {
+        /// The discovery URI.
+        uri: String,
+        /// The `jwks_uri` it named.
+        jwks_uri: String,
+    },
     /// The body is not a JWKS document.
     #[error("`{uri}` did not return a JWKS document")]
     NotJwks {
@@ -232,6 +240,17 @@ impl JwksFetcher {
             jwks_uri = discovered_jwks_uri(&body).ok_or_else(|| JwksFetchError::NotDiscovery {
                 uri: uri.to_owned(),
             })?;
+            // The discovery document names where the keys are; a plain
+            // `http` link there would let anyone on the path swap them.
+            if !jwks_uri
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+            {
+                return Err(JwksFetchError::InsecureJwksUri {
+                    uri: uri.to_owned(),
+                    jwks_uri,
+                });
+            }
             body = self.get(&jwks_uri).await?;
         }
         serde_json::from_slice(&body).map_err(|_| JwksFetchError::NotJwks { uri: jwks_uri })

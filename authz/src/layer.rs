@@ -10,54 +10,32 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http_body_util::{Either, Full};
-use spiffe_core::{PeerIdentity, SpiffeId};
+use spiffe_core::{ConnectionFacts, PeerIdentity};
 
-use crate::decision::{Decision, Response};
+use crate::authn::TokenHandling;
+use crate::decision::{Decision, Response, TokenHeaders};
 use crate::engine::{Engine, ExtAuthz, ExtAuthzVerdict};
-use crate::jwks;
-use crate::jwt::{PresentedToken, TokenLocation};
+use crate::jwt::TokenLocation;
 use crate::request::Request;
+use crate::translate::{Translated, translate};
 
-/// Per-connection facts. The mTLS acceptor (or the application) inserts one
-/// into each request's extensions; without it the request counts as
-/// plaintext on port 0 with no addresses. A [`spiffe_core::PeerIdentity`]
-/// extension, which the mTLS layer inserts after a verified handshake,
-/// supplies the peer identity and takes precedence over [`Self::peer`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConnectionInfo {
-    /// Verified peer SPIFFE ID from Istio-style mTLS.
-    pub peer: Option<SpiffeId>,
-    /// Direct peer address.
-    pub source_ip: Option<IpAddr>,
-    /// Original client address (PROXY protocol or trusted XFF).
-    pub remote_ip: Option<IpAddr>,
-    /// Address the connection was sent to.
-    pub destination_ip: Option<IpAddr>,
-    /// Workload port the connection arrived on.
-    pub port: u16,
-    /// SNI of the inbound TLS connection.
-    pub sni: Option<String>,
-}
+/// The original client address, when something the server trusts supplied
+/// it: PROXY protocol, or an `X-Forwarded-For` hop the server decided to
+/// trust. Whoever parses that inserts one into the request extensions next
+/// to the [`ConnectionFacts`]; `remote.ip` and `remoteIpBlocks` then read it
+/// instead of the direct peer address. This crate never reads XFF itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginalClientAddr(IpAddr);
 
-impl ConnectionInfo {
-    /// Connection facts with a peer identity and port.
-    pub fn new(peer: Option<SpiffeId>, port: u16) -> Self {
-        ConnectionInfo {
-            peer,
-            port,
-            ..ConnectionInfo::default()
-        }
+impl OriginalClientAddr {
+    /// The original client's address.
+    pub fn new(ip: IpAddr) -> Self {
+        OriginalClientAddr(ip)
     }
 
-    fn apply(&self, mut req: Request) -> Request {
-        req.peer = self.peer.clone();
-        req.source_ip = self.source_ip;
-        req.remote_ip = self.remote_ip;
-        req.destination_ip = self.destination_ip;
-        req.port = self.port;
-        req.sni = self.sni.clone();
-        req
+    /// The address.
+    pub fn ip(&self) -> IpAddr {
+        self.0
     }
 }
 
@@ -122,7 +100,14 @@ impl<S> tower::Layer<S> for AuthzLayer {
 
 /// Service that decides each request before the inner service sees it:
 /// denied requests get `403 RBAC: access denied` (or the 400/401/403 of
-/// §0), allowed ones carry [`Authorized`].
+/// §0), allowed ones carry [`Authorized`] and the normalised path (M-9).
+///
+/// Every request must carry the [`ConnectionFacts`] of its connection in
+/// its extensions (mtls-tower inserts them); a request without them is
+/// answered `500` and logged, never decided as if from nowhere. The peer
+/// identity is read only from the [`PeerIdentity`] extension the mTLS
+/// verifier produced; the original client address, if a trusted proxy
+/// supplied one, from an [`OriginalClientAddr`] extension.
 #[derive(Clone)]
 pub struct Authz<S> {
     inner: S,
@@ -136,77 +121,23 @@ impl<S> std::fmt::Debug for Authz<S> {
     }
 }
 
-fn header_str<B>(req: &http::Request<B>, name: &str) -> Option<String> {
-    let values: Vec<String> = req
-        .headers()
-        .get_all(name)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
-}
-
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name && !v.is_empty()).then(|| v.to_owned())
-    })
-}
-
-fn cookie(header: &str, name: &str) -> Option<String> {
-    header.split(';').find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == name && !v.is_empty()).then(|| v.to_owned())
-    })
-}
-
-/// Finds the token at one configured location.
-fn find_token<B>(req: &http::Request<B>, loc: &TokenLocation) -> Option<String> {
-    match loc {
-        TokenLocation::Header { name, prefix } => {
-            let value = header_str(req, name)?;
-            value.strip_prefix(prefix.as_str()).map(str::to_owned)
-        }
-        TokenLocation::Param(name) => query_param(req.uri().query()?, name),
-        TokenLocation::Cookie(name) => cookie(&header_str(req, "cookie")?, name),
-    }
-}
-
-fn to_request<B>(req: &http::Request<B>, locations: &[TokenLocation]) -> Request {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned());
-    let mut out = Request::http(req.method().as_str(), target);
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| header_str(req, "host"));
-    if let Some(host) = host {
-        out = out.host(host);
-    }
-    for (name, value) in req.headers() {
-        out = out.header(
-            name.as_str(),
-            String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        );
-    }
-    for loc in locations {
-        if let Some(token) = find_token(req, loc) {
-            out = out.token(PresentedToken::raw(loc.clone(), token));
-        }
-    }
-    let mut out = match req.extensions().get::<ConnectionInfo>() {
-        Some(conn) => conn.apply(out),
-        None => out,
-    };
-    // The TLS layer's proof of the peer wins over a peer named in
-    // `ConnectionInfo`: only a verified handshake produces a `PeerIdentity`.
-    if let Some(peer) = req.extensions().get::<PeerIdentity>() {
-        out.peer = Some(peer.spiffe_id().clone());
-    }
-    out
+/// The 500 for a request that carries no [`ConnectionFacts`]: the stack
+/// is misassembled, and deciding as if the request came from nowhere would
+/// make port and address rules silently stop matching.
+fn missing_facts<B>() -> http::Response<AuthzBody<B>> {
+    tracing::warn!(
+        "authz: request without ConnectionFacts refused with 500; \
+         the acceptor must insert spiffe_core::ConnectionFacts into every request"
+    );
+    let mut resp = http::Response::new(Either::Right(Full::new(Bytes::from_static(
+        b"Internal Server Error: no connection facts",
+    ))));
+    *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp
 }
 
 fn denial<B>(decision: &Decision) -> http::Response<AuthzBody<B>> {
@@ -228,66 +159,32 @@ fn denial<B>(decision: &Decision) -> http::Response<AuthzBody<B>> {
     resp
 }
 
-/// `outputClaimToHeaders`: a string, number or boolean claim, nested claims
-/// named with dots.
-fn claim_text(claims: &serde_json::Map<String, serde_json::Value>, path: &str) -> Option<String> {
-    let mut parts = path.split('.');
-    let mut value = claims.get(parts.next()?)?;
-    for part in parts {
-        value = value.as_object()?.get(part)?;
-    }
-    match value {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// Overwrites `name` with `value`; a missing value removes any incoming header
-/// of that name, so clients cannot forge it.
-fn set_header<B>(req: &mut http::Request<B>, name: &str, value: Option<String>) {
-    let Ok(name) = HeaderName::try_from(name) else {
-        return;
-    };
-    match value.and_then(|v| HeaderValue::try_from(v).ok()) {
-        Some(v) => {
-            req.headers_mut().insert(name, v);
-        }
-        None => {
-            req.headers_mut().remove(name);
-        }
-    }
-}
-
-/// RA-2: drop tokens unless `forwardOriginalToken`; copy payloads to
-/// `outputPayloadToHeader` and claims to `outputClaimToHeaders`.
-fn rewrite_token_headers<B>(req: &mut http::Request<B>, engine: &Engine) {
-    for h in engine.token_handling().iter() {
-        let Some(token) = find_token(req, &h.location) else {
-            continue;
-        };
-        if !h.claim_headers.is_empty()
-            && let Ok(claims) = jwks::peek_claims(&token)
-        {
-            for (header, claim) in &h.claim_headers {
-                set_header(req, header, claim_text(&claims, claim));
-            }
-        }
-        if let Some(payload) = token.split('.').nth(1) {
-            for name in &h.payload_headers {
-                if let (Ok(n), Ok(v)) = (
-                    HeaderName::try_from(name.as_str()),
-                    HeaderValue::try_from(payload),
-                ) {
-                    req.headers_mut().insert(n, v);
-                }
-            }
-        }
-        if let TokenLocation::Header { name, .. } = &h.location
-            && !h.forward
+/// RA-2 after an allow: drop tokens found in headers unless
+/// `forwardOriginalToken`; strip every configured output header, then write
+/// the values the engine derived from verified payloads.
+fn rewrite_token_headers<B>(
+    req: &mut http::Request<B>,
+    handling: &TokenHandling,
+    found: &[bool],
+    outputs: &TokenHeaders,
+) {
+    for ((loc, forward), found) in handling.locations.iter().zip(found) {
+        if let TokenLocation::Header { name, .. } = loc
+            && *found
+            && !forward
         {
             req.headers_mut().remove(name.as_str());
+        }
+    }
+    for name in &handling.output_headers {
+        req.headers_mut().remove(name.as_str());
+    }
+    for (name, value) in &outputs.0 {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            req.headers_mut().insert(n, v);
         }
     }
 }
@@ -337,18 +234,37 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<ReqB>) -> Self::Future {
-        let handling = self.engine.token_handling();
-        let locations: Vec<TokenLocation> = handling.iter().map(|h| h.location.clone()).collect();
-        let request = to_request(&req, &locations);
-        let decision = self
-            .engine
-            .check_with(&request, self.ext.as_ref(), SystemTime::now());
+        // One snapshot for the whole request: the token handling and the
+        // decision come from the same policy set even during a reload.
+        let Some(facts) = req.extensions().get::<ConnectionFacts>() else {
+            return ResponseFuture::Denied {
+                response: Some(missing_facts()),
+            };
+        };
+        let state = self.engine.snapshot();
+        let Translated {
+            request,
+            uri,
+            found,
+        } = translate(&req, &state.handling);
+        // The peer identity comes only from the verifier's proof.
+        let mut request = request.connection(facts, req.extensions().get::<PeerIdentity>());
+        if let Some(client) = req.extensions().get::<OriginalClientAddr>() {
+            request = request.remote_ip(client.ip());
+        }
+        let decision =
+            self.engine
+                .decide_in(&state, &request, self.ext.as_ref(), SystemTime::now());
         if !decision.allowed {
             return ResponseFuture::Denied {
                 response: Some(denial(&decision)),
             };
         }
-        rewrite_token_headers(&mut req, &self.engine);
+        // M-9: the backend serves the path that was authorized.
+        if let Some(uri) = uri {
+            *req.uri_mut() = uri;
+        }
+        rewrite_token_headers(&mut req, &state.handling, &found, &decision.token_headers);
         req.extensions_mut().insert(Authorized {
             policy: decision.policy,
         });
@@ -360,8 +276,16 @@ where
 
 impl Engine {
     /// Connection-level check for TCP (and STRICT mTLS for any port): call
-    /// once per accepted connection; close it unless the decision allows.
-    pub fn check_connection(&self, conn: &ConnectionInfo) -> Decision {
-        self.check(&conn.apply(Request::tcp()))
+    /// once per accepted connection with its facts and, after a verified
+    /// mTLS handshake, the verifier's [`PeerIdentity`]; close the
+    /// connection unless the decision allows. For PROXY protocol, build
+    /// `Request::tcp().connection(..).remote_ip(..)` and use
+    /// [`Engine::check`].
+    pub fn check_connection(
+        &self,
+        facts: &ConnectionFacts,
+        peer: Option<&PeerIdentity>,
+    ) -> Decision {
+        self.check(&Request::tcp().connection(facts, peer))
     }
 }

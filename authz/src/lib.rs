@@ -33,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod authn;
 mod cidr;
 mod compile;
 mod condition;
@@ -55,6 +56,7 @@ mod pattern;
 mod peer_auth;
 mod request;
 mod template;
+mod translate;
 mod wire;
 
 pub use decision::{Decision, Reason, Response, ShadowResult};
@@ -62,7 +64,7 @@ pub use engine::{Engine, ExtAuthz, ExtAuthzVerdict};
 pub use error::{LoadError, ValidationError, ValidationKind};
 pub use jwks_fetch::{JwksCache, JwksFetchError, JwksFetcher};
 pub use jwt::{JwtFailure, PresentedToken, TokenLocation};
-pub use layer::{Authorized, Authz, AuthzBody, AuthzLayer, ConnectionInfo, ResponseFuture};
+pub use layer::{Authorized, Authz, AuthzBody, AuthzLayer, OriginalClientAddr, ResponseFuture};
 pub use load::{PolicySet, Warning};
 pub use mesh::{ExtensionProvider, MeshConfig, ProviderKind, Workload};
 pub use model::{

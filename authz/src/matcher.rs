@@ -11,8 +11,8 @@ use crate::jwt::{self, RequestIdentity};
 use crate::pattern::StrMatch;
 use crate::template::PathTemplate;
 
-/// Normalised facts about one request, as matchers read them.
-#[derive(Debug)]
+/// Normalised facts about one request, as matchers read them (no `Debug`:
+/// the headers hold credentials).
 pub(crate) struct Ctx<'a> {
     pub(crate) peer: Option<&'a SpiffeId>,
     pub(crate) source_ip: Option<IpAddr>,

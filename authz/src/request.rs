@@ -1,10 +1,18 @@
 //! What the engine knows about one inbound request or connection.
+//!
+//! A [`Request`] holds facts in the form the matchers read them (M-9): the
+//! path is normalised when the request is built, header names are
+//! lowercased and repeated headers joined as they are added, and a request
+//! that a sidecar would reject (bad method, `%00`, whitespace in a header
+//! name) remembers why, so the engine answers 400 without copying anything
+//! again.
 
 use std::net::IpAddr;
 
-use spiffe_core::SpiffeId;
+use spiffe_core::{ConnectionFacts, PeerIdentity, SpiffeId};
 
 use crate::jwt::PresentedToken;
+use crate::path::{self, PathError};
 
 /// The inbound chain the traffic goes through (§0 step 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +34,9 @@ pub enum Protocol {
 ///     .port(8080);
 /// # let _ = req;
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows header names but never header values or tokens.
+#[derive(Clone)]
 pub struct Request {
     pub(crate) protocol: Protocol,
     pub(crate) peer: Option<SpiffeId>,
@@ -36,10 +46,43 @@ pub struct Request {
     pub(crate) port: u16,
     pub(crate) sni: Option<String>,
     pub(crate) method: String,
+    /// Normalised path without query (M-7, M-9).
     pub(crate) path: String,
+    /// Lowercased `:authority` / `Host` (M-3), when set explicitly.
     pub(crate) host: Option<String>,
+    /// Lowercased names, repeated headers joined by `,` (M-9).
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) tokens: Vec<PresentedToken>,
+    /// Why a sidecar would answer 400 (M-9), if it would.
+    pub(crate) malformed: Option<&'static str>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Request")
+            .field("protocol", &self.protocol)
+            .field("peer", &self.peer)
+            .field("source_ip", &self.source_ip)
+            .field("remote_ip", &self.remote_ip)
+            .field("destination_ip", &self.destination_ip)
+            .field("port", &self.port)
+            .field("sni", &self.sni)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("host", &self.host)
+            .field("header_names", &names)
+            .field("tokens", &self.tokens)
+            .field("malformed", &self.malformed)
+            .finish()
+    }
+}
+
+pub(crate) fn path_error_text(e: PathError) -> &'static str {
+    match e {
+        PathError::EncodedNul => "path contains %00",
+        PathError::NotAbsolute => "path must start with `/`",
+    }
 }
 
 impl Request {
@@ -57,14 +100,28 @@ impl Request {
             host: None,
             headers: Vec::new(),
             tokens: Vec::new(),
+            malformed: None,
         }
     }
 
     /// An HTTP request; `path` is the raw request target, query included.
-    pub fn http(method: impl Into<String>, path: impl Into<String>) -> Self {
+    /// It is normalised here, once (M-9).
+    pub fn http(method: impl Into<String>, path: impl AsRef<str>) -> Self {
+        Request::http_normalised(method.into(), path::normalize(path.as_ref()))
+    }
+
+    /// An HTTP request whose path the caller (the Tower layer) has already
+    /// normalised.
+    pub(crate) fn http_normalised(method: String, path: Result<String, PathError>) -> Self {
         let mut r = Request::new(Protocol::Http);
-        r.method = method.into();
-        r.path = path.into();
+        if method.is_empty() || method.bytes().any(|b| b.is_ascii_lowercase()) {
+            r.malformed = Some("method must be upper case");
+        }
+        r.method = method;
+        match path {
+            Ok(p) => r.path = p,
+            Err(e) => r.malformed = r.malformed.or(Some(path_error_text(e))),
+        }
         r
     }
 
@@ -80,14 +137,17 @@ impl Request {
         self
     }
 
-    /// The direct peer address (`source.ip`, `ipBlocks`).
+    /// The direct peer address (`source.ip`, `ipBlocks`; also `remote.ip`
+    /// and `remoteIpBlocks` unless [`Request::remote_ip`] is set).
     #[must_use]
     pub fn source_ip(mut self, ip: IpAddr) -> Self {
         self.source_ip = Some(ip);
         self
     }
 
-    /// The original client address (`remote.ip`, `remoteIpBlocks`).
+    /// The original client address from PROXY protocol or a trusted
+    /// `X-Forwarded-For` (`remote.ip`, `remoteIpBlocks`). Without it those
+    /// read the direct peer address, as Envoy does.
     #[must_use]
     pub fn remote_ip(mut self, ip: IpAddr) -> Self {
         self.remote_ip = Some(ip);
@@ -118,14 +178,49 @@ impl Request {
     /// The `:authority` / `Host` value, port included if sent.
     #[must_use]
     pub fn host(mut self, host: impl Into<String>) -> Self {
-        self.host = Some(host.into());
+        let mut host = host.into();
+        host.make_ascii_lowercase();
+        self.host = Some(host);
         self
     }
 
     /// Adds a request header; repeated names are joined with `,` (M-9).
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        let mut name = name.into();
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            self.malformed = self.malformed.or(Some("header name contains whitespace"));
+        }
+        name.make_ascii_lowercase();
+        let value = value.into();
+        match self.headers.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, joined)) => {
+                joined.push(',');
+                joined.push_str(&value);
+            }
+            None => self.headers.push((name, value)),
+        }
+        self
+    }
+
+    /// Adds a header whose name is known to be lowercase, valid and not yet
+    /// present (the layer reads each name of an `http::HeaderMap` once).
+    pub(crate) fn push_header(&mut self, name: &str, value: String) {
+        self.headers.push((name.to_owned(), value));
+    }
+
+    /// The facts of the connection the request arrived on: `ports` and
+    /// `destination.port` read the local port, `destination.ip` the local
+    /// address, `source.ip` / `ipBlocks` the remote address, and
+    /// `connection.sni` the SNI. `peer` is the verifier's proof of an mTLS
+    /// peer; without one the request is plaintext (no peer identity).
+    #[must_use]
+    pub fn connection(mut self, facts: &ConnectionFacts, peer: Option<&PeerIdentity>) -> Self {
+        self.port = facts.local_addr().port();
+        self.destination_ip = Some(facts.local_addr().ip());
+        self.source_ip = Some(facts.remote_addr().ip());
+        self.sni = facts.sni().map(str::to_owned);
+        self.peer = peer.map(|p| p.spiffe_id().clone());
         self
     }
 
@@ -139,5 +234,29 @@ impl Request {
     /// The protocol of the request.
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// The value of header `name` (lowercase), repeated headers joined.
+    pub(crate) fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The lowercased host: the explicit one, else the `host` or
+    /// `:authority` header.
+    pub(crate) fn effective_host(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if let Some(h) = &self.host {
+            return Some(std::borrow::Cow::Borrowed(h));
+        }
+        let h = self
+            .header_value("host")
+            .or_else(|| self.header_value(":authority"))?;
+        Some(if h.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(h.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(h)
+        })
     }
 }

@@ -281,3 +281,146 @@ fn ra_2_explicit_key_sources_win_over_discovery() {
         vec!["https://keys.example/jwks".to_owned()]
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_oidc_discovery_refuses_a_jwks_uri_that_is_not_https() {
+    let ca = TestCa::new("example.org");
+    let key = TestJwtKey::generate(KeyKind::P256);
+    let routes = Arc::new(Mutex::new(Vec::new()));
+    let port = serve_routes(&ca, Arc::clone(&routes)).await;
+    let issuer = format!("https://localhost:{port}/tenant");
+    let discovery = format!("{issuer}/.well-known/openid-configuration");
+    let plain = format!("http://localhost:{port}/tenant/keys");
+    if let Ok(mut r) = routes.lock() {
+        r.push((
+            "/tenant/.well-known/openid-configuration".to_owned(),
+            json!({"issuer": issuer, "jwks_uri": plain}).to_string(),
+        ));
+        r.push((
+            "/tenant/keys".to_owned(),
+            json!({"keys": [key.jwk("k1")]}).to_string(),
+        ));
+    }
+    let cache = Arc::new(JwksCache::new());
+    let fetcher = JwksFetcher::new(Arc::clone(&cache), client(&ca));
+    let errors = tokio::time::timeout(
+        Duration::from_secs(10),
+        fetcher.refresh(std::slice::from_ref(&discovery)),
+    )
+    .await
+    .expect("refresh finishes");
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [JwksFetchError::InsecureJwksUri { uri, jwks_uri }] if *uri == discovery && *jwks_uri == plain
+        ),
+        "{errors:?}"
+    );
+    assert!(errors[0].to_string().contains("not https"), "{}", errors[0]);
+    assert!(!cache.contains(&discovery));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_jwks_fetch_gives_up_after_its_timeout() {
+    // Accepts TCP and never answers, so the TLS handshake stalls.
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let port = listener.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            conns.push(tcp);
+        }
+    });
+    let ca = TestCa::new("example.org");
+    let fetcher = JwksFetcher::new(Arc::new(JwksCache::new()), client(&ca))
+        .timeout(Duration::from_millis(300));
+    let uri = format!("https://localhost:{port}/jwks");
+    let err = tokio::time::timeout(Duration::from_secs(10), fetcher.fetch(&uri))
+        .await
+        .expect("the fetcher's own timeout fires first")
+        .map(|_| ())
+        .expect_err("a silent server");
+    assert!(
+        matches!(&err, JwksFetchError::Timeout { uri: u, timeout } if *u == uri && *timeout == Duration::from_millis(300)),
+        "{err}"
+    );
+    held.abort();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_jwks_documents_over_1_mib_are_refused() {
+    let ca = TestCa::new("example.org");
+    let key = TestJwtKey::generate(KeyKind::P256);
+    let big = json!({"keys": [key.jwk("k1")], "pad": "x".repeat(1 << 20)}).to_string();
+    let small = json!({"keys": [key.jwk("k1")], "pad": "x".repeat((1 << 20) - 200)}).to_string();
+    assert!(small.len() <= 1 << 20);
+    let body = Arc::new(Mutex::new(Some(big)));
+    let port = serve(&ca, Arc::clone(&body)).await;
+    let uri = format!("https://localhost:{port}/jwks");
+    let fetcher = JwksFetcher::new(Arc::new(JwksCache::new()), client(&ca));
+    let err = tokio::time::timeout(Duration::from_secs(10), fetcher.fetch(&uri))
+        .await
+        .expect("fetch finishes")
+        .map(|_| ())
+        .expect_err("oversized body");
+    assert!(
+        matches!(&err, JwksFetchError::Body { uri: u } if *u == uri),
+        "{err}"
+    );
+    // Just under the limit is accepted.
+    if let Ok(mut b) = body.lock() {
+        *b = Some(small);
+    }
+    let set = tokio::time::timeout(Duration::from_secs(10), fetcher.fetch(&uri))
+        .await
+        .expect("fetch finishes")
+        .expect("a document under 1 MiB loads");
+    assert_eq!(set.keys.len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_jwks_refresh_loop_retries_until_the_server_recovers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ca = TestCa::new("example.org");
+    let key = TestJwtKey::generate(KeyKind::P256);
+    let body = Arc::new(Mutex::new(None));
+    let port = serve(&ca, Arc::clone(&body)).await;
+    let uri = format!("https://localhost:{port}/jwks");
+    let cache = Arc::new(JwksCache::new());
+    let failures = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&failures);
+    let fetcher =
+        JwksFetcher::new(Arc::clone(&cache), client(&ca)).refresh_every(Duration::from_secs(3600));
+    let task = tokio::spawn(fetcher.run(vec![uri.clone()], move |e| {
+        assert!(
+            matches!(e, JwksFetchError::Status { status: 500, .. }),
+            "{e}"
+        );
+        counted.fetch_add(1, Ordering::SeqCst);
+    }));
+    // The first round fails (500) and is reported.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while failures.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the failed round is reported");
+    assert!(!cache.contains(&uri));
+    // The server recovers: the retry (1 s backoff, not the hour-long
+    // refresh interval) loads the set.
+    if let Ok(mut b) = body.lock() {
+        *b = Some(json!({"keys": [key.jwk("k1")]}).to_string());
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !cache.contains(&uri) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the retry loads the key set");
+    assert!(!task.is_finished(), "run keeps refreshing");
+    task.abort();
+}

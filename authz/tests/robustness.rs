@@ -2,7 +2,9 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use authz::{PolicySet, PresentedToken, Request, TokenLocation};
 use common::*;
@@ -74,19 +76,55 @@ fn reload_swaps_the_whole_set_atomically() {
         "rules:\n- to: [{operation: {paths: [/y]}}]",
     ));
     let e = Arc::new(authz::Engine::new(web(), authz::MeshConfig::default(), &a));
-    let readers: Vec<_> = (0..2)
+    const READERS: usize = 2;
+    // All threads start together, and the writer keeps reloading until
+    // every reader has seen both sets, so reads really overlap reloads.
+    let start = Arc::new(Barrier::new(READERS + 1));
+    let done = Arc::new(AtomicBool::new(false));
+    let saw_both = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..READERS)
         .map(|_| {
-            let e = Arc::clone(&e);
-            std::thread::spawn(move || (0..5_000).all(|_| !e.check(&get("/x")).allowed))
+            let (e, start, done, saw_both) = (
+                Arc::clone(&e),
+                Arc::clone(&start),
+                Arc::clone(&done),
+                Arc::clone(&saw_both),
+            );
+            std::thread::spawn(move || {
+                start.wait();
+                let (mut seen_a, mut seen_b, mut never_allowed) = (false, false, true);
+                while !done.load(Ordering::SeqCst) {
+                    let d = e.check(&get("/x"));
+                    never_allowed &= !d.allowed;
+                    let before = seen_a && seen_b;
+                    match d.reason {
+                        authz::Reason::DenyMatched => seen_a = true,
+                        authz::Reason::NoAllowMatched => seen_b = true,
+                        _ => never_allowed = false,
+                    }
+                    if !before && seen_a && seen_b {
+                        saw_both.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                (never_allowed, seen_a && seen_b)
+            })
         })
         .collect();
-    for i in 0..500 {
-        e.reload(if i % 2 == 0 { &b } else { &a });
+    start.wait();
+    // A guard against a hang, not a timing assertion.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0u64;
+    while saw_both.load(Ordering::SeqCst) < READERS && Instant::now() < deadline {
+        e.reload(if i.is_multiple_of(2) { &b } else { &a });
+        i += 1;
     }
+    done.store(true, Ordering::SeqCst);
     for r in readers {
+        let (never_allowed, overlapped) = r.join().expect("reader thread");
+        assert!(never_allowed, "/x was allowed (or half-decided) mid-reload");
         assert!(
-            r.join().expect("reader thread"),
-            "/x was allowed mid-reload"
+            overlapped,
+            "a reader never saw both sets: no overlap with {i} reloads"
         );
     }
     e.reload(&b);

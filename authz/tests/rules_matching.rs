@@ -218,6 +218,59 @@ fn f_2_ip_blocks_are_the_direct_peer_remote_ip_blocks_the_client() {
 }
 
 #[test]
+fn f_2_remote_ip_blocks_fall_back_to_the_direct_peer() {
+    // No PROXY protocol / trusted XFF value: remote.ip is the direct peer.
+    let direct = get("/").source_ip(ip("203.0.113.9"));
+    let e = engine(&ap(
+        "foo",
+        "d",
+        "action: DENY\nrules:\n- from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]",
+    ));
+    assert!(
+        !allowed(&e, &direct),
+        "DENY remoteIpBlocks must catch direct clients"
+    );
+    let via_lb = get("/")
+        .source_ip(ip("203.0.113.9"))
+        .remote_ip(ip("198.51.100.1"));
+    assert!(allowed(&e, &via_lb), "the supplied original client wins");
+    let e = allow("from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]");
+    assert!(allowed(&e, &direct));
+    assert!(!allowed(&e, &get("/").source_ip(ip("198.51.100.1"))));
+    let e = allow("from: [{source: {notRemoteIpBlocks: [203.0.113.0/24]}}]");
+    assert!(!allowed(&e, &direct));
+    assert!(allowed(&e, &get("/").source_ip(ip("198.51.100.1"))));
+    let e = allow("when: [{key: remote.ip, values: [203.0.113.0/24]}]");
+    assert!(allowed(&e, &direct));
+    // With no address at all nothing positive matches.
+    assert!(!allowed(&e, &get("/")));
+}
+
+#[test]
+fn m_4_ipv4_mapped_ipv6_peers_match_ipv4_blocks() {
+    let mapped = ip("::ffff:10.1.2.3");
+    let e = allow("from: [{source: {ipBlocks: [10.0.0.0/8]}}]");
+    assert!(allowed(&e, &get("/").source_ip(mapped)));
+    assert!(!allowed(&e, &get("/").source_ip(ip("::ffff:11.1.2.3"))));
+    let e = allow("from: [{source: {remoteIpBlocks: [10.0.0.0/8]}}]");
+    assert!(allowed(
+        &e,
+        &get("/").source_ip(ip("192.0.2.1")).remote_ip(mapped)
+    ));
+    assert!(allowed(&e, &get("/").source_ip(mapped)));
+    let e = allow("when: [{key: destination.ip, values: [10.1.2.3]}]");
+    assert!(allowed(&e, &get("/").destination_ip(mapped)));
+    let e = allow("when: [{key: source.ip, notValues: [10.0.0.0/8]}]");
+    assert!(!allowed(&e, &get("/").source_ip(mapped)));
+    let e = engine(&ap(
+        "foo",
+        "d",
+        "action: DENY\nrules:\n- from: [{source: {ipBlocks: [10.0.0.0/8]}}]",
+    ));
+    assert!(!allowed(&e, &get("/").source_ip(mapped)));
+}
+
+#[test]
 fn f_3_empty_source_is_rejected() {
     let err = load_err(&ap("foo", "a", "rules:\n- from: [{source: {}}]"));
     assert!(

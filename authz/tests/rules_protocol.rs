@@ -163,13 +163,70 @@ fn t_4_http_only_provider_not_applied_to_tcp() {
 
 #[test]
 fn t_5_permissive_passthrough_tls_follows_tcp_rules() {
-    // Non-Istio TLS in PERMISSIVE is opaque TCP without a peer identity.
-    let e = engine(&ap(
+    // An explicit PERMISSIVE PeerAuthentication (not the default), under a
+    // STRICT mesh-wide one, so the workload's mode really comes from it.
+    let pa = doc(
+        "PeerAuthentication",
+        "istio-system",
+        "mesh",
+        "mtls: {mode: STRICT}",
+    ) + &doc(
+        "PeerAuthentication",
         "foo",
-        "a",
-        "rules:\n- from: [{source: {principals: [\"*\"]}}]",
+        "permissive",
+        "selector: {matchLabels: {app: web}}\nmtls: {mode: PERMISSIVE}",
+    );
+    let allow_mesh = pa.clone()
+        + &ap(
+            "foo",
+            "a",
+            "rules:\n- from: [{source: {principals: [\"*\"]}}]",
+        );
+    let e = engine(&allow_mesh);
+    assert_eq!(e.mtls_mode(443), authz::MtlsMode::Permissive);
+    // A client's own (non-Istio) TLS is passed through as opaque TCP: the
+    // connection is TLS, but no verifier produced a PeerIdentity.
+    let passthrough = facts(443).with_tls().with_sni("db.example.org");
+    let d = e.check_connection(&passthrough, None);
+    assert_eq!(
+        (d.response, d.reason.clone()),
+        (Response::ConnectionClosed, Reason::NoAllowMatched),
+        "not reset (PERMISSIVE), closed by the TCP rules"
+    );
+    // Istio mTLS on the same port carries the verified identity.
+    let peer = verified_peer("spiffe://cluster.local/ns/a/sa/b");
+    assert_eq!(
+        e.check_connection(&passthrough, Some(&peer)).response,
+        Response::Connected
+    );
+    // TCP rules (ports, connection.sni) apply to the passthrough connection.
+    let deny = pa.clone()
+        + &ap(
+            "foo",
+            "d",
+            "action: DENY\nrules:\n- to: [{operation: {ports: [\"443\"]}}]\n  when: [{key: connection.sni, values: [db.example.org]}]",
+        );
+    let e = engine(&deny);
+    assert_eq!(
+        e.check_connection(&passthrough, None).response,
+        Response::ConnectionClosed
+    );
+    assert_eq!(
+        e.check_connection(&facts(443).with_tls().with_sni("other.example"), None)
+            .response,
+        Response::Connected
+    );
+    // Without the PERMISSIVE policy the mesh's STRICT mode resets it.
+    let strict = engine(&doc(
+        "PeerAuthentication",
+        "istio-system",
+        "mesh",
+        "mtls: {mode: STRICT}",
     ));
-    assert!(!allowed(&e, &Request::tcp().port(443)));
+    assert_eq!(
+        strict.check_connection(&passthrough, None).response,
+        Response::ConnectionReset
+    );
 }
 
 #[test]

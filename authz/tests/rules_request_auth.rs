@@ -60,7 +60,7 @@ fn ra_1_selected_request_authentications_merge() {
 }
 
 #[test]
-fn ra_2_token_locations() {
+fn ra_2_located_tokens_go_to_the_providers_of_their_location() {
     let e = engine(&ra(&format!(
         "jwtRules:\n- issuer: {ISS}\n  fromHeaders: [{{name: x-jwt, prefix: \"Token \"}}]\n  fromParams: [tok]"
     )));
@@ -315,4 +315,35 @@ fn ra_3_token_times_allow_envoys_60s_clock_skew() {
         at(json!({"iss": ISS, "nbf": 1_000_000 + 61})).reason,
         Reason::Jwt(JwtFailure::NotYetValid)
     );
+}
+
+#[test]
+fn ra_3_non_numeric_token_times_make_the_token_invalid() {
+    let e = engine(&basic_ra());
+    for (claim, value) in [
+        ("exp", json!("never")),
+        ("exp", json!(null)),
+        ("nbf", json!("0")),
+        ("nbf", json!([1])),
+        ("iat", json!("yesterday")),
+        ("iat", json!({"t": 1})),
+    ] {
+        let mut c = claims(json!({"iss": ISS, "sub": "a"}));
+        c.insert(claim.to_owned(), value.clone());
+        let d = e.check(&get("/").token(PresentedToken::verified(TokenLocation::bearer(), c)));
+        assert_eq!(
+            (d.response, d.reason),
+            (
+                Response::Http(401),
+                Reason::Jwt(JwtFailure::TimeClaimNotNumeric { claim })
+            ),
+            "{claim}: {value}"
+        );
+    }
+    // Numbers (integer or not) are times; an absent claim is no constraint.
+    assert!(
+        e.check(&with_token(json!({"iss": ISS, "iat": 1, "exp": 4e12})))
+            .allowed
+    );
+    assert!(e.check(&with_token(json!({"iss": ISS}))).allowed);
 }

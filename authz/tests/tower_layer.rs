@@ -5,7 +5,7 @@ mod common;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use authz::{Authorized, AuthzLayer, ConnectionInfo, Engine, Response};
+use authz::{Authorized, AuthzLayer, Engine, Response};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
@@ -28,6 +28,12 @@ async fn echo(req: http::Request<()>) -> Result<http::Response<Full<Bytes>>, Inf
         "payload": req.headers().get("x-jwt-payload").and_then(|v| v.to_str().ok()),
         "tenant": req.headers().get("x-tenant").and_then(|v| v.to_str().ok()),
         "admin": req.headers().get("x-admin").and_then(|v| v.to_str().ok()),
+        "headers": req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap_or("<binary>"))))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
+        "uri": req.uri().to_string(),
     });
     Ok(http::Response::new(Full::new(Bytes::from(
         body.to_string(),
@@ -42,10 +48,14 @@ async fn call(engine: Engine, req: http::Request<()>) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A GET on port 8080 with its connection facts, from `peer` over mTLS
+/// (a real verified `PeerIdentity`) or plaintext.
 fn request(path: &str, peer: Option<&str>) -> http::Request<()> {
     let mut req = http::Request::get(path).body(()).expect("request builds");
-    req.extensions_mut()
-        .insert(ConnectionInfo::new(peer.map(id), 8080));
+    req.extensions_mut().insert(facts(8080));
+    if let Some(p) = peer {
+        req.extensions_mut().insert(verified_peer(p));
+    }
     req
 }
 
@@ -75,32 +85,127 @@ async fn allowed_requests_carry_the_authorized_proof() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn the_mtls_layers_peer_identity_is_the_principal() {
+async fn i_1_the_verified_peer_identity_is_the_principal() {
     let policy = "rules:\n- from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]";
-    let ca = test_support::TestCa::new("cluster.local");
-    let bundle = spiffe_core::X509Bundle::new(
-        id("spiffe://cluster.local/x").trust_domain().clone(),
-        vec![ca.root_cert()],
-    )
-    .expect("bundle");
-    let peer = |s: &str| {
-        spiffe_core::x509::verify_x509_svid_full(
-            &ca.leaf(s).chain,
-            &bundle,
-            std::time::SystemTime::now(),
-        )
-        .expect("the test CA's leaf verifies")
-    };
-    // PeerIdentity alone, no ConnectionInfo.
+    // A PeerIdentity produced by spiffe-core's verifier is the principal.
+    let req = request("/x", Some("spiffe://cluster.local/ns/a/sa/b"));
+    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 200);
+    let req = request("/x", Some("spiffe://cluster.local/ns/a/sa/intruder"));
+    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 403);
+    // Nothing else names the peer: a header claiming an identity is just a header.
+    let mut req = request("/x", None);
+    req.headers_mut().insert(
+        "x-forwarded-client-cert",
+        http::HeaderValue::from_static("URI=spiffe://cluster.local/ns/a/sa/b"),
+    );
+    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 403);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn requests_without_connection_facts_are_refused_with_500() {
+    // Even with no policy at all (which allows everything), a request that
+    // lost its connection facts is not decided as if from nowhere.
     let mut req = http::Request::get("/x").body(()).expect("request builds");
     req.extensions_mut()
-        .insert(peer("spiffe://cluster.local/ns/a/sa/b"));
-    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 200);
-    // A verified PeerIdentity wins over a peer claimed in ConnectionInfo.
-    let mut req = request("/x", Some("spiffe://cluster.local/ns/a/sa/b"));
+        .insert(verified_peer("spiffe://cluster.local/ns/a/sa/b"));
+    let (status, body) = call(engine(""), req).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("no connection facts"), "{body}");
+    assert!(
+        !body.contains("authorized"),
+        "the inner service ran: {body}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn connection_facts_supply_port_addresses_and_sni() {
+    use spiffe_core::ConnectionFacts;
+    use std::net::SocketAddr;
+    let deny = |rule: &str| engine(&ap("foo", "d", &format!("action: DENY\nrules:\n- {rule}")));
+    let with = |facts: ConnectionFacts| {
+        let mut req = http::Request::get("/x").body(()).expect("request builds");
+        req.extensions_mut().insert(facts);
+        req
+    };
+    let local = SocketAddr::from(([127, 0, 0, 1], 8080));
+    let remote = SocketAddr::from(([127, 0, 0, 2], 40000));
+    let plain = || ConnectionFacts::new(local, remote);
+    // ports / destination.port = local port.
+    assert_eq!(
+        call(
+            deny("to: [{operation: {ports: [\"8080\"]}}]"),
+            with(plain())
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            deny("to: [{operation: {ports: [\"8081\"]}}]"),
+            with(plain())
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            deny("when: [{key: destination.port, values: [\"8080\"]}]"),
+            with(plain())
+        )
+        .await
+        .0,
+        403
+    );
+    // ipBlocks / source.ip = remote address; remoteIpBlocks falls back to it.
+    for rule in [
+        "from: [{source: {ipBlocks: [0.0.0.0/0]}}]",
+        "from: [{source: {ipBlocks: [127.0.0.2]}}]",
+        "from: [{source: {remoteIpBlocks: [127.0.0.2]}}]",
+        "when: [{key: destination.ip, values: [127.0.0.1]}]",
+    ] {
+        assert_eq!(call(deny(rule), with(plain())).await.0, 403, "{rule}");
+    }
+    assert_eq!(
+        call(
+            deny("from: [{source: {ipBlocks: [127.0.0.3]}}]"),
+            with(plain())
+        )
+        .await
+        .0,
+        200
+    );
+    // A trusted proxy's original client address replaces it for remote.ip only.
+    let mut req = with(plain());
     req.extensions_mut()
-        .insert(peer("spiffe://cluster.local/ns/a/sa/intruder"));
-    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 403);
+        .insert(authz::OriginalClientAddr::new([192, 0, 2, 7].into()));
+    assert_eq!(
+        call(deny("from: [{source: {remoteIpBlocks: [127.0.0.2]}}]"), req)
+            .await
+            .0,
+        200
+    );
+    // connection.sni.
+    let tls = || plain().with_tls().with_sni("api.example.org");
+    let sni = "when: [{key: connection.sni, values: [api.example.org]}]";
+    assert_eq!(call(deny(sni), with(tls())).await.0, 403);
+    assert_eq!(call(deny(sni), with(plain())).await.0, 200);
+    // STRICT mTLS: TLS facts without a verified PeerIdentity are plaintext
+    // to authorization; with one, the request passes.
+    let strict = || {
+        engine(&doc(
+            "PeerAuthentication",
+            "foo",
+            "s",
+            "mtls: {mode: STRICT}",
+        ))
+    };
+    assert_eq!(call(strict(), with(tls())).await.0, 403);
+    let mut req = with(tls());
+    req.extensions_mut()
+        .insert(verified_peer("spiffe://cluster.local/ns/a/sa/b"));
+    assert_eq!(call(strict(), req).await.0, 200);
 }
 
 fn jwt_engine(key: &TestJwtKey, extra: &str) -> Engine {
@@ -200,13 +305,11 @@ fn t_6_connection_level_check() {
         "rules:\n- to: [{operation: {ports: [\"5432\"]}}]",
     ));
     assert_eq!(
-        e.check_connection(&ConnectionInfo::new(None, 5432))
-            .response,
+        e.check_connection(&facts(5432), None).response,
         Response::Connected
     );
     assert_eq!(
-        e.check_connection(&ConnectionInfo::new(None, 5433))
-            .response,
+        e.check_connection(&facts(5433), None).response,
         Response::ConnectionClosed
     );
     let e = engine(&doc(
@@ -216,7 +319,259 @@ fn t_6_connection_level_check() {
         "mtls: {mode: STRICT}",
     ));
     assert_eq!(
-        e.check_connection(&ConnectionInfo::new(None, 80)).response,
+        e.check_connection(&facts(80), None).response,
         Response::ConnectionReset
+    );
+    let peer = verified_peer("spiffe://cluster.local/ns/a/sa/b");
+    assert_eq!(
+        e.check_connection(&facts(80), Some(&peer)).response,
+        Response::Connected
+    );
+}
+
+/// Two providers at the default location: issuer A fills `x-user-a`,
+/// issuer B fills `x-user-b` and the payload header `x-payload-b`.
+fn two_issuers(a: &TestJwtKey, b: &TestJwtKey) -> Engine {
+    let jwks = |k: &TestJwtKey, kid: &str| json!({"keys": [k.jwk(kid)]}).to_string();
+    engine(&doc(
+        "RequestAuthentication",
+        "foo",
+        "jwt",
+        &format!(
+            "jwtRules:\n- issuer: https://a.example\n  jwks: '{}'\n  outputClaimToHeaders: [{{header: x-user-a, claim: sub}}]\n- issuer: https://b.example\n  jwks: '{}'\n  outputPayloadToHeader: x-payload-b\n  outputClaimToHeaders: [{{header: X-User-B, claim: sub}}]",
+            jwks(a, "ka"),
+            jwks(b, "kb"),
+        ),
+    ))
+}
+
+fn header_of(body: &str, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(body).expect("echo answers JSON");
+    v["headers"][name].clone()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_unsigned_token_on_cors_preflight_fills_no_claim_header() {
+    let a = TestJwtKey::generate(KeyKind::P256);
+    let b = TestJwtKey::generate(KeyKind::P256);
+    let unsigned = sign_raw(
+        &json!({"alg": "none"}),
+        &json!({"iss": "https://a.example", "sub": "root"}),
+        None,
+    );
+    let mut req = http::Request::options("/x")
+        .header("origin", "https://web.example")
+        .header("access-control-request-method", "GET")
+        .header("authorization", format!("Bearer {unsigned}"))
+        .body(())
+        .expect("request builds");
+    req.extensions_mut().insert(facts(8080));
+    // Preflight skips verification (RA-3), so it passes, but nothing from
+    // the unverified token reaches the backend.
+    let (status, body) = call(two_issuers(&a, &b), req).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(header_of(&body, "x-user-a").is_null(), "{body}");
+    assert!(header_of(&body, "x-user-b").is_null(), "{body}");
+    assert!(header_of(&body, "x-payload-b").is_null(), "{body}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_client_sent_output_headers_are_stripped_without_a_token() {
+    let a = TestJwtKey::generate(KeyKind::P256);
+    let b = TestJwtKey::generate(KeyKind::P256);
+    let mut req = request("/x", None);
+    for (n, v) in [
+        ("x-user-a", "root"),
+        ("x-user-b", "root"),
+        ("x-payload-b", "eyJzdWIiOiJyb290In0"),
+        ("x-other", "kept"),
+    ] {
+        req.headers_mut()
+            .append(n, http::HeaderValue::from_static(v));
+    }
+    let (status, body) = call(two_issuers(&a, &b), req).await;
+    assert_eq!(status, 200, "{body}");
+    for name in ["x-user-a", "x-user-b", "x-payload-b"] {
+        assert!(header_of(&body, name).is_null(), "{name}: {body}");
+    }
+    assert_eq!(header_of(&body, "x-other"), "kept");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_a_token_fills_only_the_headers_of_the_provider_that_verified_it() {
+    let a = TestJwtKey::generate(KeyKind::P256);
+    let b = TestJwtKey::generate(KeyKind::P256);
+    let token = sign_raw(
+        &json!({"alg": "ES256", "kid": "kb"}),
+        &json!({"iss": "https://b.example", "sub": "bob"}),
+        Some(&b),
+    );
+    let mut req = with_bearer(&token);
+    req.headers_mut()
+        .insert("x-user-a", http::HeaderValue::from_static("root"));
+    let (status, body) = call(two_issuers(&a, &b), req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header_of(&body, "x-user-b"), "bob");
+    assert_eq!(
+        header_of(&body, "x-payload-b").as_str(),
+        token.split('.').nth(1)
+    );
+    assert!(header_of(&body, "x-user-a").is_null(), "{body}");
+    // Issuer A's token (verified by A) fills A's header and none of B's.
+    let token = sign_raw(
+        &json!({"alg": "ES256", "kid": "ka"}),
+        &json!({"iss": "https://a.example", "sub": "alice"}),
+        Some(&a),
+    );
+    let (status, body) = call(two_issuers(&a, &b), with_bearer(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header_of(&body, "x-user-a"), "alice");
+    assert!(header_of(&body, "x-user-b").is_null(), "{body}");
+    assert!(header_of(&body, "x-payload-b").is_null(), "{body}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ra_2_the_layer_finds_tokens_in_configured_locations() {
+    let key = TestJwtKey::generate(KeyKind::P256);
+    let other = TestJwtKey::generate(KeyKind::P256);
+    let jwks = json!({"keys": [key.jwk("k1")]}).to_string();
+    let yaml = doc(
+        "RequestAuthentication",
+        "foo",
+        "jwt",
+        &format!(
+            "jwtRules:\n- issuer: {ISS}\n  jwks: '{jwks}'\n  fromHeaders: [{{name: X-Jwt, prefix: \"Token \"}}]\n  fromParams: [tok]\n  fromCookies: [session]\n  outputClaimToHeaders: [{{header: x-sub, claim: sub}}]"
+        ),
+    ) + &ap(
+        "foo",
+        "need-jwt",
+        "rules:\n- from: [{source: {requestPrincipals: [\"*\"]}}]",
+    );
+    let sign = |k: &TestJwtKey| {
+        sign_raw(
+            &json!({"alg": "ES256", "kid": "k1"}),
+            &json!({"iss": ISS, "sub": "s"}),
+            Some(k),
+        )
+    };
+    let (good, bad) = (sign(&key), sign(&other));
+    let send = |path: &str, headers: &[(&str, String)]| {
+        let mut req = request(path, None);
+        for (n, v) in headers {
+            req.headers_mut().append(
+                http::HeaderName::from_bytes(n.as_bytes()).expect("header name"),
+                http::HeaderValue::from_str(v).expect("header value"),
+            );
+        }
+        call(engine(&yaml), req)
+    };
+    // Custom header with its prefix; the prefix is required.
+    let (status, body) = send("/x", &[("x-jwt", format!("Token {good}"))]).await;
+    assert_eq!(
+        (status, header_of(&body, "x-sub")),
+        (200, json!("s")),
+        "{body}"
+    );
+    assert!(
+        header_of(&body, "x-jwt").is_null(),
+        "token header removed: {body}"
+    );
+    assert_eq!(send("/x", &[("x-jwt", good.clone())]).await.0, 403);
+    assert_eq!(
+        send("/x", &[("x-jwt", format!("Token {bad}"))]).await.0,
+        401
+    );
+    // Cookies, among others and across several Cookie headers (HTTP/2).
+    let (status, body) = send("/x", &[("cookie", format!("a=b; session={good}; c=d"))]).await;
+    assert_eq!(
+        (status, header_of(&body, "x-sub")),
+        (200, json!("s")),
+        "{body}"
+    );
+    let split = [
+        ("cookie", "a=b".to_owned()),
+        ("cookie", format!("session={good}")),
+    ];
+    assert_eq!(send("/x", &split).await.0, 200);
+    assert_eq!(
+        send("/x", &[("cookie", format!("session={bad}"))]).await.0,
+        401
+    );
+    assert_eq!(
+        send("/x", &[("cookie", format!("sessionx={good}"))])
+            .await
+            .0,
+        403
+    );
+    // Query parameter.
+    assert_eq!(send(&format!("/x?a=1&tok={good}"), &[]).await.0, 200);
+    assert_eq!(send(&format!("/x?tok={bad}"), &[]).await.0, 401);
+    // Explicit locations replace the defaults.
+    assert_eq!(
+        send("/x", &[("authorization", format!("Bearer {good}"))])
+            .await
+            .0,
+        403
+    );
+    assert_eq!(send(&format!("/x?access_token={good}"), &[]).await.0, 403);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn e_2_with_ext_authz_asks_the_provider_for_custom_rules() {
+    use authz::{ExtAuthzVerdict, ExtensionProvider, MeshConfig, ProviderKind, Request};
+    use std::sync::Mutex;
+    let mesh = MeshConfig::default()
+        .with_extension_provider(ExtensionProvider::new("opa", ProviderKind::Http));
+    let e = Arc::new(engine_with(
+        mesh,
+        &ap(
+            "foo",
+            "c",
+            "action: CUSTOM\nprovider: {name: opa}\nrules:\n- to: [{operation: {paths: [\"/ext*\"]}}]",
+        ),
+    ));
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let ext = move |provider: &str, req: &Request| {
+        if let Ok(mut l) = log.lock() {
+            l.push(format!("{provider} {req:?}"));
+        }
+        if format!("{req:?}").contains("\"x-let-me-in\"") {
+            ExtAuthzVerdict::Allow
+        } else {
+            ExtAuthzVerdict::Deny { status: 418 }
+        }
+    };
+    let svc = AuthzLayer::new(Arc::clone(&e))
+        .with_ext_authz(Arc::new(ext))
+        .layer(service_fn(echo));
+    let send = |path: &str, header: bool| {
+        let mut req = request(path, None);
+        if header {
+            req.headers_mut()
+                .insert("x-let-me-in", http::HeaderValue::from_static("1"));
+        }
+        svc.clone().oneshot(req)
+    };
+    let denied = send("/ext", false).await.expect("infallible");
+    assert_eq!(denied.status().as_u16(), 418);
+    let allowed = send("/ext", true).await.expect("infallible");
+    assert_eq!(allowed.status().as_u16(), 200);
+    // Not a CUSTOM path: the provider is not asked.
+    assert_eq!(
+        send("/other", false).await.expect("infallible").status(),
+        200
+    );
+    let seen = seen.lock().map(|l| l.clone()).unwrap_or_default();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().all(|s| s.starts_with("opa ")), "{seen:?}");
+    // Without with_ext_authz the CUSTOM rule fails closed.
+    let svc = AuthzLayer::new(e).layer(service_fn(echo));
+    assert_eq!(
+        svc.oneshot(request("/ext", None))
+            .await
+            .expect("infallible")
+            .status(),
+        403
     );
 }

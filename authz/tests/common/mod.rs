@@ -1,8 +1,12 @@
 //! Shared helpers for the rule tests.
 #![allow(dead_code, unreachable_pub)]
 
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
 use authz::{Decision, Engine, MeshConfig, PolicySet, Request, Response, Workload};
-use spiffe_core::SpiffeId;
+use spiffe_core::{ConnectionFacts, PeerIdentity, SpiffeId, X509Bundle};
+use test_support::TestCa;
 
 /// One AuthorizationPolicy document.
 pub fn ap(ns: &str, name: &str, spec: &str) -> String {
@@ -70,4 +74,24 @@ pub fn allowed(e: &Engine, r: &Request) -> bool {
 
 pub fn status(d: &Decision) -> Response {
     d.response
+}
+
+/// The facts of a plaintext loopback connection accepted on `port`.
+pub fn facts(port: u16) -> ConnectionFacts {
+    ConnectionFacts::new(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from(([127, 0, 0, 1], 50000)),
+    )
+}
+
+/// A real proof of `spiffe_id`: an X509-SVID from a test CA of its trust
+/// domain, verified by spiffe-core against that CA's bundle.
+pub fn verified_peer(spiffe_id: &str) -> PeerIdentity {
+    let sid = id(spiffe_id);
+    let ca = TestCa::new(sid.trust_domain().as_str());
+    let leaf = ca.leaf(spiffe_id);
+    let bundle = X509Bundle::new(sid.trust_domain().clone(), vec![ca.root_cert()])
+        .expect("the test CA makes a valid bundle");
+    spiffe_core::x509::verify_x509_svid_full(&leaf.chain, &bundle, SystemTime::now())
+        .expect("a test CA leaf verifies against its own bundle")
 }
