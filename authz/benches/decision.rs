@@ -163,10 +163,11 @@ fn bench_layer(c: &mut Criterion) {
                 .header("x-request-id", "0f8fad5b-d9cb-469f-a165-70867728950e")
                 .body(())
                 .expect("bench request builds");
-            req.extensions_mut().insert(facts.clone());
-            if let Some(p) = &peer {
-                req.extensions_mut().insert(p.clone());
-            }
+            let facts = match &peer {
+                Some(p) => facts.clone().with_peer(p.clone()),
+                None => facts.clone(),
+            };
+            req.extensions_mut().insert(facts);
             let mut fut = std::pin::pin!(svc.call(req));
             match fut.as_mut().poll(&mut cx) {
                 Poll::Ready(Ok(resp)) => resp.status(),

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http_body_util::{Either, Full};
-use spiffe_core::{ConnectionFacts, PeerIdentity};
+use spiffe_core::ConnectionFacts;
 
 use crate::authn::TokenHandling;
 use crate::decision::{Decision, Response, TokenHeaders};
@@ -105,9 +105,10 @@ impl<S> tower::Layer<S> for AuthzLayer {
 /// Every request must carry the [`ConnectionFacts`] of its connection in
 /// its extensions (mtls-tower inserts them); a request without them is
 /// answered `500` and logged, never decided as if from nowhere. The peer
-/// identity is read only from the [`PeerIdentity`] extension the mTLS
-/// verifier produced; the original client address, if a trusted proxy
-/// supplied one, from an [`OriginalClientAddr`] extension.
+/// identity is read only from those facts ([`ConnectionFacts::peer`], the
+/// [`spiffe_core::PeerIdentity`] the mTLS verifier produced); the original
+/// client address, if a trusted proxy supplied one, from an
+/// [`OriginalClientAddr`] extension.
 #[derive(Clone)]
 pub struct Authz<S> {
     inner: S,
@@ -247,8 +248,9 @@ where
             uri,
             found,
         } = translate(&req, &state.handling);
-        // The peer identity comes only from the verifier's proof.
-        let mut request = request.connection(facts, req.extensions().get::<PeerIdentity>());
+        // The peer identity comes only from the verifier's proof, carried
+        // in the connection's facts.
+        let mut request = request.connection(facts);
         if let Some(client) = req.extensions().get::<OriginalClientAddr>() {
             request = request.remote_ip(client.ip());
         }
@@ -276,16 +278,12 @@ where
 
 impl Engine {
     /// Connection-level check for TCP (and STRICT mTLS for any port): call
-    /// once per accepted connection with its facts and, after a verified
-    /// mTLS handshake, the verifier's [`PeerIdentity`]; close the
+    /// once per accepted connection with its facts (which hold, after a
+    /// verified mTLS handshake, the verifier's peer identity); close the
     /// connection unless the decision allows. For PROXY protocol, build
     /// `Request::tcp().connection(..).remote_ip(..)` and use
     /// [`Engine::check`].
-    pub fn check_connection(
-        &self,
-        facts: &ConnectionFacts,
-        peer: Option<&PeerIdentity>,
-    ) -> Decision {
-        self.check(&Request::tcp().connection(facts, peer))
+    pub fn check_connection(&self, facts: &ConnectionFacts) -> Decision {
+        self.check(&Request::tcp().connection(facts))
     }
 }

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use spiffe_core::{ConnectionFacts, PeerIdentity, SpiffeId};
+use spiffe_core::{ConnectionFacts, SpiffeId};
 
 use crate::jwt::PresentedToken;
 use crate::path::{self, PathError};
@@ -212,15 +212,16 @@ impl Request {
     /// The facts of the connection the request arrived on: `ports` and
     /// `destination.port` read the local port, `destination.ip` the local
     /// address, `source.ip` / `ipBlocks` the remote address, and
-    /// `connection.sni` the SNI. `peer` is the verifier's proof of an mTLS
-    /// peer; without one the request is plaintext (no peer identity).
+    /// `connection.sni` the SNI, and the peer identity is the facts'
+    /// [`ConnectionFacts::peer`], the verifier's proof of an mTLS peer;
+    /// without one the request has no peer identity.
     #[must_use]
-    pub fn connection(mut self, facts: &ConnectionFacts, peer: Option<&PeerIdentity>) -> Self {
+    pub fn connection(mut self, facts: &ConnectionFacts) -> Self {
         self.port = facts.local_addr().port();
         self.destination_ip = Some(facts.local_addr().ip());
         self.source_ip = Some(facts.remote_addr().ip());
         self.sni = facts.sni().map(str::to_owned);
-        self.peer = peer.map(|p| p.spiffe_id().clone());
+        self.peer = facts.peer().map(|p| p.spiffe_id().clone());
         self
     }
 

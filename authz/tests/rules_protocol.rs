@@ -187,7 +187,7 @@ fn t_5_permissive_passthrough_tls_follows_tcp_rules() {
     // A client's own (non-Istio) TLS is passed through as opaque TCP: the
     // connection is TLS, but no verifier produced a PeerIdentity.
     let passthrough = facts(443).with_tls().with_sni("db.example.org");
-    let d = e.check_connection(&passthrough, None);
+    let d = e.check_connection(&passthrough);
     assert_eq!(
         (d.response, d.reason.clone()),
         (Response::ConnectionClosed, Reason::NoAllowMatched),
@@ -196,7 +196,8 @@ fn t_5_permissive_passthrough_tls_follows_tcp_rules() {
     // Istio mTLS on the same port carries the verified identity.
     let peer = verified_peer("spiffe://cluster.local/ns/a/sa/b");
     assert_eq!(
-        e.check_connection(&passthrough, Some(&peer)).response,
+        e.check_connection(&passthrough.clone().with_peer(peer.clone()))
+            .response,
         Response::Connected
     );
     // TCP rules (ports, connection.sni) apply to the passthrough connection.
@@ -208,11 +209,11 @@ fn t_5_permissive_passthrough_tls_follows_tcp_rules() {
         );
     let e = engine(&deny);
     assert_eq!(
-        e.check_connection(&passthrough, None).response,
+        e.check_connection(&passthrough).response,
         Response::ConnectionClosed
     );
     assert_eq!(
-        e.check_connection(&facts(443).with_tls().with_sni("other.example"), None)
+        e.check_connection(&facts(443).with_tls().with_sni("other.example"))
             .response,
         Response::Connected
     );
@@ -224,7 +225,7 @@ fn t_5_permissive_passthrough_tls_follows_tcp_rules() {
         "mtls: {mode: STRICT}",
     ));
     assert_eq!(
-        strict.check_connection(&passthrough, None).response,
+        strict.check_connection(&passthrough).response,
         Response::ConnectionReset
     );
 }

@@ -52,10 +52,11 @@ async fn call(engine: Engine, req: http::Request<()>) -> (u16, String) {
 /// (a real verified `PeerIdentity`) or plaintext.
 fn request(path: &str, peer: Option<&str>) -> http::Request<()> {
     let mut req = http::Request::get(path).body(()).expect("request builds");
-    req.extensions_mut().insert(facts(8080));
-    if let Some(p) = peer {
-        req.extensions_mut().insert(verified_peer(p));
-    }
+    let facts = match peer {
+        Some(p) => facts(8080).with_peer(verified_peer(p)),
+        None => facts(8080),
+    };
+    req.extensions_mut().insert(facts);
     req
 }
 
@@ -98,6 +99,12 @@ async fn i_1_the_verified_peer_identity_is_the_principal() {
         "x-forwarded-client-cert",
         http::HeaderValue::from_static("URI=spiffe://cluster.local/ns/a/sa/b"),
     );
+    assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 403);
+    // One route: a PeerIdentity beside the facts, not inside them, is not
+    // the connection's peer.
+    let mut req = request("/x", None);
+    req.extensions_mut()
+        .insert(verified_peer("spiffe://cluster.local/ns/a/sa/b"));
     assert_eq!(call(engine(&ap("foo", "a", policy)), req).await.0, 403);
 }
 
@@ -202,9 +209,7 @@ async fn connection_facts_supply_port_addresses_and_sni() {
         ))
     };
     assert_eq!(call(strict(), with(tls())).await.0, 403);
-    let mut req = with(tls());
-    req.extensions_mut()
-        .insert(verified_peer("spiffe://cluster.local/ns/a/sa/b"));
+    let req = with(tls().with_peer(verified_peer("spiffe://cluster.local/ns/a/sa/b")));
     assert_eq!(call(strict(), req).await.0, 200);
 }
 
@@ -305,11 +310,11 @@ fn t_6_connection_level_check() {
         "rules:\n- to: [{operation: {ports: [\"5432\"]}}]",
     ));
     assert_eq!(
-        e.check_connection(&facts(5432), None).response,
+        e.check_connection(&facts(5432)).response,
         Response::Connected
     );
     assert_eq!(
-        e.check_connection(&facts(5433), None).response,
+        e.check_connection(&facts(5433)).response,
         Response::ConnectionClosed
     );
     let e = engine(&doc(
@@ -319,12 +324,13 @@ fn t_6_connection_level_check() {
         "mtls: {mode: STRICT}",
     ));
     assert_eq!(
-        e.check_connection(&facts(80), None).response,
+        e.check_connection(&facts(80)).response,
         Response::ConnectionReset
     );
     let peer = verified_peer("spiffe://cluster.local/ns/a/sa/b");
     assert_eq!(
-        e.check_connection(&facts(80), Some(&peer)).response,
+        e.check_connection(&facts(80).with_peer(peer.clone()))
+            .response,
         Response::Connected
     );
 }
