@@ -1,5 +1,6 @@
 //! Interop with the `curl` and `openssl` binaries (code we did not write)
-//! against a test server. Each test skips with a note if its binary is absent.
+//! against a test server. A missing binary fails the test under CI=true and is reported
+//! `SKIPPED` elsewhere.
 
 mod common;
 
@@ -24,14 +25,10 @@ impl Drop for Dir {
     }
 }
 
+/// The tool on PATH; missing, the test fails under CI=true and is reported
+/// as skipped elsewhere.
 fn binary(name: &str) -> Option<PathBuf> {
-    let p = Path::new("/usr/bin").join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {name} is not installed at /usr/bin");
-        None
-    }
+    test_support::require_binary("cli_interop", name)
 }
 
 /// A server whose SVID also carries the DNS SAN `localhost` (X509-2), since

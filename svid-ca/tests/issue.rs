@@ -317,13 +317,10 @@ fn pem(certs: &[CertificateDer<'_>]) -> String {
     out
 }
 
-fn openssl() -> bool {
-    if Path::new("/usr/bin/openssl").exists() {
-        true
-    } else {
-        println!("openssl binary absent: skipping");
-        false
-    }
+/// The openssl binary on PATH; missing, the test fails under CI=true and
+/// is reported as skipped elsewhere.
+fn openssl() -> Option<std::path::PathBuf> {
+    test_support::require_binary("svid-ca openssl interop", "openssl")
 }
 
 fn openssl_verify(
@@ -334,7 +331,7 @@ fn openssl_verify(
     std::fs::write(dir.join("bundle.pem"), pem(bundle)).unwrap();
     std::fs::write(dir.join("leaf.pem"), pem(&chain[..1])).unwrap();
     std::fs::write(dir.join("untrusted.pem"), pem(&chain[1..])).unwrap();
-    let mut cmd = Command::new("/usr/bin/openssl");
+    let mut cmd = Command::new(openssl().expect("checked by the caller"));
     cmd.arg("verify").arg("-CAfile").arg(dir.join("bundle.pem"));
     if chain.len() > 1 {
         cmd.arg("-untrusted").arg(dir.join("untrusted.pem"));
@@ -348,7 +345,7 @@ fn openssl_verify(
 
 #[test]
 fn openssl_verify_accepts_issued_svid_against_bundle_pem() {
-    if !openssl() {
+    if openssl().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -368,14 +365,14 @@ fn openssl_verify_accepts_issued_svid_against_bundle_pem() {
 
 #[test]
 fn x509_7_openssl_text_shows_exactly_the_listed_extensions() {
-    if !openssl() {
+    if openssl().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let ca = CertificateAuthority::builder(config()).build().unwrap();
     let svid = ca.issue_x509_svid(&web_ent()).unwrap();
     std::fs::write(dir.path().join("leaf.pem"), pem(&svid.chain()[..1])).unwrap();
-    let out = Command::new("/usr/bin/openssl")
+    let out = Command::new(openssl().expect("checked by the caller"))
         .args(["x509", "-noout", "-text", "-in"])
         .arg(dir.path().join("leaf.pem"))
         .output()
@@ -459,7 +456,7 @@ fn intermediate_under_upstream_ca_issues_verifiable_svids() {
     let svid = ca.issue_x509_svid(&web_ent()).unwrap();
     assert_eq!(svid.chain().len(), 2, "leaf + our intermediate");
     verify_x509_svid(svid.chain(), ca.bundle().x509(), ca.now()).unwrap();
-    if openssl() {
+    if openssl().is_some() {
         let dir = tempfile::tempdir().unwrap();
         let (ok, out) = openssl_verify(dir.path(), upstream.roots(), svid.chain());
         assert!(ok, "{out}");

@@ -13,9 +13,11 @@
 
 mod ca;
 mod jwt;
+mod peer;
 
 pub use ca::{CaSpec, KeyKind, Leaf, LeafSpec, TestCa};
 pub use jwt::{TestJwtKey, sign_raw};
+pub use peer::{find_binary, require_binary, skip};
 pub use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
 
 /// Encodes bytes as a PEM block of the given label.

@@ -65,17 +65,7 @@ pub async fn within<T>(secs: u64, body: impl std::future::Future<Output = T>) ->
         .unwrap_or_else(|_| panic!("the test did not finish within {secs} s"))
 }
 
-/// A peer or privilege the test needs is missing: under `CI=true` the
-/// test fails; elsewhere a `SKIPPED:` line goes straight to stderr (past
-/// the test harness's output capture, so it shows even for a passing test).
-pub fn skip(test: &str, reason: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs {reason} (CI=true)"
-    );
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
-}
+pub use test_support::skip;
 
 /// The test process's own uid selector.
 pub fn my_uid_selector() -> Selector {
