@@ -65,6 +65,7 @@ pub async fn within<T>(secs: u64, body: impl std::future::Future<Output = T>) ->
         .unwrap_or_else(|_| panic!("the test did not finish within {secs} s"))
 }
 
+#[allow(unused_imports)] // not every test binary that includes this module skips
 pub use test_support::skip;
 
 /// The test process's own uid selector.
