@@ -159,6 +159,7 @@ impl MtlsClientConfig {
 pub struct ServerConfigBuilder {
     common: Common,
     authorizer: DynAuthorizer,
+    client_auth_optional: bool,
 }
 
 impl ServerConfigBuilder {
@@ -192,7 +193,21 @@ impl ServerConfigBuilder {
         ServerConfigBuilder {
             common: Common::new(provider, Arc::new(svid), Arc::new(bundles)),
             authorizer: DynAuthorizer(Arc::new(authorizer)),
+            client_auth_optional: false,
         }
+    }
+
+    /// Lets a client that presents no certificate complete the handshake;
+    /// a client that presents one is still verified and authorized.
+    ///
+    /// For servers that serve a bootstrap call to clients without an
+    /// identity yet (a node attesting to get its first SVID). Such
+    /// connections have no peer: [`MtlsServerConfig::peer_identity`] is
+    /// `None`, and [`crate::MtlsAcceptor`] refuses them, so drive rustls
+    /// yourself and decide per request what an anonymous client may do.
+    pub fn client_auth_optional(mut self) -> Self {
+        self.client_auth_optional = true;
+        self
     }
 
     /// Sets which trust domains' clients are validated at all.
@@ -218,6 +233,7 @@ impl ServerConfigBuilder {
         let verifier = Arc::new(SpiffeClientVerifier {
             core: self.common.verifier(),
             authorizer: self.authorizer,
+            optional: self.client_auth_optional,
         });
         let mut config = ServerConfig::builder_with_provider(self.common.provider.clone())
             .with_protocol_versions(self.common.versions())

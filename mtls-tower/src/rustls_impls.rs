@@ -228,11 +228,17 @@ fn other(rejected: PeerRejected) -> CertificateError {
 pub(crate) struct SpiffeClientVerifier {
     pub(crate) core: PeerVerifier,
     pub(crate) authorizer: DynAuthorizer,
+    /// Whether a client may complete the handshake without a certificate.
+    pub(crate) optional: bool,
 }
 
 impl ClientCertVerifier for SpiffeClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        !self.optional
     }
 
     fn verify_client_cert(

@@ -70,6 +70,7 @@ fn client_verifier(
             Arc::new(VerifiedPeers::new()),
         ),
         authorizer: DynAuthorizer(Arc::new(a)),
+        optional: false,
     }
 }
 
@@ -335,4 +336,33 @@ fn only_verified_and_authorized_peers_are_recorded_for_the_connection() {
     assert_eq!(recorded.spiffe_id().as_str(), "spiffe://example.org/client");
     assert_eq!(v.core.peers.get(&unauthorized.chain[0]), None);
     assert_eq!(v.core.peers.get(&foreign.chain[0]), None);
+}
+
+#[test]
+fn client_certificates_are_mandatory_unless_made_optional() {
+    let f = fixture();
+    let mut v = client_verifier(&f, TrustPolicy::local_only(), authorizer::any());
+    assert!(v.client_auth_mandatory());
+    v.optional = true;
+    assert!(!v.client_auth_mandatory());
+    // A certificate that is presented is still verified and authorized.
+    let foreign = TestCa::new("foreign.org");
+    let err = verify_client(&v, &foreign.leaf("spiffe://foreign.org/w")).unwrap_err();
+    assert_eq!(
+        err,
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+    );
+    let v = SpiffeClientVerifier {
+        optional: true,
+        ..client_verifier(
+            &f,
+            TrustPolicy::local_only(),
+            authorizer::exact("spiffe://example.org/a".parse().unwrap()),
+        )
+    };
+    let err = verify_client(&v, &f.ca.leaf("spiffe://example.org/b")).unwrap_err();
+    assert_eq!(
+        err,
+        rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+    );
 }

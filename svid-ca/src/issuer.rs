@@ -140,18 +140,7 @@ impl CertificateAuthority {
     /// SANs it asks for must be among that entitlement's names; it must not
     /// ask for cA=true. The SVID carries the entitlement's DNS names.
     pub fn sign_csr(&self, csr: &[u8], entitled: &[Entitlement]) -> Result<IssuedX509, IssueError> {
-        if csr.len() > MAX_CSR_LEN {
-            return Err(IssueError::CsrTooLarge { len: csr.len() });
-        }
-        let der = CertificateSigningRequestDer::from(csr);
-        let req = CertificateSigningRequestParams::from_der(&der).map_err(|e| match e {
-            rcgen::Error::InvalidCertificationRequestSignature => IssueError::CsrSignature,
-            rcgen::Error::UnsupportedExtension => IssueError::CsrUnsupportedExtension,
-            _ => IssueError::MalformedCsr,
-        })?;
-        if matches!(req.params.is_ca, IsCa::Ca(_)) {
-            return Err(IssueError::CsrRequestsCa);
-        }
+        let req = parse_csr(csr)?;
         let mut uris = Vec::new();
         let mut dns = Vec::new();
         for san in &req.params.subject_alt_names {
@@ -177,6 +166,15 @@ impl CertificateAuthority {
                 name: (*name).to_owned(),
             });
         }
+        self.sign_leaf(&req.public_key, ent)
+    }
+
+    /// Signs an X509-SVID for `ent` for the key of a PKCS#10 `csr`, whatever
+    /// names the CSR asks for: for a caller that learns its identity from
+    /// the answer, such as a node attesting. The CSR's signature must still
+    /// verify (proof of possession) and it must not ask for cA=true.
+    pub fn sign_csr_key(&self, csr: &[u8], ent: &Entitlement) -> Result<IssuedX509, IssueError> {
+        let req = parse_csr(csr)?;
         self.sign_leaf(&req.public_key, ent)
     }
 
@@ -314,4 +312,22 @@ impl CertificateAuthority {
             authority_id: slot.info.id.clone(),
         })
     }
+}
+
+/// Parses a PKCS#10 CSR, checking its size, its signature and that it does
+/// not ask for a CA certificate.
+fn parse_csr(csr: &[u8]) -> Result<CertificateSigningRequestParams, IssueError> {
+    if csr.len() > MAX_CSR_LEN {
+        return Err(IssueError::CsrTooLarge { len: csr.len() });
+    }
+    let der = CertificateSigningRequestDer::from(csr);
+    let req = CertificateSigningRequestParams::from_der(&der).map_err(|e| match e {
+        rcgen::Error::InvalidCertificationRequestSignature => IssueError::CsrSignature,
+        rcgen::Error::UnsupportedExtension => IssueError::CsrUnsupportedExtension,
+        _ => IssueError::MalformedCsr,
+    })?;
+    if matches!(req.params.is_ca, IsCa::Ca(_)) {
+        return Err(IssueError::CsrRequestsCa);
+    }
+    Ok(req)
 }

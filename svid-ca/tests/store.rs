@@ -265,6 +265,12 @@ impl EntryStore for Faulty {
     fn delete_entry(&self, id: &EntryId) -> Result<(), StoreError> {
         self.inner.delete_entry(id)
     }
+    fn update_entry(&self, e: &RegistrationEntry) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt { what: "injected" });
+        }
+        self.inner.update_entry(e)
+    }
     fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {
         self.inner.list_entries()
     }
@@ -386,6 +392,15 @@ impl EntryStore for MemoryEntries {
     }
     fn delete_entry(&self, id: &EntryId) -> Result<(), StoreError> {
         self.0.lock().unwrap().retain(|e| &e.id != id);
+        Ok(())
+    }
+    fn update_entry(&self, e: &RegistrationEntry) -> Result<(), StoreError> {
+        let mut all = self.0.lock().unwrap();
+        let slot = all
+            .iter_mut()
+            .find(|x| x.id == e.id)
+            .ok_or(StoreError::NotFound { what: "entry" })?;
+        *slot = e.clone();
         Ok(())
     }
     fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {

@@ -127,6 +127,48 @@ impl Registry {
             .ok_or_else(|| EntryError::NotFound { id: id.clone() })
     }
 
+    /// Replaces the entry with `entry.id` by `entry` (validated like a new
+    /// one, written to the store first, if any); returns the old entry.
+    pub fn update(&self, entry: RegistrationEntry) -> Result<Arc<RegistrationEntry>, EntryError> {
+        entry.validate(&self.trust_domain, self.max_ttl)?;
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        if !index.entries.contains_key(&entry.id) {
+            return Err(EntryError::NotFound { id: entry.id });
+        }
+        if let Some(store) = &self.store {
+            store.update_entry(&entry)?;
+        }
+        let old = index
+            .remove(&entry.id)
+            .ok_or_else(|| EntryError::NotFound {
+                id: entry.id.clone(),
+            })?;
+        index.insert(Arc::new(entry));
+        Ok(old)
+    }
+
+    /// Every entry, in no particular order.
+    pub fn list(&self) -> Vec<Arc<RegistrationEntry>> {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        index.entries.values().cloned().collect()
+    }
+
+    /// The unexpired entries whose parent is `parent`, whatever their
+    /// selectors: what a node's agent must know to serve its workloads.
+    pub fn children(&self, parent: &SpiffeId, now: SystemTime) -> Vec<Arc<RegistrationEntry>> {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(buckets) = index.buckets.get(parent) else {
+            return Vec::new();
+        };
+        buckets
+            .values()
+            .flatten()
+            .filter_map(|id| index.entries.get(id))
+            .filter(|e| !e.is_expired(now))
+            .cloned()
+            .collect()
+    }
+
     /// The entry with `id`.
     pub fn get(&self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);

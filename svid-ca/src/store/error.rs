@@ -109,6 +109,12 @@ pub enum StoreError {
         /// The newest version this build understands.
         supported: i64,
     },
+    /// No record with that key exists; nothing was changed.
+    #[error("no such {what} in the store")]
+    NotFound {
+        /// What was looked for (`entry`).
+        what: &'static str,
+    },
     /// Stored data does not decode.
     #[error("corrupt {what} in the store")]
     Corrupt {

@@ -75,6 +75,9 @@ pub trait EntryStore: Send + Sync + std::fmt::Debug {
     fn create_entry(&self, entry: &RegistrationEntry) -> Result<(), StoreError>;
     /// Deletes a registration entry (no error if absent).
     fn delete_entry(&self, id: &EntryId) -> Result<(), StoreError>;
+    /// Replaces the registration entry with `entry.id`;
+    /// [`StoreError::NotFound`] if there is none.
+    fn update_entry(&self, entry: &RegistrationEntry) -> Result<(), StoreError>;
     /// Every registration entry, oldest first.
     fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError>;
 }
@@ -103,6 +106,10 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
     fn put_attested_node(&self, node: &AttestedNode) -> Result<(), StoreError>;
     /// The attested node with `id`.
     fn attested_node(&self, id: &SpiffeId) -> Result<Option<AttestedNode>, StoreError>;
+    /// Every attested node, in SPIFFE ID order.
+    fn list_attested_nodes(&self) -> Result<Vec<AttestedNode>, StoreError>;
+    /// Forgets an attested node (eviction); whether it was on record.
+    fn delete_attested_node(&self, id: &SpiffeId) -> Result<bool, StoreError>;
 }
 
 /// The bundles of federated trust domains.

@@ -343,6 +343,21 @@ impl EntryStore for SqliteStore {
         Ok(())
     }
 
+    fn update_entry(&self, entry: &RegistrationEntry) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(entry).map_err(|_| corrupt("entry"))?;
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE entries SET document = ?2 WHERE id = ?1",
+                params![entry.id.as_str(), doc],
+            )
+            .map_err(write("entry"))?;
+        if changed == 0 {
+            return Err(StoreError::NotFound { what: "entry" });
+        }
+        Ok(())
+    }
+
     fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {
         const WHAT: &str = "entries";
         let conn = self.conn();
@@ -436,6 +451,32 @@ impl NodeStore for SqliteStore {
             .map_err(read("attested node"))?;
         doc.map(|d| serde_json::from_str(&d).map_err(|_| corrupt("attested node")))
             .transpose()
+    }
+
+    fn list_attested_nodes(&self) -> Result<Vec<AttestedNode>, StoreError> {
+        const WHAT: &str = "attested nodes";
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT document FROM attested_nodes ORDER BY spiffe_id")
+            .map_err(read(WHAT))?;
+        let docs: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(read(WHAT))?;
+        docs.iter()
+            .map(|d| serde_json::from_str(d).map_err(|_| corrupt("attested node")))
+            .collect()
+    }
+
+    fn delete_attested_node(&self, id: &SpiffeId) -> Result<bool, StoreError> {
+        let deleted = self
+            .conn()
+            .execute(
+                "DELETE FROM attested_nodes WHERE spiffe_id = ?1",
+                params![id.as_str()],
+            )
+            .map_err(write("attested node"))?;
+        Ok(deleted > 0)
     }
 }
 

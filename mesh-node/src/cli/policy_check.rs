@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use spiffe_core::{SpiffeId, TrustDomain};
 
-use crate::CheckArgs;
+use super::CheckArgs;
 
 /// Why the check could not run (exit code 2).
 #[derive(Debug, thiserror::Error)]

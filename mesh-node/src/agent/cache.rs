@@ -1,0 +1,220 @@
+//! [`AgentCache`]: the entries the server synced, the SVIDs signed for
+//! them and the bundles; the [`IdentityProvider`] the Workload API server
+//! asks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
+
+use spiffe_core::{BundleSet, EntryId, SpiffeBundle, SpiffeId, X509Svid};
+use svid_ca::RegistrationEntry;
+use tokio::sync::watch;
+use workload_api::{
+    IdentityProvider, IssuedSvid, MintError, MintFuture, Selectors, WorkloadIdentity,
+};
+
+use crate::node_api::NodeApi;
+
+/// A cached SVID and when it is due for renewal.
+pub(crate) type CachedSvid = (Arc<X509Svid>, SystemTime);
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<EntryId, Arc<RegistrationEntry>>,
+    svids: HashMap<EntryId, CachedSvid>,
+    bundle: Option<SpiffeBundle>,
+    federated: HashMap<spiffe_core::TrustDomain, SpiffeBundle>,
+}
+
+/// What the agent holds for its workloads.
+pub struct AgentCache {
+    state: RwLock<State>,
+    generation: watch::Sender<u64>,
+    node: Arc<dyn NodeApi>,
+}
+
+impl std::fmt::Debug for AgentCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("AgentCache")
+            .field("entries", &s.entries.len())
+            .field("svids", &s.svids.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentCache {
+    /// An empty cache that mints JWT-SVIDs through `node`.
+    pub fn new(node: Arc<dyn NodeApi>) -> Self {
+        AgentCache {
+            state: RwLock::default(),
+            generation: watch::channel(0).0,
+            node,
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Applies one sync message: replaces everything on a full one,
+    /// otherwise adds, changes and removes. SVIDs of removed or changed
+    /// entries are dropped (a changed entry may name another identity).
+    pub(crate) fn apply(&self, update: crate::node_api::SyncUpdate) {
+        let mut s = self.write();
+        if update.full {
+            let keep: HashMap<_, _> = update.entries.iter().map(|e| (e.id.clone(), e)).collect();
+            s.svids.retain(|id, _| keep.contains_key(id));
+            let old = std::mem::take(&mut s.entries);
+            for (id, e) in &old {
+                if keep.get(id).is_some_and(|n| **n != **e) {
+                    s.svids.remove(id);
+                }
+            }
+        }
+        for e in update.entries {
+            if s.entries.get(&e.id).is_some_and(|old| **old != e) {
+                s.svids.remove(&e.id);
+            }
+            s.entries.insert(e.id.clone(), Arc::new(e));
+        }
+        for id in &update.removed {
+            s.entries.remove(id);
+            s.svids.remove(id);
+        }
+        if let Some(b) = update.bundle {
+            s.bundle = Some(b);
+        }
+        if let Some(all) = update.federated {
+            s.federated = all
+                .into_iter()
+                .map(|b| (b.trust_domain().clone(), b))
+                .collect();
+        }
+        drop(s);
+        self.bump();
+    }
+
+    /// Sets the trust domain's bundle (from disk, before the first sync).
+    pub(crate) fn set_bundle(&self, bundle: SpiffeBundle) {
+        self.write().bundle = Some(bundle);
+        self.bump();
+    }
+
+    /// The trust domain's bundle.
+    pub fn bundle(&self) -> Option<SpiffeBundle> {
+        self.read().bundle.clone()
+    }
+
+    /// Stores signed SVIDs.
+    pub(crate) fn put_svids(&self, svids: Vec<(EntryId, X509Svid)>) {
+        if svids.is_empty() {
+            return;
+        }
+        let mut s = self.write();
+        for (id, svid) in svids {
+            // An entry removed while its CSR was out gets no SVID.
+            if s.entries
+                .get(&id)
+                .is_some_and(|e| &e.spiffe_id == svid.spiffe_id())
+            {
+                let due = super::renew_at(svid.not_after(), SystemTime::now(), id.as_str());
+                s.svids.insert(id, (Arc::new(svid), due));
+            }
+        }
+        drop(s);
+        self.bump();
+    }
+
+    /// The entries, each with its current SVID and renewal time, if any.
+    pub(crate) fn entries(&self) -> Vec<(Arc<RegistrationEntry>, Option<CachedSvid>)> {
+        let s = self.read();
+        s.entries
+            .iter()
+            .map(|(id, e)| (e.clone(), s.svids.get(id).cloned()))
+            .collect()
+    }
+
+    /// How many SVIDs are cached.
+    pub fn svid_count(&self) -> usize {
+        self.read().svids.len()
+    }
+
+    /// How many entries are known.
+    pub fn entry_count(&self) -> usize {
+        self.read().entries.len()
+    }
+}
+
+/// Whether `caller` has every one of `required`.
+fn satisfied(caller: &Selectors, required: &[spiffe_core::Selector]) -> bool {
+    !required.is_empty()
+        && required
+            .iter()
+            .all(|r| caller.iter().any(|c| c.to_string() == r.to_string()))
+}
+
+impl IdentityProvider for AgentCache {
+    fn identity(&self, selectors: &Selectors) -> WorkloadIdentity {
+        let s = self.read();
+        let mut matched: Vec<(&Arc<RegistrationEntry>, &Arc<X509Svid>)> = s
+            .entries
+            .iter()
+            .filter(|(_, e)| satisfied(selectors, &e.selectors))
+            .filter_map(|(id, e)| s.svids.get(id).map(|(svid, _)| (e, svid)))
+            .collect();
+        // A stable order: the first is the default identity (WL-10).
+        matched.sort_by(|a, b| (&a.0.spiffe_id, &a.0.id).cmp(&(&b.0.spiffe_id, &b.0.id)));
+        let mut bundles = BundleSet::new();
+        if let Some(b) = &s.bundle {
+            bundles.insert(b.clone());
+        }
+        for (e, _) in &matched {
+            for td in &e.federates_with {
+                if let Some(b) = s.federated.get(td) {
+                    bundles.insert(b.clone());
+                }
+            }
+        }
+        WorkloadIdentity {
+            svids: matched
+                .iter()
+                .map(|(e, svid)| IssuedSvid {
+                    svid: (*svid).clone(),
+                    hint: e.hint.clone(),
+                })
+                .collect(),
+            bundles: Arc::new(bundles),
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn mint_jwt_svid(&self, subject: &SpiffeId, audience: &[String]) -> MintFuture {
+        let entry = self
+            .read()
+            .entries
+            .values()
+            .find(|e| &e.spiffe_id == subject)
+            .map(|e| e.id.clone());
+        let node = self.node.clone();
+        let audience = audience.to_vec();
+        Box::pin(async move {
+            let id = entry.ok_or(MintError::Unavailable)?;
+            node.mint_jwt_svid(id, audience).await.map_err(|error| {
+                tracing::warn!(%error, "minting a JWT-SVID failed");
+                MintError::Unavailable
+            })
+        })
+    }
+}

@@ -1,0 +1,202 @@
+//! `mesh-node server` and `mesh-node agent`: configuration from a file and
+//! flags, logging, and a runtime that stops cleanly on SIGTERM or Ctrl-C.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use crate::config::{AgentConfig, ServerConfig};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `mesh-node server`.
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// Configuration file (TOML); every field has a default.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Overrides `trust_domain`.
+    #[arg(long, value_name = "TD")]
+    trust_domain: Option<String>,
+    /// Overrides `node_api_listen`.
+    #[arg(long, value_name = "ADDR")]
+    node_api_listen: Option<SocketAddr>,
+    /// Overrides `health_listen`.
+    #[arg(long, value_name = "ADDR")]
+    health_listen: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// Arguments of `mesh-node agent` (when it runs the agent).
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// Configuration file (TOML); every field has a default.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir`.
+    #[arg(long = "agent-data-dir", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Overrides `server_address`.
+    #[arg(long, value_name = "HOST:PORT")]
+    server_address: Option<String>,
+    /// Overrides `trust_domain`.
+    #[arg(long, value_name = "TD")]
+    trust_domain: Option<String>,
+    /// Overrides `trust_bundle_path`.
+    #[arg(long, value_name = "FILE")]
+    trust_bundle: Option<PathBuf>,
+    /// Overrides `join_token` (prefer the file `<data_dir>/join-token`:
+    /// flags are visible to other users).
+    #[arg(long, value_name = "TOKEN")]
+    join_token: Option<String>,
+    /// Overrides `workload_socket`.
+    #[arg(long, value_name = "PATH")]
+    workload_socket: Option<PathBuf>,
+    /// Overrides `health_listen`.
+    #[arg(long, value_name = "ADDR")]
+    health_listen: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_NODE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs `f` on a multi-threaded runtime; the exit code is 0 when it ends
+/// well, 1 with one line on stderr otherwise.
+fn block_on<F, E>(what: &str, f: F) -> ExitCode
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mesh-node {what}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-node {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+pub(crate) fn server(args: ServerArgs) -> ExitCode {
+    init_logging(args.log_format);
+    block_on("server", async move {
+        let mut config = ServerConfig::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+        if let Some(d) = args.data_dir {
+            config.data_dir = d;
+        }
+        if let Some(td) = args.trust_domain {
+            config.trust_domain = td;
+        }
+        if let Some(a) = args.node_api_listen {
+            config.node_api_listen = a;
+        }
+        if let Some(a) = args.health_listen {
+            config.health_listen = Some(a);
+        }
+        let (handle, task) = crate::server::build(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let task = tokio::spawn(task);
+        terminated().await;
+        tracing::info!("stopping");
+        handle.shutdown();
+        match task.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+pub(crate) fn agent(args: AgentArgs) -> ExitCode {
+    init_logging(args.log_format);
+    block_on("agent", async move {
+        let mut config = AgentConfig::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+        if let Some(d) = args.data_dir {
+            config.data_dir = d;
+        }
+        if let Some(a) = args.server_address {
+            config.server_address = a;
+        }
+        if let Some(td) = args.trust_domain {
+            config.trust_domain = td;
+        }
+        if let Some(b) = args.trust_bundle {
+            config.trust_bundle_path = Some(b);
+        }
+        if let Some(t) = args.join_token {
+            config.join_token = Some(t);
+        }
+        if let Some(s) = args.workload_socket {
+            config.workload_socket = s;
+        }
+        if let Some(a) = args.health_listen {
+            config.health_listen = Some(a);
+        }
+        let (handle, task) = crate::agent::build(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            node = %handle.node_id,
+            socket = %handle.workload_socket.display(),
+            "agent running; workloads use SPIFFE_ENDPOINT_SOCKET=unix://{}",
+            handle.workload_socket.display()
+        );
+        let task = tokio::spawn(task);
+        terminated().await;
+        tracing::info!("stopping");
+        handle.shutdown();
+        task.await.map_err(|e| e.to_string())
+    })
+}

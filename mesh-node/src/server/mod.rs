@@ -1,0 +1,265 @@
+//! `mesh-node server`: the control plane.
+//!
+//! [`build`] turns a [`ServerConfig`] into a running [`ServerHandle`] and
+//! the future that drives it: the certificate authority with its SQLite
+//! store and rotation schedule, the registry, join-token attestation, the
+//! node API (gRPC over TLS) and the admin API (a 0600 Unix socket).
+
+mod admin;
+mod grpc;
+mod identity;
+mod metrics;
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use mtls_tower::{ServerConfigBuilder, authorizer};
+use prometheus_client::registry::Registry as MetricsRegistry;
+use svid_ca::{
+    CaConfig, CertificateAuthority, JoinTokenAttestor, NodeStore, Registry, SqliteStore,
+    SystemClock,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use metrics::ServerMetrics;
+pub use service::{NodeError, NodeService, NodeView, Signed};
+
+use crate::config::{ConfigError, ServerConfig};
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory or admin socket cannot be used.
+    #[error(transparent)]
+    Fs(#[from] crate::fsutil::FsError),
+    /// The store failed to open.
+    #[error("store: {0}")]
+    Store(#[from] svid_ca::StoreError),
+    /// The authority failed to start.
+    #[error("certificate authority: {0}")]
+    Ca(#[from] svid_ca::CaError),
+    /// The registry failed to load.
+    #[error("registry: {0}")]
+    Registry(#[from] svid_ca::EntryError),
+    /// Issuing the server's own SVID failed.
+    #[error("server SVID: {0}")]
+    Issue(#[from] svid_ca::IssueError),
+    /// TLS could not be configured.
+    #[error("TLS: {0}")]
+    Tls(#[from] mtls_tower::ConfigError),
+    /// A listener could not be bound.
+    #[error("listening on {what}: {source}")]
+    Bind {
+        /// Which listener and address.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A listener failed while serving.
+    #[error("{what} failed: {message}")]
+    Serve {
+        /// Which listener.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A running server.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    /// The node API's bound address.
+    pub node_api_addr: SocketAddr,
+    /// The admin socket's path.
+    pub admin_socket: PathBuf,
+    /// The health endpoint's bound address, if any.
+    pub health_addr: Option<SocketAddr>,
+    /// The node API's logic (for in-process use and tests).
+    pub service: Arc<NodeService>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl ServerHandle {
+    /// Asks the server to stop: listeners close, open sync streams end
+    /// with `Unavailable`, and the server's future returns.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// The trust domain's current bundle.
+    pub fn bundle(&self) -> Arc<spiffe_core::SpiffeBundle> {
+        self.service.ca().bundle()
+    }
+}
+
+/// Starts a server: opens the store, starts the authority, binds every
+/// listener. Returns the handle and the future that serves until
+/// [`ServerHandle::shutdown`]; spawn or await it.
+pub async fn build(
+    config: ServerConfig,
+) -> Result<
+    (
+        ServerHandle,
+        impl Future<Output = Result<(), ServerError>> + use<>,
+    ),
+    ServerError,
+> {
+    let td = config.trust_domain()?;
+    crate::fsutil::prepare_data_dir(&config.data_dir)?;
+    let store = Arc::new(SqliteStore::open(&config.data_dir.join("store"))?);
+
+    let mut ca_config = CaConfig::new(td.clone());
+    ca_config.ca_ttl = config.ca.ca_ttl;
+    ca_config.x509_svid_ttl = config.ca.x509_svid_ttl;
+    ca_config.jwt_svid_ttl = config.ca.jwt_svid_ttl;
+    let max_ttl = ca_config.max_svid_ttl();
+    let ca = Arc::new(
+        CertificateAuthority::builder(ca_config)
+            .store(store.clone())
+            .build()?,
+    );
+    let registry = Arc::new(Registry::with_store(td.clone(), max_ttl, store.clone())?);
+    let clock = Arc::new(SystemClock);
+    let tokens = Arc::new(JoinTokenAttestor::new(td.clone(), store.clone(), clock));
+
+    let mut metrics_registry = MetricsRegistry::default();
+    let metrics = Arc::new(ServerMetrics::default());
+    metrics.register(&mut metrics_registry);
+    metrics.entries.set(registry.len() as i64);
+    metrics
+        .agents
+        .set(store.list_attested_nodes().map_or(0, |n| n.len() as i64));
+
+    let service = Arc::new(NodeService::new(
+        ca.clone(),
+        registry.clone(),
+        store.clone(),
+        vec![tokens.clone()],
+        metrics.clone(),
+    ));
+
+    // The node API's own identity, renewed by a task below.
+    let server_svid = identity::ServerSvid::issue(ca.clone(), registry.server_id())?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = ServerConfigBuilder::new(
+        provider,
+        server_svid.source(),
+        ca.clone(),
+        authorizer::member_of([td.clone()]),
+    )
+    .client_auth_optional()
+    .alpn_protocols(vec![b"h2".to_vec()])
+    .build()?;
+
+    let node_listener = TcpListener::bind(config.node_api_listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: format!("node API {}", config.node_api_listen),
+            source,
+        })?;
+    let node_api_addr = node_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            what: "node API".into(),
+            source,
+        })?;
+    let admin_socket = config.admin_socket();
+    let admin_listener = crate::fsutil::bind_private_socket(&admin_socket)?;
+    let health_listener = crate::health::bind(config.health_listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "health".into(),
+            source,
+        })?;
+    let health_addr = health_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let handle = ServerHandle {
+        node_api_addr,
+        admin_socket: admin_socket.clone(),
+        health_addr,
+        service: service.clone(),
+        shutdown: shutdown_tx,
+    };
+
+    let stopped = {
+        let rx = shutdown_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+    let grpc = grpc::NodeGrpc {
+        service: service.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown_rx.clone(),
+    };
+    let registry_for_health = Arc::new(metrics_registry);
+    let rotation_period = config.ca.rotation_check;
+    let task = async move {
+        let node_api = tonic::transport::Server::builder()
+            .add_service(crate::proto::node_server::NodeServer::new(grpc.clone()))
+            .serve_with_incoming_shutdown(
+                grpc::incoming(node_listener, tls, grpc.metrics.clone()),
+                stopped(),
+            )
+            .map(|r| {
+                r.map_err(|e| ServerError::Serve {
+                    what: "node API",
+                    message: e.to_string(),
+                })
+            });
+        let admin_app = admin::router(admin::AdminState {
+            service: grpc.service.clone(),
+            tokens,
+        });
+        let admin = axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(stopped())
+            .into_future()
+            .map(|r| {
+                r.map_err(|e| ServerError::Serve {
+                    what: "admin API",
+                    message: e.to_string(),
+                })
+            });
+        let stop_health = stopped.clone();
+        let health = async move {
+            match health_listener {
+                Some(l) => crate::health::serve(l, ready_rx, registry_for_health, stop_health())
+                    .await
+                    .map_err(|e| ServerError::Serve {
+                        what: "health",
+                        message: e.to_string(),
+                    }),
+                None => Ok(()),
+            }
+        };
+        let background = async {
+            tokio::select! {
+                () = ca.clone().rotation_task(rotation_period) => {}
+                () = server_svid.renew_task() => {}
+                () = identity::slot_metrics(ca.clone(), grpc.metrics.clone()) => {}
+                () = stopped() => {}
+            }
+            Ok::<(), ServerError>(())
+        };
+        ready_tx.send_replace(true);
+        tracing::info!(%node_api_addr, admin = %admin_socket.display(), "server ready");
+        let result = tokio::try_join!(node_api, admin, health, background).map(|_| ());
+        let _ = std::fs::remove_file(&admin_socket);
+        result
+    };
+    Ok((handle, task))
+}

@@ -1,0 +1,360 @@
+//! `mesh-node server` and `mesh-node agent` as real processes on loopback:
+//! entries made with the CLI reach workloads through the agent's Workload
+//! API (read with the `spiffe` crate's client), changes are pushed, the
+//! agent keeps serving while the server is down, restarts with its
+//! persisted node SVID, and an evicted agent is refused until it attests
+//! again with a fresh token.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use spiffe::WorkloadApiClient;
+
+async fn client(socket: &std::path::Path) -> WorkloadApiClient {
+    WorkloadApiClient::connect_to(format!("unix://{}", socket.display()))
+        .await
+        .unwrap()
+}
+
+async fn svid_ids(socket: &std::path::Path) -> Result<Vec<String>, String> {
+    let c = client(socket).await;
+    match tokio::time::timeout(Duration::from_secs(5), c.fetch_x509_context()).await {
+        Ok(Ok(ctx)) => Ok(ctx
+            .svids()
+            .iter()
+            .map(|s| s.spiffe_id().to_string())
+            .collect()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+async fn wait_for_ids(socket: &std::path::Path, want: &[&str], secs: u64) -> Vec<String> {
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = svid_ids(socket).await;
+        if let Ok(ids) = &got {
+            let mut ids = ids.clone();
+            ids.sort();
+            let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            want.sort();
+            if ids == want {
+                return ids;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "workload never saw {want:?}; last answer {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_reach_workloads_and_survive_outages_restarts_and_eviction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start_server(&tmp.path().join("server"), port);
+    let bundle = tmp.path().join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        cli_ok(&server.dir, &["bundle", "show", "--format", "pem"]),
+    )
+    .unwrap();
+    assert!(
+        std::fs::read_to_string(&bundle)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+
+    let token1 = token(&server);
+    let agent_dir = tmp.path().join("agent");
+    let mut agent = start_agent(&agent_dir, port, &bundle, Some(&token1));
+    let nodes = agents(&server);
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let node = nodes[0].clone();
+    assert!(
+        node.starts_with("spiffe://example.org/node/join_token/"),
+        "{node}"
+    );
+
+    // No entry yet: the workload has no identity.
+    let err = svid_ids(&agent.socket).await.unwrap_err();
+    assert!(
+        err.to_lowercase().contains("permission")
+            || err.contains("denied")
+            || err.contains("no identity"),
+        "{err}"
+    );
+
+    // An entry made with the CLI reaches the workload within a second or two.
+    let uid = format!("unix:uid:{}", my_uid());
+    let created = cli_ok(
+        &server.dir,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/web",
+            "--parent-id",
+            &node,
+            "--selector",
+            &uid,
+            "--output",
+            "json",
+        ],
+    );
+    let created: Vec<serde_json::Value> = serde_json::from_str(&created).unwrap();
+    let web_id = created[0]["id"].as_str().unwrap().to_owned();
+    let start = std::time::Instant::now();
+    wait_for_ids(&agent.socket, &["spiffe://example.org/web"], 10).await;
+    eprintln!("entry to SVID at the workload: {:?}", start.elapsed());
+
+    // A second entry for another uid is not this workload's.
+    cli_ok(
+        &server.dir,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/other",
+            "--parent-id",
+            &node,
+            "--selector",
+            "unix:uid:4242",
+        ],
+    );
+    // And an open stream sees an entry change pushed.
+    let c = client(&agent.socket).await;
+    let mut stream = c.stream_x509_contexts().await.unwrap();
+    use futures_util::StreamExt;
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.svids().len(), 1);
+    cli_ok(
+        &server.dir,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/api",
+            "--parent-id",
+            &node,
+            "--selector",
+            &uid,
+        ],
+    );
+    let pushed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let ctx = stream.next().await.unwrap().unwrap();
+            if ctx.svids().len() == 2 {
+                return ctx;
+            }
+        }
+    })
+    .await
+    .expect("the new entry reaches the open stream");
+    let mut ids: Vec<String> = pushed
+        .svids()
+        .iter()
+        .map(|s| s.spiffe_id().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["spiffe://example.org/api", "spiffe://example.org/web"]
+    );
+    drop(stream);
+
+    // Deleting an entry withdraws its SVID.
+    cli_ok(&server.dir, &["entry", "delete", "--id", &web_id]);
+    wait_for_ids(&agent.socket, &["spiffe://example.org/api"], 10).await;
+
+    // Server down: the agent keeps serving its cache.
+    server.proc.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_ids(&agent.socket, &["spiffe://example.org/api"], 5).await;
+
+    // Agent restarted while the server is down: it comes back from its
+    // persisted node SVID (the token is used up) once the server returns.
+    agent.proc.kill();
+    std::fs::remove_file(agent_dir.join("join-token")).unwrap();
+    let mut server = start_server(&tmp.path().join("server"), port);
+    let agent2 = start_agent(&agent_dir, port, &bundle, None);
+    wait_for_ids(&agent2.socket, &["spiffe://example.org/api"], 15).await;
+    assert_eq!(agents(&server), vec![node.clone()], "no second attestation");
+
+    // Eviction: the agent is refused; a fresh token in its data directory
+    // lets it attest again without a restart.
+    cli_ok(&server.dir, &["agent", "evict", "--id", &node]);
+    assert!(agents(&server).is_empty());
+    let token2 = token(&server);
+    std::fs::write(agent_dir.join("join-token"), &token2).unwrap();
+    wait_until("re-attestation", 30, || agents(&server).len() == 1);
+    let node2 = agents(&server)[0].clone();
+    assert_ne!(node2, node);
+    // The entries were parented by the old node: the workload loses them.
+    wait_until("the old node's entries to be withdrawn", 15, || {
+        let rt = tokio::runtime::Handle::current();
+        let s = agent2.socket.clone();
+        std::thread::spawn(move || rt.block_on(svid_ids(&s)))
+            .join()
+            .unwrap()
+            .is_err()
+    });
+    server.proc.kill();
+}
+
+#[test]
+fn a_used_or_unknown_join_token_is_refused_and_leaves_no_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_server(&tmp.path().join("server"), port);
+    let bundle = tmp.path().join("bundle.pem");
+    std::fs::write(&bundle, cli_ok(&server.dir, &["bundle", "show"])).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["agent", "--agent-data-dir"])
+        .arg(tmp.path().join("a"))
+        .args([
+            "--server-address",
+            &format!("127.0.0.1:{port}"),
+            "--trust-bundle",
+        ])
+        .arg(&bundle)
+        .args(["--join-token", "not-a-token", "--workload-socket"])
+        .arg(tmp.path().join("a.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown or already used join token"), "{err}");
+    assert!(agents(&server).is_empty());
+    assert!(
+        !tmp.path().join("a/node-svid.pem").exists(),
+        "no partial state"
+    );
+}
+
+#[test]
+fn the_cli_refuses_bad_input_with_one_line_and_a_non_zero_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_server(&tmp.path().join("server"), free_port());
+    for (args, expect) in [
+        (
+            vec![
+                "entry",
+                "create",
+                "--spiffe-id",
+                "spiffe://example.org/w",
+                "--parent-id",
+                "spiffe://example.org/n",
+                "--selector",
+                "no-colon",
+            ],
+            "selector",
+        ),
+        (
+            vec![
+                "entry",
+                "create",
+                "--spiffe-id",
+                "http://example.org/w",
+                "--parent-id",
+                "spiffe://example.org/n",
+                "--selector",
+                "unix:uid:1",
+            ],
+            "spiffe_id",
+        ),
+        (
+            vec![
+                "entry",
+                "create",
+                "--spiffe-id",
+                "spiffe://other.org/w",
+                "--parent-id",
+                "spiffe://example.org/n",
+                "--selector",
+                "unix:uid:1",
+            ],
+            "trust domain",
+        ),
+        (vec!["entry", "show", "--id", "nope"], "no entry"),
+        (
+            vec!["agent", "evict", "--id", "spiffe://example.org/node/x"],
+            "no attested node",
+        ),
+    ] {
+        let out = cli(&server.dir, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    let out = cli(&tmp.path().join("nowhere"), &["entry", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the server's admin socket")
+    );
+}
+
+#[test]
+fn a_corrupt_config_names_the_file_line_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "trust_domain = \"example.org\"\n[ca]\nca_ttl = \"forever\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["server", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(tmp.path().join("d"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.toml: line 3"), "{err}");
+    assert!(err.contains("forever"), "{err}");
+}
+
+#[test]
+fn a_read_only_data_directory_is_a_clear_error() {
+    if my_uid() == 0 {
+        // root writes anywhere; use a path under a file instead.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("file"), b"").unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["server", "--data-dir"])
+            .arg(tmp.path().join("file/sub"))
+            .args(["--node-api-listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("file/sub") && err.contains("cannot create"),
+            "{err}"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("ro");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["server", "--data-dir"])
+        .arg(&d)
+        .args(["--node-api-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not writable"));
+}
