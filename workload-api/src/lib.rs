@@ -11,8 +11,8 @@
 //!   implements spiffe-core's [`SvidSource`](spiffe_core::SvidSource) and
 //!   [`BundleSource`](spiffe_core::BundleSource).
 //!
-//! The protocol follows the project's SPIFFE rules, sections 6 (EP-*) and
-//! 7 (WL-*). The protobuf code is generated from `proto/workload.proto`,
+//! The protocol follows the project's SPIFFE rules EP-* and WL-*
+//! (`docs/spec/spiffe.md`). The protobuf code is generated from `proto/workload.proto`,
 //! which has no `package`, so the paths are `/SpiffeWorkloadAPI/<Method>`.
 
 mod address;
