@@ -51,10 +51,15 @@ fn agent(name: &str, ca: &TestCa, id: &str) -> Agent {
     )
     .unwrap()]));
     provider
-        .add_entry(RegistrationEntry::new(
-            ["test:anyone".parse().unwrap()],
+        .add_entry(
+            RegistrationEntry::new(
+                id.parse().unwrap(),
+                format!("spiffe://{TD}/node/test").parse().unwrap(),
+                vec!["test:anyone".parse().unwrap()],
+            )
+            .unwrap(),
             svid(&ca.leaf(id)),
-        ))
+        )
         .unwrap();
     let attestor = |_caller: &Caller| {
         let mut s = Selectors::new();

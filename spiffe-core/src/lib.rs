@@ -16,6 +16,9 @@
 //! - [`PeerIdentity`] and [`ConnectionFacts`]: what an accepted connection
 //!   proved (only verification builds a `PeerIdentity`) and the facts taken
 //!   when it was accepted (addresses, SNI, ALPN).
+//! - [`Selector`], [`Selectors`], [`EntryId`] and [`RegistrationEntry`]:
+//!   the registration vocabulary shared by svid-ca and workload-api, each
+//!   with one validation rule.
 //! - [`SvidSource`], [`BundleSource`]: the seams through which the rest of the
 //!   workspace reads current identity and trust, with change notification.
 //!
@@ -32,6 +35,7 @@ mod conn;
 mod entry;
 mod id;
 pub mod jwt;
+mod registration;
 pub mod source;
 pub mod x509;
 
@@ -44,6 +48,7 @@ pub use id::{
     IdError, MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SPIFFE_SCHEME, SpiffeId, TrustDomain,
 };
 pub use jwt::{JwtBundle, JwtError, JwtSvid};
+pub use registration::{EntryRuleError, MAX_DNS_NAME_LEN, MAX_HINT_LEN, RegistrationEntry};
 pub use source::{
     BundleSource, MemoryBundleSource, MemorySvidSource, SvidSource, X509AuthoritySource,
 };

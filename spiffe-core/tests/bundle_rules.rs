@@ -1,4 +1,4 @@
-//! Trust-domain bundle rules (spec/SPIFFE.md section 4 and X509-8/9).
+//! Trust-domain bundle rules (BUN-*, MAP-*, X509-8/9 in docs/spec/spiffe.md).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! SPIFFE ID rules (spec/SPIFFE.md section 1): one test per rule, byte
+//! SPIFFE ID rules (ID-*, TD-*, PATH-* in docs/spec/spiffe.md): one test per rule, byte
 //! tables over every byte for both charsets, and round-trip properties.
 
 use proptest::prelude::*;

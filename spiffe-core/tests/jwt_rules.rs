@@ -1,4 +1,4 @@
-//! JWT-SVID rules (spec/SPIFFE.md section 3), including the hostile tokens.
+//! JWT-SVID rules (JWT-* in docs/spec/spiffe.md), including the hostile tokens.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,4 +1,4 @@
-//! X509-SVID rules (spec/SPIFFE.md sections 1.4 and 2), on certificates
+//! X509-SVID rules (SVID-*, X509-* in docs/spec/spiffe.md), on certificates
 //! generated at test time, including the odd ones.
 
 use std::collections::HashMap;

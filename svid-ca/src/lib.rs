@@ -9,8 +9,9 @@
 //!   [`Entitlement`].
 //!
 //! - [`Registry`] of [`RegistrationEntry`], matched by attested
-//!   [`Selectors`] (the selector and entry id types are spiffe-core's,
-//!   re-exported here), and [`JoinTokenAttestor`] for nodes.
+//!   [`Selectors`] (the entry, selector and entry id types and the entry
+//!   rule are spiffe-core's, re-exported here; the registry adds the
+//!   authority's limits), and [`JoinTokenAttestor`] for nodes.
 //! - Persistence through one small trait per concern ([`CaJournalStore`],
 //!   [`EntryStore`], [`NodeStore`], [`BundleStore`]; [`Store`] is all four),
 //!   with [`SqliteStore`] as the embedded default.
@@ -41,11 +42,12 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CaConfig, ConfigError, RotationPolicy};
 pub use issuer::{Entitlement, IssueError, IssuedX509, MAX_CSR_LEN};
 pub use keys::{KeyError, KeyType};
-pub use registry::{EntryError, RESERVED_PATH_PREFIXES, RegistrationEntry, Registry, is_reserved};
+pub use registry::{EntryError, RESERVED_PATH_PREFIXES, Registry, is_reserved};
 /// The registration vocabulary, defined once in spiffe-core and re-exported
 /// here so the authority's API keeps its names.
 pub use spiffe_core::{
-    EntryId, EntryIdError, MAX_ENTRY_ID_LEN, MAX_SELECTOR_LEN, Selector, SelectorError, Selectors,
+    EntryId, EntryIdError, EntryRuleError, MAX_ENTRY_ID_LEN, MAX_HINT_LEN, MAX_SELECTOR_LEN,
+    RegistrationEntry, Selector, SelectorError, Selectors,
 };
 pub use store::{
     BackendError, BundleStore, CaJournal, CaJournalStore, EntryStore, JournalSlot, NodeStore,

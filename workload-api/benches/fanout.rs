@@ -96,7 +96,7 @@ async fn run(rounds: usize, per_connection: usize) {
     for svid in rotations {
         let leaf = svid.leaf().clone();
         let start = Instant::now();
-        provider.rotate(entry, svid).expect("rotate");
+        provider.rotate(&entry, svid).expect("rotate");
         for u in join_all(streams.iter_mut().map(|s| s.next())).await {
             let ctx = u.expect("update").expect("valid update");
             assert_eq!(ctx.svids[0].svid.leaf(), &leaf);

@@ -11,8 +11,8 @@
 //!   implements spiffe-core's [`SvidSource`](spiffe_core::SvidSource) and
 //!   [`BundleSource`](spiffe_core::BundleSource).
 //!
-//! The protocol follows the project's SPIFFE rules, sections 6 (EP-*) and
-//! 7 (WL-*). The protobuf code is generated from `proto/workload.proto`,
+//! The protocol follows the project's SPIFFE rules EP-* and WL-*
+//! (`docs/spec/spiffe.md`). The protobuf code is generated from `proto/workload.proto`,
 //! which has no `package`, so the paths are `/SpiffeWorkloadAPI/<Method>`.
 
 mod address;
@@ -20,7 +20,6 @@ mod attest;
 mod client;
 mod proto;
 mod provider;
-mod selector;
 pub(crate) mod server;
 mod source;
 
@@ -33,14 +32,20 @@ pub use client::{
     WatchStream, WorkloadApiClient, WorkloadSvid, X509Context,
 };
 pub use provider::{
-    EntryId, IdentityProvider, IssuedSvid, MAX_HINT_LEN, MemoryIdentityProvider, MintError,
-    MintFuture, ProviderError, RegistrationEntry, WorkloadIdentity,
+    IdentityProvider, IssuedSvid, MemoryIdentityProvider, MintError, MintFuture, ProviderError,
+    WorkloadIdentity,
 };
-pub use selector::{Selector, SelectorError, Selectors};
 pub use server::{ServerError, ServerLimits, WorkloadApiServer};
 pub use source::{
     Backoff, JwtSource, SourceHealth, SourceOptions, SourceTask, X509BundleSource, X509Snapshot,
     X509Source,
+};
+/// The registration vocabulary (selectors, entry ids, registration
+/// entries), defined once in spiffe-core with one validation rule shared
+/// with svid-ca, and re-exported so this crate's API keeps its names.
+pub use spiffe_core::{
+    EntryId, EntryIdError, EntryRuleError, MAX_HINT_LEN, MAX_SELECTOR_LEN, RegistrationEntry,
+    Selector, SelectorError, Selectors,
 };
 
 /// The README's examples, compiled as doctests.

@@ -10,11 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{TempDir, World, raw, serve_attested, unix_address};
+use common::{TempDir, World, entry_for, raw, serve_attested, unix_address};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use workload_api::{
-    Attestor, Caller, RegistrationEntry, Selector, Selectors, UnixAttestor, WorkloadApiClient,
-};
+use workload_api::{Attestor, Caller, Selector, Selectors, UnixAttestor, WorkloadApiClient};
 
 const STEP: Duration = Duration::from_secs(20);
 
@@ -29,11 +27,11 @@ async fn attestation_happens_once_per_connection_at_accept() {
     let b = world.domain.svid("/second");
     world
         .provider
-        .add_entry(RegistrationEntry::new([sel("test:conn:0")], a))
+        .add_entry(entry_for(a.spiffe_id().clone(), [sel("test:conn:0")]), a)
         .unwrap();
     world
         .provider
-        .add_entry(RegistrationEntry::new([sel("test:conn:1")], b))
+        .add_entry(entry_for(b.spiffe_id().clone(), [sel("test:conn:1")]), b)
         .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
@@ -117,17 +115,23 @@ async fn exec_after_connect_keeps_the_connecting_binarys_identity() {
         .expect("a line");
     world
         .provider
-        .add_entry(RegistrationEntry::new(
-            [sel(&format!("unix:path:{python}"))],
+        .add_entry(
+            entry_for(
+                world.domain.id("/launcher"),
+                [sel(&format!("unix:path:{python}"))],
+            ),
             world.domain.svid("/launcher"),
-        ))
+        )
         .unwrap();
     world
         .provider
-        .add_entry(RegistrationEntry::new(
-            [sel(&format!("unix:path:{}", sh.display()))],
+        .add_entry(
+            entry_for(
+                world.domain.id("/privileged"),
+                [sel(&format!("unix:path:{}", sh.display()))],
+            ),
             world.domain.svid("/privileged"),
-        ))
+        )
         .unwrap();
     let attestor: Arc<dyn Attestor> = Arc::new(UnixAttestor::new().with_path(true));
     let _server = serve_attested(world.provider.clone(), &world.socket, attestor);

@@ -6,10 +6,11 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    Domain, TempDir, World, my_uid_selector, provider_for, serve, serve_with, unix_address,
+    Domain, TempDir, World, entry_for, my_uid_selector, provider_for, serve, serve_with,
+    unix_address,
 };
 use spiffe_core::SpiffeId;
-use workload_api::{ClientError, RegistrationEntry, ServerLimits, StatusCode, WorkloadApiClient};
+use workload_api::{ClientError, ServerLimits, StatusCode, WorkloadApiClient};
 
 fn code(e: ClientError) -> StatusCode {
     e.code()
@@ -36,7 +37,7 @@ async fn wl_5_first_message_at_once_and_wl_17_rotation_on_the_open_stream() {
         assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/web");
         assert!(first.bundles.get(&domain.td).is_some());
 
-        provider.rotate(entry, domain.svid("/web")).unwrap();
+        provider.rotate(&entry, domain.svid("/web")).unwrap();
         let second = stream.next().await.unwrap().unwrap();
         let rotated = second.default_svid().unwrap();
         assert_eq!(rotated.spiffe_id(), svid.spiffe_id());
@@ -57,10 +58,10 @@ async fn wl_11_caller_without_identity_gets_permission_denied() {
         let domain = Domain::new("example.org");
         let provider = provider_for(&domain);
         provider
-            .add_entry(RegistrationEntry::new(
-                ["unix:uid:4242424".parse().unwrap()],
+            .add_entry(
+                entry_for(domain.id("/other"), ["unix:uid:4242424".parse().unwrap()]),
                 domain.svid("/other"),
-            ))
+            )
             .unwrap();
         let _server = serve(provider, &socket);
         let mut client = WorkloadApiClient::connect(&unix_address(&socket))
@@ -104,7 +105,7 @@ async fn wl_11_withdrawal_mid_stream_is_permission_denied_and_ends_the_stream() 
         stream.next().await.unwrap().unwrap();
         let mut bundles = client.watch_x509_bundles().await.unwrap();
         bundles.next().await.unwrap().unwrap();
-        provider.remove_entry(entry).unwrap();
+        provider.remove_entry(&entry).unwrap();
         assert_eq!(
             code(stream.next().await.unwrap().unwrap_err()),
             StatusCode::PermissionDenied
@@ -128,7 +129,8 @@ async fn wl_9_duplicate_hints_keep_the_first_and_wl_10_order_is_kept() {
         for (path, hint) in [("/a", "internal"), ("/b", "internal"), ("/c", "external")] {
             provider
                 .add_entry(
-                    RegistrationEntry::new([my_uid_selector()], domain.svid(path)).with_hint(hint),
+                    entry_for(domain.id(path), [my_uid_selector()]).with_hint(hint),
+                    domain.svid(path),
                 )
                 .unwrap();
         }
@@ -169,8 +171,9 @@ async fn wl_12_wl_13_wl_15_bundles_include_own_and_federated_trust_domains() {
         provider.set_bundles(set);
         provider
             .add_entry(
-                RegistrationEntry::new([my_uid_selector()], domain.svid("/web"))
-                    .federates_with(partner.td.clone()),
+                entry_for(domain.id("/web"), [my_uid_selector()])
+                    .with_federates_with(partner.td.clone()),
+                domain.svid("/web"),
             )
             .unwrap();
         let _server = serve(provider, &socket);
@@ -227,10 +230,10 @@ async fn wl_14_jwt_svids_for_all_or_one_identity() {
         let provider = provider_for(&domain);
         for path in ["/a", "/b"] {
             provider
-                .add_entry(RegistrationEntry::new(
-                    [my_uid_selector()],
+                .add_entry(
+                    entry_for(domain.id(path), [my_uid_selector()]),
                     domain.svid(path),
-                ))
+                )
                 .unwrap();
         }
         let _server = serve(provider, &socket);
@@ -283,10 +286,10 @@ async fn wl_16_validate_jwt_svid_returns_claims_and_rejects_bad_tokens() {
         let stranger = Domain::new("stranger.test");
         let provider = provider_for(&domain);
         provider
-            .add_entry(RegistrationEntry::new(
-                [my_uid_selector()],
+            .add_entry(
+                entry_for(domain.id("/web"), [my_uid_selector()]),
                 domain.svid("/web"),
-            ))
+            )
             .unwrap();
         let _server = serve(Arc::clone(&provider), &socket);
         let mut client = WorkloadApiClient::connect(&unix_address(&socket))
@@ -423,10 +426,10 @@ async fn ep_2_loopback_tcp_with_a_custom_attestor() {
         let domain = Domain::new("example.org");
         let provider = provider_for(&domain);
         provider
-            .add_entry(RegistrationEntry::new(
-                ["tcp:loopback:true".parse().unwrap()],
+            .add_entry(
+                entry_for(domain.id("/tcp"), ["tcp:loopback:true".parse().unwrap()]),
                 domain.svid("/tcp"),
-            ))
+            )
             .unwrap();
         let attestor = |caller: &Caller| {
             let mut s = Selectors::new();
@@ -498,8 +501,8 @@ async fn wl_9_jwt_svid_hints_are_unique_too() {
         for path in ["/a", "/b"] {
             provider
                 .add_entry(
-                    RegistrationEntry::new([my_uid_selector()], domain.svid(path))
-                        .with_hint("same"),
+                    entry_for(domain.id(path), [my_uid_selector()]).with_hint("same"),
+                    domain.svid(path),
                 )
                 .unwrap();
         }
@@ -556,12 +559,13 @@ async fn wl_7_a_federated_bundle_removed_from_the_set_disappears_from_clients() 
         both.insert(world.domain.bundle());
         both.insert(partner.bundle());
         world.provider.set_bundles(both);
-        world.provider.remove_entry(world.entry).unwrap();
+        world.provider.remove_entry(&world.entry).unwrap();
         world
             .provider
             .add_entry(
-                RegistrationEntry::new([my_uid_selector()], world.domain.svid("/web"))
-                    .federates_with(partner.td.clone()),
+                entry_for(world.domain.id("/web"), [my_uid_selector()])
+                    .with_federates_with(partner.td.clone()),
+                world.domain.svid("/web"),
             )
             .unwrap();
         let _server = serve(world.provider.clone(), &world.socket);
@@ -624,10 +628,10 @@ async fn svids_whose_trust_domain_has_no_bundle_are_not_sent() {
         let orphan = Domain::new("orphan.test");
         world
             .provider
-            .add_entry(RegistrationEntry::new(
-                [my_uid_selector()],
+            .add_entry(
+                entry_for(orphan.id("/lost"), [my_uid_selector()]),
                 orphan.svid("/lost"),
-            ))
+            )
             .unwrap();
         let _server = serve(world.provider.clone(), &world.socket);
         let mut client = WorkloadApiClient::connect(&unix_address(&world.socket))
@@ -642,7 +646,7 @@ async fn svids_whose_trust_domain_has_no_bundle_are_not_sent() {
         assert_eq!(ids, ["spiffe://example.org/web"]);
 
         // With only the orphan left, the caller has nothing to receive.
-        world.provider.remove_entry(world.entry).unwrap();
+        world.provider.remove_entry(&world.entry).unwrap();
         let err = client.fetch_x509_context().await.unwrap_err();
         assert_eq!(code(err), StatusCode::PermissionDenied);
         // Once its bundle arrives, the SVID is sent.

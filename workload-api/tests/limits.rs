@@ -71,7 +71,7 @@ async fn idle_connections_are_closed_and_busy_ones_kept() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let next = world.domain.svid("/web");
-    world.provider.rotate(world.entry, next.clone()).unwrap();
+    world.provider.rotate(&world.entry, next.clone()).unwrap();
     let second = tokio::time::timeout(LIMIT, watch.next())
         .await
         .expect("the busy connection is still open")

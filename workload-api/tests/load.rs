@@ -43,7 +43,7 @@ async fn a_rotation_reaches_1000_watching_clients() {
 
         let new_svid = domain.svid("/web");
         let new_leaf = new_svid.leaf().clone();
-        provider.rotate(entry, new_svid).unwrap();
+        provider.rotate(&entry, new_svid).unwrap();
         let updates = join_all(streams.iter_mut().map(|s| s.next())).await;
         let reached = updates
             .iter()
@@ -78,7 +78,7 @@ async fn a_client_that_never_reads_does_not_hold_up_the_others() {
         for _ in 0..ROTATIONS {
             let svid = domain.svid("/web");
             last = Some(svid.leaf().clone());
-            provider.rotate(entry, svid).unwrap();
+            provider.rotate(&entry, svid).unwrap();
         }
         let last = last.unwrap();
         loop {

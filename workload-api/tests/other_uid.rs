@@ -6,8 +6,10 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use common::{Domain, TempDir, my_uid_selector, provider_for, serve_attested, unix_address};
-use workload_api::{EndpointAddress, RegistrationEntry, Selector, UnixAttestor, WorkloadApiClient};
+use common::{
+    Domain, TempDir, entry_for, my_uid_selector, provider_for, serve_attested, unix_address,
+};
+use workload_api::{EndpointAddress, Selector, UnixAttestor, WorkloadApiClient};
 
 const CHILD_SOCKET: &str = "WORKLOAD_API_TEST_CHILD_SOCKET";
 const NOBODY: u32 = 65534;
@@ -45,10 +47,10 @@ async fn child_of_another_uid_gets_its_own_identity() {
         let provider = provider_for(&domain);
         let exe = std::env::current_exe().unwrap();
         provider
-            .add_entry(RegistrationEntry::new(
-                [my_uid_selector()],
+            .add_entry(
+                entry_for(domain.id("/root"), [my_uid_selector()]),
                 domain.svid("/root"),
-            ))
+            )
             .unwrap();
         // The child's entry needs its uid *and* its executable's path.
         let child_selectors: Vec<Selector> = vec![
@@ -56,10 +58,10 @@ async fn child_of_another_uid_gets_its_own_identity() {
             Selector::new("unix", format!("path:{}", exe.display())).unwrap(),
         ];
         provider
-            .add_entry(RegistrationEntry::new(
-                child_selectors,
+            .add_entry(
+                entry_for(domain.id("/nobody"), child_selectors),
                 domain.svid("/nobody"),
-            ))
+            )
             .unwrap();
         let attestor = Arc::new(UnixAttestor::new().with_path(true).with_sha256(true));
         let _server = serve_attested(Arc::clone(&provider), &socket, attestor);

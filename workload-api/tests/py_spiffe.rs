@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Domain, World, my_uid_selector, serve};
+use common::{Domain, World, entry_for, my_uid_selector, serve};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
-use workload_api::{IdentityProvider, RegistrationEntry};
+use workload_api::IdentityProvider;
 
 const PY_SPIFFE: &str = "spiffe==0.3.2";
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
@@ -121,13 +121,14 @@ async fn ep_wl_py_spiffe_0_3_2_works_unchanged() {
     set.insert(world.domain.bundle());
     set.insert(partner.bundle());
     world.provider.set_bundles(set);
-    world.provider.remove_entry(world.entry).unwrap();
+    world.provider.remove_entry(&world.entry).unwrap();
     let first = world.domain.svid("/web");
     let entry = world
         .provider
         .add_entry(
-            RegistrationEntry::new([my_uid_selector()], first.clone())
-                .federates_with(partner.td.clone()),
+            entry_for(first.spiffe_id().clone(), [my_uid_selector()])
+                .with_federates_with(partner.td.clone()),
+            first.clone(),
         )
         .unwrap();
     let _server = serve(world.provider.clone(), &world.socket);
@@ -207,7 +208,7 @@ async fn ep_wl_py_spiffe_0_3_2_works_unchanged() {
     let v = d.step("watching").await;
     assert_eq!(v["serial"], serial_hex(&first), "{v}");
     let second = world.domain.svid("/web");
-    world.provider.rotate(entry, second.clone()).unwrap();
+    world.provider.rotate(&entry, second.clone()).unwrap();
     d.stdin.write_all(b"rotated\n").await.unwrap();
     d.stdin.flush().await.unwrap();
     let v = d.step("rotation").await;

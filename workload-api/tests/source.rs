@@ -7,12 +7,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Domain, TempDir, World, my_uid_selector, provider_for, serve, unix_address};
+use common::{
+    Domain, TempDir, World, entry_for, my_uid_selector, provider_for, serve, unix_address,
+};
 use spiffe_core::{BundleSource, SvidSource};
 use std::future::Future;
 use std::time::Duration;
 
-use workload_api::{Backoff, RegistrationEntry, SourceHealth, SourceOptions, X509Source};
+use workload_api::{Backoff, SourceHealth, SourceOptions, X509Source};
 
 /// Fails the test when `body` takes more than 60 s.
 async fn within(body: impl Future<Output = ()>) {
@@ -57,7 +59,7 @@ async fn source_follows_rotation_survives_restart_and_withdraws_on_denial() {
 
         // Rotation arrives on the open stream.
         let mut changes = SvidSource::subscribe(&source);
-        provider.rotate(entry, domain.svid("/web")).unwrap();
+        provider.rotate(&entry, domain.svid("/web")).unwrap();
         changes.changed().await.unwrap();
         let rotated = source.x509_svid().unwrap();
         assert_ne!(rotated.leaf(), first.leaf());
@@ -86,7 +88,7 @@ async fn source_follows_rotation_survives_restart_and_withdraws_on_denial() {
         assert_eq!(source.x509_svid().unwrap().leaf(), rotated.leaf());
 
         // Identity withdrawn mid-stream: stop using the SVID and bundles (WL-11).
-        provider.remove_entry(entry).unwrap();
+        provider.remove_entry(&entry).unwrap();
         health
             .wait_for(|h| *h == SourceHealth::Denied)
             .await
@@ -96,10 +98,10 @@ async fn source_follows_rotation_survives_restart_and_withdraws_on_denial() {
 
         // Granted again: the source picks it up after its backoff.
         provider
-            .add_entry(RegistrationEntry::new(
-                [my_uid_selector()],
+            .add_entry(
+                entry_for(domain.id("/web"), [my_uid_selector()]),
                 domain.svid("/web"),
-            ))
+            )
             .unwrap();
         health
             .wait_for(|h| *h == SourceHealth::Ready)
@@ -156,7 +158,8 @@ async fn source_uses_the_svid_with_the_requested_hint() {
         for (path, hint) in [("/a", "internal"), ("/b", "external")] {
             provider
                 .add_entry(
-                    RegistrationEntry::new([my_uid_selector()], domain.svid(path)).with_hint(hint),
+                    entry_for(domain.id(path), [my_uid_selector()]).with_hint(hint),
+                    domain.svid(path),
                 )
                 .unwrap();
         }
@@ -188,8 +191,9 @@ async fn bundle_sources_follow_bundle_changes_and_jwt_source_mints() {
         let provider = provider_for(&domain);
         let entry = provider
             .add_entry(
-                RegistrationEntry::new([my_uid_selector()], domain.svid("/web"))
-                    .federates_with(partner.td.clone()),
+                entry_for(domain.id("/web"), [my_uid_selector()])
+                    .with_federates_with(partner.td.clone()),
+                domain.svid("/web"),
             )
             .unwrap();
         let _server = serve(Arc::clone(&provider), &socket);
@@ -251,7 +255,7 @@ async fn bundle_sources_follow_bundle_changes_and_jwt_source_mints() {
         );
 
         // Withdrawal empties both.
-        provider.remove_entry(entry).unwrap();
+        provider.remove_entry(&entry).unwrap();
         x509.watch_health()
             .wait_for(|h| *h == SourceHealth::Denied)
             .await

@@ -6,10 +6,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Domain, TempDir, World, my_uid_selector, provider_for, serve};
+use common::{Domain, TempDir, World, entry_for, my_uid_selector, provider_for, serve};
 use futures_util::StreamExt;
 use spiffe::{JwtSvid, TrustDomain, WorkloadApiClient, WorkloadApiError};
-use workload_api::RegistrationEntry;
 
 async fn connect(socket: &std::path::Path) -> WorkloadApiClient {
     WorkloadApiClient::connect_to(format!("unix://{}", socket.display()))
@@ -31,9 +30,10 @@ async fn spiffe_crate_fetches_x509_context_and_sees_a_rotation() {
         provider.set_bundles(set);
         let entry = provider
             .add_entry(
-                RegistrationEntry::new([my_uid_selector()], domain.svid("/web"))
+                entry_for(domain.id("/web"), [my_uid_selector()])
                     .with_hint("main")
-                    .federates_with(partner.td.clone()),
+                    .with_federates_with(partner.td.clone()),
+                domain.svid("/web"),
             )
             .unwrap();
         let _server = serve(Arc::clone(&provider), &socket);
@@ -60,7 +60,7 @@ async fn spiffe_crate_fetches_x509_context_and_sees_a_rotation() {
         let mut stream = client.stream_x509_contexts().await.unwrap();
         let first = stream.next().await.unwrap().unwrap();
         let first_leaf = first.default_svid().unwrap().leaf().as_bytes().to_vec();
-        provider.rotate(entry, domain.svid("/web")).unwrap();
+        provider.rotate(&entry, domain.svid("/web")).unwrap();
         let second = stream.next().await.unwrap().unwrap();
         let second_svid = second.default_svid().unwrap();
         assert_eq!(
@@ -267,7 +267,7 @@ async fn spiffe_crate_x509_source_survives_our_server_restart() {
 
         let rotated = domain.svid("/web");
         let rotated_leaf = rotated.leaf().to_vec();
-        provider.rotate(entry, rotated).unwrap();
+        provider.rotate(&entry, rotated).unwrap();
         updates.changed().await.unwrap();
         assert_eq!(
             source.svid().unwrap().leaf().as_bytes(),
@@ -278,7 +278,7 @@ async fn spiffe_crate_x509_source_survives_our_server_restart() {
         let _server = serve(Arc::clone(&provider), &socket);
         let after = domain.svid("/web");
         let after_leaf = after.leaf().to_vec();
-        provider.rotate(entry, after).unwrap();
+        provider.rotate(&entry, after).unwrap();
         // Fails (instead of hanging) if no reconnect within 30 s.
         tokio::time::timeout(std::time::Duration::from_secs(30), async {
             loop {

@@ -1,10 +1,12 @@
-//! [`RegistrationEntry`] and its validation. [`Selector`] and [`EntryId`]
-//! are spiffe-core's, shared with the Workload API.
+//! The authority's checks of a [`RegistrationEntry`] and why an entry is
+//! refused. The entry type, its own rule, [`Selector`](spiffe_core::Selector)
+//! and [`EntryId`] are spiffe-core's, shared with the Workload API.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use spiffe_core::{EntryId, EntryIdError, Selector, SelectorError, SpiffeId, TrustDomain};
+use spiffe_core::{
+    EntryId, EntryIdError, EntryRuleError, RegistrationEntry, SelectorError, SpiffeId, TrustDomain,
+};
 
 use crate::Entitlement;
 
@@ -12,102 +14,38 @@ use crate::Entitlement;
 /// identities (attested nodes, the server) and cannot be registered.
 pub const RESERVED_PATH_PREFIXES: [&str; 2] = ["/node", "/server"];
 
-/// Who gets which SPIFFE ID: workloads (or nodes) whose attested selectors
-/// include all of `selectors`, running under `parent_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct RegistrationEntry {
-    /// The entry's id.
-    pub id: EntryId,
-    /// The identity granted.
-    pub spiffe_id: SpiffeId,
-    /// The node (or node alias) the workload must run under.
-    pub parent_id: SpiffeId,
-    /// All of these must be attested.
-    pub selectors: Vec<Selector>,
-    /// X509-SVID TTL; the authority's default when `None`.
-    pub x509_svid_ttl: Option<Duration>,
-    /// JWT-SVID TTL; the authority's default when `None`.
-    pub jwt_svid_ttl: Option<Duration>,
-    /// DNS SANs of the X509-SVID.
-    pub dns_names: Vec<String>,
-    /// Trust domains whose bundles the workload receives.
-    pub federates_with: Vec<TrustDomain>,
-    /// Whether the workload may administer the authority.
-    pub admin: bool,
-    /// An operator hint passed to the workload (Workload API `hint`).
-    pub hint: Option<String>,
-    /// When the entry stops matching.
-    pub expires_at: Option<SystemTime>,
-}
-
-impl RegistrationEntry {
-    /// An entry with a random id, the given identity, parent and selectors,
-    /// and defaults for everything else.
-    pub fn new(
-        spiffe_id: SpiffeId,
-        parent_id: SpiffeId,
-        selectors: Vec<Selector>,
-    ) -> Result<Self, EntryError> {
-        Ok(RegistrationEntry {
-            id: EntryId::random().map_err(|_| EntryError::Random)?,
-            spiffe_id,
-            parent_id,
-            selectors,
-            x509_svid_ttl: None,
-            jwt_svid_ttl: None,
-            dns_names: Vec::new(),
-            federates_with: Vec::new(),
-            admin: false,
-            hint: None,
-            expires_at: None,
-        })
-    }
-
-    /// Whether the entry has expired at `now`.
-    pub fn is_expired(&self, now: SystemTime) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-    }
-
-    /// Checks the entry against the rules of `td` and the TTL limit.
-    pub(crate) fn validate(&self, td: &TrustDomain, max_ttl: Duration) -> Result<(), EntryError> {
-        for id in [&self.spiffe_id, &self.parent_id] {
-            if !id.is_member_of(td) {
-                return Err(EntryError::ForeignTrustDomain { id: id.clone() });
-            }
+/// Checks `entry` against the rule every entry meets
+/// ([`RegistrationEntry::validate`]) and the authority's own limits: both
+/// ids in `td`, no reserved path, no TTL above `max_ttl`.
+pub(crate) fn validate(
+    entry: &RegistrationEntry,
+    td: &TrustDomain,
+    max_ttl: Duration,
+) -> Result<(), EntryError> {
+    for id in [&entry.spiffe_id, &entry.parent_id] {
+        if !id.is_member_of(td) {
+            return Err(EntryError::ForeignTrustDomain { id: id.clone() });
         }
-        if self.spiffe_id.is_root() {
-            return Err(EntryError::RootId);
-        }
-        if is_reserved(&self.spiffe_id) {
-            return Err(EntryError::ReservedPath {
-                id: self.spiffe_id.clone(),
+    }
+    entry.validate()?;
+    if is_reserved(&entry.spiffe_id) {
+        return Err(EntryError::ReservedPath {
+            id: entry.spiffe_id.clone(),
+        });
+    }
+    for (kind, ttl) in [
+        ("X509-SVID", entry.x509_svid_ttl),
+        ("JWT-SVID", entry.jwt_svid_ttl),
+    ] {
+        if let Some(ttl) = ttl.filter(|t| *t > max_ttl) {
+            return Err(EntryError::TtlTooLong {
+                kind,
+                ttl,
+                max: max_ttl,
             });
         }
-        if self.selectors.is_empty() {
-            return Err(EntryError::NoSelectors);
-        }
-        for (kind, ttl) in [
-            ("X509-SVID", self.x509_svid_ttl),
-            ("JWT-SVID", self.jwt_svid_ttl),
-        ] {
-            match ttl {
-                Some(t) if t.is_zero() => return Err(EntryError::ZeroTtl { kind }),
-                Some(ttl) if ttl > max_ttl => {
-                    return Err(EntryError::TtlTooLong {
-                        kind,
-                        ttl,
-                        max: max_ttl,
-                    });
-                }
-                _ => {}
-            }
-        }
-        if let Some(name) = self.dns_names.iter().find(|n| !valid_dns_name(n)) {
-            return Err(EntryError::InvalidDnsName { name: name.clone() });
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 impl From<&RegistrationEntry> for Entitlement {
@@ -130,26 +68,12 @@ pub fn is_reserved(id: &SpiffeId) -> bool {
     })
 }
 
-/// A DNS name: labels of `[A-Za-z0-9-]` (1-63 chars, no leading or
-/// trailing hyphen), at most 253 characters, optionally starting `*.`.
-pub(crate) fn valid_dns_name(name: &str) -> bool {
-    let host = name.strip_prefix("*.").unwrap_or(name);
-    !host.is_empty()
-        && name.len() <= 253
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// Why a registration entry was refused. Nothing is written on error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EntryError {
-    /// An id or parent id is outside the authority's trust domain.
+    /// An id or parent id is outside the authority's trust domain (for the
+    /// parent, also [`EntryRuleError::ForeignParent`]).
     #[error("{id} is not in this authority's trust domain")]
     ForeignTrustDomain {
         /// The offending id.
@@ -192,6 +116,19 @@ pub enum EntryError {
         /// The name.
         name: String,
     },
+    /// The hint is longer than [`spiffe_core::MAX_HINT_LEN`] bytes.
+    #[error(
+        "hint is {len} bytes, more than the {} allowed",
+        spiffe_core::MAX_HINT_LEN
+    )]
+    HintTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The entry breaks a rule of [`RegistrationEntry::validate`] that has
+    /// no variant of its own here.
+    #[error("invalid entry: {0}")]
+    Invalid(EntryRuleError),
     /// An entry id is malformed.
     #[error("invalid entry id: {0}")]
     InvalidEntryId(#[from] EntryIdError),
@@ -207,10 +144,96 @@ pub enum EntryError {
         /// The id.
         id: EntryId,
     },
-    /// The system random generator failed.
-    #[error("the system random number generator failed")]
-    Random,
     /// The store failed; nothing changed.
     #[error("store: {0}")]
     Store(#[from] crate::StoreError),
+}
+
+/// Each broken entry rule has its own [`EntryError`] variant, so callers
+/// match the same variants whichever check found the fault.
+impl From<EntryRuleError> for EntryError {
+    fn from(e: EntryRuleError) -> Self {
+        match e {
+            EntryRuleError::RootId => EntryError::RootId,
+            EntryRuleError::ForeignParent { parent, .. } => {
+                EntryError::ForeignTrustDomain { id: parent }
+            }
+            EntryRuleError::NoSelectors => EntryError::NoSelectors,
+            EntryRuleError::ZeroTtl { kind } => EntryError::ZeroTtl { kind },
+            EntryRuleError::InvalidDnsName { name } => EntryError::InvalidDnsName { name },
+            EntryRuleError::HintTooLong { len } => EntryError::HintTooLong { len },
+            // `EntryRuleError` is non-exhaustive: a rule added there and not
+            // yet given a variant here is still an invalid entry.
+            other => EntryError::Invalid(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spiffe_core::MAX_HINT_LEN;
+
+    use super::*;
+    use crate::Registry;
+
+    fn id(s: &str) -> SpiffeId {
+        s.parse().unwrap()
+    }
+
+    fn entry() -> RegistrationEntry {
+        RegistrationEntry::new(
+            id("spiffe://example.org/api"),
+            id("spiffe://example.org/node/n1"),
+            vec!["unix:uid:1".parse().unwrap()],
+        )
+        .unwrap()
+    }
+
+    fn registry() -> Registry {
+        Registry::new("example.org".parse().unwrap(), Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn hint_longer_than_max_hint_len_is_refused_by_the_registry_as_by_the_workload_api() {
+        let r = registry();
+        // svid-ca used to store any hint; the Workload API refused these.
+        let long = entry().with_hint("h".repeat(MAX_HINT_LEN + 1));
+        assert!(matches!(
+            r.create(long),
+            Err(EntryError::HintTooLong { len }) if len == MAX_HINT_LEN + 1
+        ));
+        r.create(entry().with_hint("h".repeat(MAX_HINT_LEN)))
+            .unwrap();
+    }
+
+    #[test]
+    fn the_registry_applies_the_shared_entry_rule_before_its_own_limits() {
+        // Whatever RegistrationEntry::validate refuses, the registry refuses
+        // with the matching variant.
+        let mut cases: Vec<RegistrationEntry> = Vec::new();
+        let mut e = entry();
+        e.selectors.clear();
+        cases.push(e);
+        let mut e = entry();
+        e.jwt_svid_ttl = Some(Duration::ZERO);
+        cases.push(e);
+        let mut e = entry();
+        e.dns_names = vec!["a..b".into()];
+        cases.push(e);
+        let mut e = entry();
+        e.spiffe_id = id("spiffe://example.org");
+        cases.push(e);
+        let r = registry();
+        for e in cases {
+            let rule = e.validate().unwrap_err();
+            let got = r.create(e).unwrap_err();
+            assert_eq!(got.to_string(), EntryError::from(rule).to_string());
+        }
+        // A reserved path with no selectors breaks the shared rule first.
+        let mut e = entry();
+        e.spiffe_id = id("spiffe://example.org/node/x");
+        e.selectors.clear();
+        assert!(matches!(r.create(e), Err(EntryError::NoSelectors)));
+        assert!(r.is_empty());
+    }
 }

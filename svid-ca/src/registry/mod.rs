@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use spiffe_core::{SpiffeId, TrustDomain};
 
-pub use entry::{EntryError, RESERVED_PATH_PREFIXES, RegistrationEntry, is_reserved};
-use spiffe_core::{EntryId, Selector, Selectors};
+pub use entry::{EntryError, RESERVED_PATH_PREFIXES, is_reserved};
+use spiffe_core::{EntryId, RegistrationEntry, Selector, Selectors};
 
 use crate::EntryStore;
 
@@ -100,7 +100,7 @@ impl Registry {
 
     /// Validates and adds `entry` (written to the store first, if any).
     pub fn create(&self, entry: RegistrationEntry) -> Result<Arc<RegistrationEntry>, EntryError> {
-        entry.validate(&self.trust_domain, self.max_ttl)?;
+        entry::validate(&entry, &self.trust_domain, self.max_ttl)?;
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         if index.entries.contains_key(&entry.id) {
             return Err(EntryError::Duplicate { id: entry.id });

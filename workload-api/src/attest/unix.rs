@@ -22,6 +22,12 @@ use crate::{Selector, Selectors};
 /// The server calls the attestor once per connection, when it accepts it,
 /// so the selectors describe the process that connected as it was then.
 ///
+/// Every selector is built by spiffe-core's [`Selector::new`], the rule
+/// svid-ca applies to registration entries. A value that rule refuses (a
+/// path with a control character, or longer than
+/// [`MAX_SELECTOR_LEN`](crate::MAX_SELECTOR_LEN) bytes) is left out: no
+/// valid entry can name it, so leaving it out changes no match.
+///
 /// TCP callers get no selectors (hence no identity).
 #[derive(Debug, Clone)]
 pub struct UnixAttestor {
@@ -363,6 +369,59 @@ mod tests {
                 .attest(&p.peer())
                 .is_ok()
         );
+    }
+
+    /// Every selector the attestor yields is valid under spiffe-core's
+    /// one selector rule (kind `[a-z0-9_-]`, parts capped, no control
+    /// characters): it prints and parses back to itself.
+    #[test]
+    fn attested_selectors_pass_spiffe_core_selector_rules() {
+        let uid = my_uid();
+        let p = FakeProc::new("rules", uid, 100);
+        std::fs::write(
+            p.0.join("7/status"),
+            format!("Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGroups:\t0 4 27\n"),
+        )
+        .unwrap();
+        let exe = p.0.join("a b:c");
+        std::fs::write(&exe, b"abc").unwrap();
+        p.link_exe(&exe);
+        let s = UnixAttestor::new()
+            .with_proc_root(&p.0)
+            .with_path(true)
+            .with_sha256(true)
+            .attest(&p.peer())
+            .unwrap();
+        for want in ["uid:", "gid:", "supplementary_gid:", "path:", "sha256:"] {
+            assert!(
+                s.iter().any(|x| x.value().starts_with(want)),
+                "no unix:{want} in {s:?}"
+            );
+        }
+        for x in &s {
+            assert_eq!(x.kind(), "unix");
+            let again: spiffe_core::Selector = x.to_string().parse().unwrap();
+            assert_eq!(&again, x);
+            assert_eq!(
+                spiffe_core::Selector::new(x.kind(), x.value()).as_ref(),
+                Ok(x)
+            );
+        }
+    }
+
+    #[test]
+    fn a_path_longer_than_the_selector_cap_yields_no_path_selector() {
+        let p = FakeProc::new("longpath", my_uid(), 100);
+        // A dangling link is enough: path attestation only reads the link.
+        let long = format!("/{}", "d/".repeat(crate::MAX_SELECTOR_LEN / 2));
+        p.link_exe(std::path::Path::new(&long));
+        let s = UnixAttestor::new()
+            .with_proc_root(&p.0)
+            .with_path(true)
+            .attest(&p.peer())
+            .unwrap();
+        assert!(!s.iter().any(|x| x.value().starts_with("path:")), "{s:?}");
+        assert!(has(&s, &format!("unix:uid:{}", my_uid())));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! [`MemoryIdentityProvider`]: registration entries and bundles held in
-//! memory, fed by the owner.
+//! [`MemoryIdentityProvider`]: registration entries, the SVIDs issued for
+//! them, and bundles held in memory, fed by the owner.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,74 +8,44 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Map;
 use spiffe_core::jwt::{JwtClaims, JwtSigner};
-use spiffe_core::{BundleSet, JwtError, PrivateKey, SpiffeId, TrustDomain, X509Svid};
+use spiffe_core::{
+    BundleSet, EntryId, EntryRuleError, JwtError, PrivateKey, RegistrationEntry, SpiffeId,
+    TrustDomain, X509Svid,
+};
 use tokio::sync::watch;
 
-use super::{IdentityProvider, IssuedSvid, MAX_HINT_LEN, MintError, MintFuture, WorkloadIdentity};
-use crate::{Selector, Selectors};
+use super::{IdentityProvider, IssuedSvid, MintError, MintFuture, WorkloadIdentity};
+use crate::Selectors;
 
 /// Why the provider refused a change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProviderError {
-    /// An entry must name at least one selector.
-    #[error("a registration entry needs at least one selector")]
-    NoSelectors,
-    /// The hint is longer than [`MAX_HINT_LEN`] bytes.
-    #[error("hint is {len} bytes, more than {MAX_HINT_LEN}")]
-    HintTooLong {
-        /// Its length.
-        len: usize,
-    },
+    /// The entry breaks the rule every registration entry meets
+    /// ([`RegistrationEntry::validate`], the rule svid-ca applies too).
+    #[error("invalid registration entry: {0}")]
+    InvalidEntry(#[from] EntryRuleError),
+    /// An entry with this id is already held.
+    #[error("registration entry {0} already exists")]
+    DuplicateEntry(EntryId),
     /// No entry has this id.
-    #[error("no registration entry {0:?}")]
+    #[error("no registration entry {0}")]
     UnknownEntry(EntryId),
-    /// A replacement SVID names another SPIFFE ID than the entry.
-    #[error("replacement SVID is for {found}, the entry is for {expected}")]
+    /// The SVID names another SPIFFE ID than the entry.
+    #[error("the SVID is for {found}, the entry is for {expected}")]
     WrongIdentity {
         /// The entry's SPIFFE ID.
         expected: SpiffeId,
-        /// The replacement's SPIFFE ID.
+        /// The SVID's SPIFFE ID.
         found: SpiffeId,
     },
 }
 
-/// Identifies an entry of a [`MemoryIdentityProvider`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EntryId(u64);
-
-/// Who gets an SVID: the selectors a caller must all have, the SVID, an
-/// optional hint and the federated trust domains the caller may trust.
-#[derive(Debug, Clone)]
-pub struct RegistrationEntry {
-    selectors: Vec<Selector>,
+/// An entry and the X509-SVID issued for it.
+#[derive(Debug)]
+struct Held {
+    entry: RegistrationEntry,
     svid: Arc<X509Svid>,
-    hint: Option<String>,
-    federates_with: Vec<TrustDomain>,
-}
-
-impl RegistrationEntry {
-    /// An entry granting `svid` to callers that have every one of `selectors`.
-    pub fn new(selectors: impl IntoIterator<Item = Selector>, svid: X509Svid) -> Self {
-        RegistrationEntry {
-            selectors: selectors.into_iter().collect(),
-            svid: Arc::new(svid),
-            hint: None,
-            federates_with: Vec::new(),
-        }
-    }
-
-    /// Sets the hint (WL-9).
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-
-    /// Lets the caller also trust `td`'s bundle.
-    pub fn federates_with(mut self, td: TrustDomain) -> Self {
-        self.federates_with.push(td);
-        self
-    }
 }
 
 /// A loaded JWT-SVID signing key and the `kid` it is published under.
@@ -86,8 +56,7 @@ struct KidSigner {
 
 #[derive(Default)]
 struct State {
-    next_id: u64,
-    entries: Vec<(EntryId, RegistrationEntry)>,
+    entries: Vec<Held>,
     bundles: BundleSet,
     signers: HashMap<TrustDomain, KidSigner>,
 }
@@ -96,9 +65,18 @@ struct State {
 /// signing keys live in memory and are changed by its owner: the node
 /// agent feeds it what the control plane issues; tests feed it directly.
 ///
+/// Each entry is spiffe-core's [`RegistrationEntry`], checked by the same
+/// rule as svid-ca's registry, together with the X509-SVID issued for it.
+/// The provider uses the entry's SPIFFE ID (the SVID must carry it),
+/// selectors, hint, `federates_with` and `expires_at`; the fields that
+/// steer issuance (parent, TTLs, DNS names, admin) were the issuer's
+/// business.
+///
 /// An entry matches a caller when the caller has all of the entry's
-/// selectors. Entries keep insertion order, so the first matching entry is
-/// the caller's default identity (WL-10).
+/// selectors and the entry has not expired. Entries keep insertion order,
+/// so the first matching entry is the caller's default identity (WL-10).
+/// Expiry is noticed when a caller's state is computed (on connect and on
+/// every change); remove an entry when it expires to push that at once.
 ///
 /// ```
 /// use workload_api::{IdentityProvider, MemoryIdentityProvider, Selectors};
@@ -145,54 +123,52 @@ impl MemoryIdentityProvider {
         Ok(r)
     }
 
-    /// Adds an entry (after the existing ones) and returns its id.
-    pub fn add_entry(&self, entry: RegistrationEntry) -> Result<EntryId, ProviderError> {
-        if entry.selectors.is_empty() {
-            return Err(ProviderError::NoSelectors);
-        }
-        if let Some(len) = entry
-            .hint
-            .as_ref()
-            .map(String::len)
-            .filter(|l| *l > MAX_HINT_LEN)
-        {
-            return Err(ProviderError::HintTooLong { len });
-        }
+    /// Adds `entry` (after the existing ones) with the X509-SVID issued for
+    /// it, and returns the entry's id. The entry must pass
+    /// [`RegistrationEntry::validate`], its id must be new, and the SVID
+    /// must carry the entry's SPIFFE ID.
+    pub fn add_entry(
+        &self,
+        entry: RegistrationEntry,
+        svid: X509Svid,
+    ) -> Result<EntryId, ProviderError> {
+        entry.validate()?;
+        same_identity(&entry, &svid)?;
         self.change(|s| {
-            s.next_id += 1;
-            let id = EntryId(s.next_id);
-            s.entries.push((id, entry));
+            if s.entries.iter().any(|h| h.entry.id == entry.id) {
+                return Err(ProviderError::DuplicateEntry(entry.id));
+            }
+            let id = entry.id.clone();
+            s.entries.push(Held {
+                entry,
+                svid: Arc::new(svid),
+            });
             Ok(id)
         })
     }
 
     /// Replaces an entry's SVID (rotation). The new SVID must carry the
-    /// same SPIFFE ID.
-    pub fn rotate(&self, id: EntryId, svid: X509Svid) -> Result<(), ProviderError> {
+    /// entry's SPIFFE ID.
+    pub fn rotate(&self, id: &EntryId, svid: X509Svid) -> Result<(), ProviderError> {
         self.change(|s| {
-            let (_, entry) = s
+            let held = s
                 .entries
                 .iter_mut()
-                .find(|(e, _)| *e == id)
-                .ok_or(ProviderError::UnknownEntry(id))?;
-            if entry.svid.spiffe_id() != svid.spiffe_id() {
-                return Err(ProviderError::WrongIdentity {
-                    expected: entry.svid.spiffe_id().clone(),
-                    found: svid.spiffe_id().clone(),
-                });
-            }
-            entry.svid = Arc::new(svid);
+                .find(|h| h.entry.id == *id)
+                .ok_or_else(|| ProviderError::UnknownEntry(id.clone()))?;
+            same_identity(&held.entry, &svid)?;
+            held.svid = Arc::new(svid);
             Ok(())
         })
     }
 
     /// Removes an entry: its callers lose that identity.
-    pub fn remove_entry(&self, id: EntryId) -> Result<(), ProviderError> {
+    pub fn remove_entry(&self, id: &EntryId) -> Result<(), ProviderError> {
         self.change(|s| {
             let before = s.entries.len();
-            s.entries.retain(|(e, _)| *e != id);
+            s.entries.retain(|h| h.entry.id != *id);
             if s.entries.len() == before {
-                return Err(ProviderError::UnknownEntry(id));
+                return Err(ProviderError::UnknownEntry(id.clone()));
             }
             Ok(())
         })
@@ -228,23 +204,35 @@ impl MemoryIdentityProvider {
     }
 }
 
+/// The SVID must carry the entry's SPIFFE ID.
+fn same_identity(entry: &RegistrationEntry, svid: &X509Svid) -> Result<(), ProviderError> {
+    if svid.spiffe_id() != &entry.spiffe_id {
+        return Err(ProviderError::WrongIdentity {
+            expected: entry.spiffe_id.clone(),
+            found: svid.spiffe_id().clone(),
+        });
+    }
+    Ok(())
+}
+
 impl IdentityProvider for MemoryIdentityProvider {
     fn identity(&self, selectors: &Selectors) -> WorkloadIdentity {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let mut svids = Vec::new();
         let mut bundles = BundleSet::new();
-        for (_, entry) in &state.entries {
-            if !selectors.satisfies(&entry.selectors) {
+        let now = SystemTime::now();
+        for Held { entry, svid } in &state.entries {
+            if entry.is_expired(now) || !selectors.satisfies(&entry.selectors) {
                 continue;
             }
-            let own = entry.svid.spiffe_id().trust_domain();
+            let own = entry.spiffe_id.trust_domain();
             for td in std::iter::once(own).chain(&entry.federates_with) {
                 if let Some(b) = state.bundles.get(td) {
                     bundles.insert(b.clone());
                 }
             }
             svids.push(IssuedSvid {
-                svid: Arc::clone(&entry.svid),
+                svid: Arc::clone(svid),
                 hint: entry.hint.clone(),
             });
         }
@@ -301,6 +289,7 @@ impl fmt::Debug for MemoryIdentityProvider {
 
 #[cfg(test)]
 mod tests {
+    use spiffe_core::{MAX_HINT_LEN, Selector};
     use test_support::TestCa;
 
     use super::*;
@@ -314,27 +303,71 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// An entry for `id` under node `n1` of the same trust domain.
+    fn entry(id: &str, selectors: &[&str]) -> RegistrationEntry {
+        let id: SpiffeId = id.parse().unwrap();
+        let node = SpiffeId::from_path(id.trust_domain(), "/node/n1").unwrap();
+        RegistrationEntry::new(id, node, selectors.iter().map(|s| sel(s)).collect()).unwrap()
+    }
+
     #[test]
-    fn entries_need_selectors_and_short_hints() {
+    fn entries_follow_the_shared_entry_rule() {
         let ca = TestCa::new("example.org");
         let p = MemoryIdentityProvider::new();
-        let none: [Selector; 0] = [];
+        let a = || svid(&ca, "spiffe://example.org/a");
         assert_eq!(
-            p.add_entry(RegistrationEntry::new(
-                none,
-                svid(&ca, "spiffe://example.org/a")
-            )),
-            Err(ProviderError::NoSelectors)
+            p.add_entry(entry("spiffe://example.org/a", &[]), a()),
+            Err(ProviderError::InvalidEntry(EntryRuleError::NoSelectors))
         );
-        let long = "h".repeat(MAX_HINT_LEN + 1);
+        let long = entry("spiffe://example.org/a", &["unix:uid:1"])
+            .with_hint("h".repeat(MAX_HINT_LEN + 1));
         assert_eq!(
-            p.add_entry(
-                RegistrationEntry::new([sel("unix:uid:1")], svid(&ca, "spiffe://example.org/a"))
-                    .with_hint(long)
-            ),
-            Err(ProviderError::HintTooLong {
+            p.add_entry(long, a()),
+            Err(ProviderError::InvalidEntry(EntryRuleError::HintTooLong {
                 len: MAX_HINT_LEN + 1
-            })
+            }))
+        );
+        let mut zero = entry("spiffe://example.org/a", &["unix:uid:1"]);
+        zero.x509_svid_ttl = Some(Duration::ZERO);
+        assert_eq!(
+            p.add_entry(zero, a()),
+            Err(ProviderError::InvalidEntry(EntryRuleError::ZeroTtl {
+                kind: "X509-SVID"
+            }))
+        );
+        assert_eq!(
+            p.identity(&[sel("unix:uid:1")].into_iter().collect())
+                .svids
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn the_svid_must_carry_the_entrys_spiffe_id() {
+        let ca = TestCa::new("example.org");
+        let p = MemoryIdentityProvider::new();
+        let err = p
+            .add_entry(
+                entry("spiffe://example.org/a", &["unix:uid:1"]),
+                svid(&ca, "spiffe://example.org/b"),
+            )
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::WrongIdentity { .. }), "{err}");
+    }
+
+    #[test]
+    fn entry_ids_are_unique() {
+        let ca = TestCa::new("example.org");
+        let p = MemoryIdentityProvider::new();
+        let e = entry("spiffe://example.org/a", &["unix:uid:1"]);
+        let id = p
+            .add_entry(e.clone(), svid(&ca, "spiffe://example.org/a"))
+            .unwrap();
+        assert_eq!(id, e.id);
+        assert_eq!(
+            p.add_entry(e, svid(&ca, "spiffe://example.org/a")),
+            Err(ProviderError::DuplicateEntry(id))
         );
     }
 
@@ -343,19 +376,23 @@ mod tests {
         let ca = TestCa::new("example.org");
         let p = MemoryIdentityProvider::new();
         let id = p
-            .add_entry(RegistrationEntry::new(
-                [sel("unix:uid:1")],
+            .add_entry(
+                entry("spiffe://example.org/a", &["unix:uid:1"]),
                 svid(&ca, "spiffe://example.org/a"),
-            ))
+            )
             .unwrap();
         assert!(matches!(
-            p.rotate(id, svid(&ca, "spiffe://example.org/b")),
+            p.rotate(&id, svid(&ca, "spiffe://example.org/b")),
             Err(ProviderError::WrongIdentity { .. })
         ));
-        p.remove_entry(id).unwrap();
-        assert_eq!(p.remove_entry(id), Err(ProviderError::UnknownEntry(id)));
+        p.rotate(&id, svid(&ca, "spiffe://example.org/a")).unwrap();
+        p.remove_entry(&id).unwrap();
         assert_eq!(
-            p.rotate(id, svid(&ca, "spiffe://example.org/a")),
+            p.remove_entry(&id),
+            Err(ProviderError::UnknownEntry(id.clone()))
+        );
+        assert_eq!(
+            p.rotate(&id, svid(&ca, "spiffe://example.org/a")),
             Err(ProviderError::UnknownEntry(id))
         );
     }
@@ -365,10 +402,10 @@ mod tests {
         let ca = TestCa::new("example.org");
         let p = MemoryIdentityProvider::new();
         let mut rx = p.subscribe();
-        p.add_entry(RegistrationEntry::new(
-            [sel("unix:uid:1"), sel("unix:gid:2")],
+        p.add_entry(
+            entry("spiffe://example.org/a", &["unix:uid:1", "unix:gid:2"]),
             svid(&ca, "spiffe://example.org/a"),
-        ))
+        )
         .unwrap();
         assert!(rx.has_changed().unwrap());
         let partial: Selectors = [sel("unix:uid:1")].into_iter().collect();
@@ -381,6 +418,17 @@ mod tests {
         // No bundle for the trust domain was set: none is handed out.
         assert!(got.bundles.is_empty());
         rx.borrow_and_update();
+    }
+
+    #[test]
+    fn an_expired_entry_matches_nobody() {
+        let ca = TestCa::new("example.org");
+        let p = MemoryIdentityProvider::new();
+        let mut e = entry("spiffe://example.org/a", &["unix:uid:1"]);
+        e.expires_at = Some(SystemTime::now() - Duration::from_secs(1));
+        p.add_entry(e, svid(&ca, "spiffe://example.org/a")).unwrap();
+        let caller: Selectors = [sel("unix:uid:1")].into_iter().collect();
+        assert!(p.identity(&caller).is_empty());
     }
 
     #[tokio::test]

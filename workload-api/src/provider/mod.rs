@@ -9,12 +9,9 @@ use std::sync::Arc;
 use spiffe_core::{BundleSet, JwtError, SpiffeId, TrustDomain, X509Svid};
 use tokio::sync::watch;
 
-pub use memory::{EntryId, MemoryIdentityProvider, ProviderError, RegistrationEntry};
+pub use memory::{MemoryIdentityProvider, ProviderError};
 
 use crate::Selectors;
-
-/// Longest hint the server passes on (WL-9).
-pub const MAX_HINT_LEN: usize = 1024;
 
 /// One X509-SVID a caller is entitled to, with its optional hint.
 #[derive(Debug, Clone, PartialEq)]

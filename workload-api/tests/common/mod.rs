@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use spiffe_core::{
-    BundleSet, JwtBundle, PrivateKey, SpiffeBundle, TrustDomain, X509Bundle, X509Svid,
+    BundleSet, JwtBundle, PrivateKey, SpiffeBundle, SpiffeId, TrustDomain, X509Bundle, X509Svid,
 };
 use test_support::{KeyKind, TestCa, TestJwtKey};
 use tokio::sync::oneshot;
@@ -35,6 +35,11 @@ impl Domain {
             jwt_key: TestJwtKey::generate(KeyKind::P256),
             kid: format!("{td}-jwt-1"),
         }
+    }
+
+    /// `spiffe://<td><path>`.
+    pub fn id(&self, path: &str) -> SpiffeId {
+        SpiffeId::from_path(&self.td, path).unwrap()
     }
 
     pub fn svid(&self, path: &str) -> X509Svid {
@@ -74,6 +79,14 @@ pub fn my_uid_selector() -> Selector {
     Selector::new("unix", format!("uid:{uid}")).unwrap()
 }
 
+/// A registration entry granting `id` to callers with all of `selectors`,
+/// parented by the node `spiffe://<td>/node/test`; it passes the shared
+/// entry rule.
+pub fn entry_for(id: SpiffeId, selectors: impl IntoIterator<Item = Selector>) -> RegistrationEntry {
+    let node = SpiffeId::from_path(id.trust_domain(), "/node/test").unwrap();
+    RegistrationEntry::new(id, node, selectors.into_iter().collect()).unwrap()
+}
+
 /// The common test world: a temp dir holding the socket path, the trust
 /// domain `example.org`, and a provider that gives the test process's uid
 /// `spiffe://example.org/web`.
@@ -97,10 +110,10 @@ impl World {
         let domain = Domain::new("example.org");
         let provider = provider_for(&domain);
         let entry = provider
-            .add_entry(RegistrationEntry::new(
-                [my_uid_selector()],
+            .add_entry(
+                entry_for(domain.id(path), [my_uid_selector()]),
                 domain.svid(path),
-            ))
+            )
             .expect("the test entry is valid");
         World {
             dir,

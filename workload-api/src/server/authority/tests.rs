@@ -127,10 +127,15 @@ fn serve() -> Served {
     provider.set_bundles(set);
     let everyone: Selectors = ["test:any".parse().unwrap()].into_iter().collect();
     provider
-        .add_entry(crate::RegistrationEntry::new(
-            everyone.iter().cloned(),
+        .add_entry(
+            crate::RegistrationEntry::new(
+                svid.spiffe_id().clone(),
+                "spiffe://example.org/node/test".parse().unwrap(),
+                everyone.iter().cloned().collect(),
+            )
+            .unwrap(),
             svid,
-        ))
+        )
         .unwrap();
     let attestor = move |_: &crate::Caller| Ok(everyone.clone());
     let server = WorkloadApiServer::new(provider, Arc::new(attestor));
