@@ -154,21 +154,13 @@ impl AgentCache {
     }
 }
 
-/// Whether `caller` has every one of `required`.
-fn satisfied(caller: &Selectors, required: &[spiffe_core::Selector]) -> bool {
-    !required.is_empty()
-        && required
-            .iter()
-            .all(|r| caller.iter().any(|c| c.to_string() == r.to_string()))
-}
-
 impl IdentityProvider for AgentCache {
     fn identity(&self, selectors: &Selectors) -> WorkloadIdentity {
         let s = self.read();
         let mut matched: Vec<(&Arc<RegistrationEntry>, &Arc<X509Svid>)> = s
             .entries
             .iter()
-            .filter(|(_, e)| satisfied(selectors, &e.selectors))
+            .filter(|(_, e)| selectors.satisfies(&e.selectors))
             .filter_map(|(id, e)| s.svids.get(id).map(|(svid, _)| (e, svid)))
             .collect();
         // A stable order: the first is the default identity (WL-10).

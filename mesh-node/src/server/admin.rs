@@ -47,7 +47,7 @@ fn entry_error(e: EntryError) -> AdminError {
     match e {
         EntryError::NotFound { .. } => AdminError(StatusCode::NOT_FOUND, e.to_string()),
         EntryError::Duplicate { .. } => AdminError(StatusCode::CONFLICT, e.to_string()),
-        EntryError::Store(_) | EntryError::Random => unavailable(e),
+        EntryError::Store(_) => unavailable(e),
         _ => bad(e),
     }
 }
@@ -176,7 +176,7 @@ async fn create_entry(
         return Err(bad("parent_id is required (or node, for a node alias)"));
     }
     let mut entry =
-        RegistrationEntry::new(spiffe_id.clone(), spiffe_id, Vec::new()).map_err(entry_error)?;
+        RegistrationEntry::new(spiffe_id.clone(), spiffe_id, Vec::new()).map_err(unavailable)?;
     apply(&s, &mut entry, spec)?;
     let created = s.service.registry().create(entry).map_err(entry_error)?;
     s.service.changed();

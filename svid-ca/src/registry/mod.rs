@@ -130,7 +130,7 @@ impl Registry {
     /// Replaces the entry with `entry.id` by `entry` (validated like a new
     /// one, written to the store first, if any); returns the old entry.
     pub fn update(&self, entry: RegistrationEntry) -> Result<Arc<RegistrationEntry>, EntryError> {
-        entry.validate(&self.trust_domain, self.max_ttl)?;
+        entry::validate(&entry, &self.trust_domain, self.max_ttl)?;
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         if !index.entries.contains_key(&entry.id) {
             return Err(EntryError::NotFound { id: entry.id });
