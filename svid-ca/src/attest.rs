@@ -42,6 +42,22 @@ pub enum AttestError {
         /// The attestor.
         attestor: &'static str,
     },
+    /// The evidence does not chain to a trusted CA, or its proof does not
+    /// verify.
+    #[error("{attestor} evidence refused: {reason}")]
+    Untrusted {
+        /// The attestor.
+        attestor: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// This attestor's evidence must be bound to a CSR
+    /// ([`NodeAttestor::attest_bound`]).
+    #[error("{attestor} evidence must be bound to the node's CSR")]
+    Unbound {
+        /// The attestor.
+        attestor: &'static str,
+    },
     /// The join token was never issued or has already been used.
     #[error("unknown or already used join token")]
     UnknownToken,
@@ -75,6 +91,16 @@ pub trait NodeAttestor: Send + Sync + fmt::Debug {
 
     /// Verifies `payload` and returns the node it proves.
     fn attest(&self, payload: &[u8]) -> Result<AttestedNode, AttestError>;
+
+    /// Like [`NodeAttestor::attest`], for evidence that must cover
+    /// `bound_to` (the CSR the node sends with it), so that a replayed
+    /// proof cannot obtain an SVID for another key. Attestors whose
+    /// evidence is a signature override this; the default ignores the
+    /// binding.
+    fn attest_bound(&self, payload: &[u8], bound_to: &[u8]) -> Result<AttestedNode, AttestError> {
+        let _ = bound_to;
+        self.attest(payload)
+    }
 }
 
 /// A join token secret, shown once to the operator. `Debug` redacts it.

@@ -30,6 +30,7 @@ mod keys;
 mod registry;
 mod store;
 mod upstream;
+mod x509pop;
 
 pub use attest::{
     AttestError, AttestedNode, JOIN_TOKEN, JoinToken, JoinTokenAttestor, NodeAttestor,
@@ -54,3 +55,4 @@ pub use store::{
     SCHEMA_VERSION, SqliteStore, Store, StoreError, TokenUse,
 };
 pub use upstream::{UpstreamCa, UpstreamError};
+pub use x509pop::{X509POP, X509POP_CONTEXT, X509PopAttestor, X509PopEvidence};

@@ -54,8 +54,19 @@ pub enum AgentError {
     #[error("the agent has no node SVID in {0} and no join token to attest with")]
     NoCredentials(PathBuf),
     /// No bundle to authenticate the server with.
-    #[error("the agent needs trust_bundle_path to authenticate the server on first contact")]
+    #[error(
+        "the agent needs trust_bundle_path to authenticate the server on first contact \
+         (or insecure_bootstrap = true)"
+    )]
     NoTrustBundle,
+    /// The x509pop credentials are unusable.
+    #[error("x509pop credentials {path}: {message}")]
+    X509Pop {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// The trust bundle file is unusable.
     #[error("trust bundle {path}: {message}")]
     TrustBundle {
@@ -216,6 +227,35 @@ fn read_trust_bundle(
     }
 }
 
+/// The x509pop evidence for `csr`, when the agent has x509pop credentials.
+fn x509pop_evidence(config: &AgentConfig, csr: &[u8]) -> Result<Option<Vec<u8>>, AgentError> {
+    use rustls_pki_types::pem::PemObject;
+    let (Some(cert), Some(key)) = (&config.x509pop_cert_path, &config.x509pop_key_path) else {
+        return Ok(None);
+    };
+    let fail = |what: &std::path::Path, e: String| AgentError::X509Pop {
+        path: what.to_owned(),
+        message: e,
+    };
+    let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| fail(cert, e.to_string()))?;
+    let key_der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(key)
+        .map_err(|e| fail(key, e.to_string()))?;
+    let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        key_der.secret_pkcs8_der(),
+    )
+    .map_err(|e| fail(key, format!("not a P-256 PKCS#8 key: {e}")))?;
+    let message = svid_ca::X509PopEvidence::signed_message(csr);
+    let signature = pair
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), &message)
+        .map_err(|_| fail(key, "signing failed".into()))?;
+    Ok(Some(
+        svid_ca::X509PopEvidence::new(&chain, signature.as_ref()).to_payload(),
+    ))
+}
+
 /// The join token: the configured one, or the first line of
 /// `<data_dir>/join-token` (which an operator may replace to re-attest an
 /// evicted agent without a restart).
@@ -241,14 +281,21 @@ struct Agent {
 }
 
 impl Agent {
-    /// Attests with the join token and persists the node SVID.
+    /// Attests (x509pop when configured, else the join token) and persists
+    /// the node SVID.
     async fn attest(&self) -> Result<SpiffeId, AgentError> {
-        let token = join_token(&self.config)
-            .ok_or_else(|| AgentError::NoCredentials(self.config.data_dir.clone()))?;
         let (key, csr) = key_and_csr(None, &[])?;
+        let (attestor, payload, token) = match x509pop_evidence(&self.config, &csr)? {
+            Some(evidence) => (svid_ca::X509POP, evidence, None),
+            None => {
+                let token = join_token(&self.config)
+                    .ok_or_else(|| AgentError::NoCredentials(self.config.data_dir.clone()))?;
+                ("join_token", token.clone().into_bytes(), Some(token))
+            }
+        };
         let attested = self
             .node
-            .attest("join_token", token.clone().into_bytes(), csr)
+            .attest(attestor, payload, csr)
             .await
             .map_err(AgentError::Attestation)?;
         let svid = svid_from(attested.chain, &key).map_err(AgentError::Key)?;
@@ -260,8 +307,8 @@ impl Agent {
         *self
             .used_token
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
-        tracing::info!(node = %attested.spiffe_id, "attested");
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+        tracing::info!(node = %attested.spiffe_id, attestor, "attested");
         Ok(attested.spiffe_id)
     }
 
@@ -344,16 +391,17 @@ impl Agent {
         }
     }
 
-    /// After eviction: attest again if a join token other than the one
-    /// already used is available.
+    /// After eviction: attest again with x509pop, or with a join token
+    /// other than the one already used.
     async fn try_reattest(&self) {
+        let x509pop = self.config.x509pop_cert_path.is_some();
         let fresh = join_token(&self.config);
         let used = self
             .used_token
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        if fresh.is_none() || fresh == used {
+        if !x509pop && (fresh.is_none() || fresh == used) {
             return;
         }
         persist::forget_svid(&self.config.data_dir);
@@ -492,6 +540,7 @@ pub async fn build(
     match (&persisted, &config.trust_bundle_path) {
         (Some((_, bundle)), _) => server_trust.insert(bundle.clone()),
         (None, Some(path)) => server_trust.insert(read_trust_bundle(&td, path)?),
+        (None, None) if config.insecure_bootstrap => {}
         (None, None) => return Err(AgentError::NoTrustBundle),
     }
     let server_id = SpiffeId::from_path(&td, "/server").map_err(|e| ConfigError::Invalid {
@@ -505,6 +554,7 @@ pub async fn build(
             node_svid: node_svid.clone(),
             bundles: server_trust.clone(),
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            insecure_bootstrap: config.insecure_bootstrap,
         })
         .map_err(AgentError::Attestation)?,
     );

@@ -24,6 +24,16 @@ pub struct AgentConfig {
     /// The join token to attest with when the agent has no node SVID yet.
     /// Never shown by `Debug`.
     pub join_token: Option<String>,
+    /// x509pop attestation: the node's certificate chain (PEM, leaf
+    /// first). With `x509pop_key_path`, preferred over a join token, and
+    /// used again after an eviction.
+    pub x509pop_cert_path: Option<PathBuf>,
+    /// x509pop attestation: the certificate's P-256 key (PKCS#8 PEM).
+    pub x509pop_key_path: Option<PathBuf>,
+    /// Attest without authenticating the server when no trust bundle is
+    /// configured, then trust the bundle the server returns. Logged loudly;
+    /// use only where the network path to the server is trusted.
+    pub insecure_bootstrap: bool,
     /// Where the node SVID, its key and the last bundle are kept.
     pub data_dir: PathBuf,
     /// The Workload API socket.
@@ -51,6 +61,9 @@ impl std::fmt::Debug for AgentConfig {
                 "join_token",
                 &self.join_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("x509pop_cert_path", &self.x509pop_cert_path)
+            .field("x509pop_key_path", &self.x509pop_key_path)
+            .field("insecure_bootstrap", &self.insecure_bootstrap)
             .field("data_dir", &self.data_dir)
             .field("workload_socket", &self.workload_socket)
             .field("health_listen", &self.health_listen)
@@ -70,6 +83,9 @@ impl Default for AgentConfig {
             server_address: "127.0.0.1:8081".into(),
             trust_bundle_path: None,
             join_token: None,
+            x509pop_cert_path: None,
+            x509pop_key_path: None,
+            insecure_bootstrap: false,
             data_dir: PathBuf::from(DEFAULT_AGENT_DATA_DIR),
             workload_socket: PathBuf::from(DEFAULT_AGENT_DATA_DIR).join("workload.sock"),
             health_listen: None,

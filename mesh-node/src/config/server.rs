@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub health_listen: Option<SocketAddr>,
     /// The certificate authority.
     pub ca: CaSettings,
+    /// x509pop node attestation: PEM CA certificates that node
+    /// certificates must chain to; off when absent.
+    pub x509pop_ca_bundle_path: Option<PathBuf>,
 }
 
 /// The certificate authority's settings.
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             admin_socket: None,
             health_listen: None,
             ca: CaSettings::default(),
+            x509pop_ca_bundle_path: None,
         }
     }
 }

@@ -9,7 +9,8 @@ use mtls_tower::{ClientConfigBuilder, MtlsConnector, TrustPolicy, authorizer};
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::CertificateDer;
 use spiffe_core::{
-    EntryId, MemorySvidSource, SpiffeBundle, SpiffeId, TrustDomain, X509AuthoritySource,
+    BundleSource, EntryId, MemorySvidSource, SpiffeBundle, SpiffeId, TrustDomain,
+    X509AuthoritySource,
 };
 use tonic::transport::Channel;
 
@@ -34,6 +35,9 @@ pub struct NodeTls {
     pub bundles: Arc<dyn X509AuthoritySource>,
     /// The crypto provider.
     pub provider: Arc<CryptoProvider>,
+    /// Attest without authenticating the server when `bundles` holds no
+    /// bundle of its trust domain (see the agent's `insecure_bootstrap`).
+    pub insecure_bootstrap: bool,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -180,7 +184,18 @@ impl NodeApi for GrpcNodeApi {
         let shared = self.client.clone();
         Box::pin(async move {
             // A connection of its own, presenting no certificate.
-            let anonymous = channel(&tls, Arc::new(MemorySvidSource::empty()))?;
+            let td = tls.server_id.trust_domain();
+            let trusted = tls.bundles.bundle_set().get(td).is_some();
+            let anonymous = if tls.insecure_bootstrap && !trusted {
+                tracing::warn!(
+                    server = %tls.address,
+                    "INSECURE BOOTSTRAP: attesting without authenticating the server; \
+                     whoever answers at this address becomes this agent's server"
+                );
+                super::insecure::channel(tls.provider.clone(), &tls.address)?
+            } else {
+                channel(&tls, Arc::new(MemorySvidSource::empty()))?
+            };
             let resp = NodeClient::new(anonymous)
                 .attest(with_deadline(proto::AttestRequest {
                     attestor,

@@ -8,6 +8,7 @@
 
 mod convert;
 mod grpc;
+mod insecure;
 
 use std::pin::Pin;
 use std::time::Duration;

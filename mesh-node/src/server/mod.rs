@@ -101,6 +101,29 @@ impl ServerHandle {
     }
 }
 
+/// The x509pop attestor over the CA certificates in `path`.
+fn x509pop_attestor(
+    td: &spiffe_core::TrustDomain,
+    path: &std::path::Path,
+    store: Arc<SqliteStore>,
+) -> Result<svid_ca::X509PopAttestor, ServerError> {
+    use rustls_pki_types::pem::PemObject;
+    let invalid = |message: String| {
+        ServerError::Config(ConfigError::Invalid {
+            field: "x509pop_ca_bundle_path",
+            message,
+        })
+    };
+    let cas = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    if cas.is_empty() {
+        return Err(invalid(format!("{}: no certificates", path.display())));
+    }
+    svid_ca::X509PopAttestor::new(td.clone(), &cas, store, Arc::new(SystemClock))
+        .map_err(|e| invalid(e.to_string()))
+}
+
 /// Starts a server: opens the store, starts the authority, binds every
 /// listener. Returns the handle and the future that serves until
 /// [`ServerHandle::shutdown`]; spawn or await it.
@@ -139,11 +162,15 @@ pub async fn build(
         .agents
         .set(store.list_attested_nodes().map_or(0, |n| n.len() as i64));
 
+    let mut attestors: Vec<Arc<dyn svid_ca::NodeAttestor>> = vec![tokens.clone()];
+    if let Some(path) = &config.x509pop_ca_bundle_path {
+        attestors.push(Arc::new(x509pop_attestor(&td, path, store.clone())?));
+    }
     let service = Arc::new(NodeService::new(
         ca.clone(),
         registry.clone(),
         store.clone(),
-        vec![tokens.clone()],
+        attestors,
         metrics.clone(),
     ));
 

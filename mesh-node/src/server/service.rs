@@ -167,7 +167,7 @@ impl NodeService {
             .ok_or_else(|| NodeError::UnknownAttestor {
                 name: attestor.chars().take(64).collect(),
             })?;
-        let node = a.attest(payload)?;
+        let node = a.attest_bound(payload, csr)?;
         let issued = self.ca.sign_csr_key(csr, &node.entitlement())?;
         tracing::info!(node = %node.spiffe_id, attestor, "node attested");
         Ok((node, issued.chain))

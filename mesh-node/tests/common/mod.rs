@@ -74,12 +74,17 @@ pub(crate) struct Server {
 
 /// Starts `mesh-node server` on a free port with state in `dir`.
 pub(crate) fn start_server(dir: &Path, port: u16) -> Server {
+    start_server_with(dir, port, "")
+}
+
+/// Starts `mesh-node server` with `extra` top-level TOML in its config.
+pub(crate) fn start_server_with(dir: &Path, port: u16, extra: &str) -> Server {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("server.toml");
     std::fs::write(
         &config,
         format!(
-            "trust_domain = \"example.org\"\nnode_api_listen = \"127.0.0.1:{port}\"\n\n[ca]\nx509_svid_ttl = \"1h\"\n"
+            "trust_domain = \"example.org\"\nnode_api_listen = \"127.0.0.1:{port}\"\n{extra}\n[ca]\nx509_svid_ttl = \"1h\"\n"
         ),
     )
     .unwrap();
