@@ -18,10 +18,13 @@ pub mod admin_api;
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod discovery;
+pub mod feed_client;
 mod fsutil;
 pub mod health;
 pub mod node_api;
 mod pem;
+pub mod policy_feed;
 mod proto;
 pub mod server;
 

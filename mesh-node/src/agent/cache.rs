@@ -14,6 +14,7 @@ use workload_api::{
 };
 
 use crate::node_api::NodeApi;
+use crate::policy_feed::PolicyBundle;
 
 /// A cached SVID and when it is due for renewal.
 pub(crate) type CachedSvid = (Arc<X509Svid>, SystemTime);
@@ -31,6 +32,7 @@ pub struct AgentCache {
     state: RwLock<State>,
     generation: watch::Sender<u64>,
     node: Arc<dyn NodeApi>,
+    policies: watch::Sender<Arc<PolicyBundle>>,
 }
 
 impl std::fmt::Debug for AgentCache {
@@ -50,7 +52,13 @@ impl AgentCache {
             state: RwLock::default(),
             generation: watch::channel(0).0,
             node,
+            policies: watch::channel(Arc::new(PolicyBundle::default())).0,
         }
+    }
+
+    /// The policy set the server distributes, and its changes.
+    pub fn policies(&self) -> watch::Receiver<Arc<PolicyBundle>> {
+        self.policies.subscribe()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
@@ -92,6 +100,9 @@ impl AgentCache {
         }
         if let Some(b) = update.bundle {
             s.bundle = Some(b);
+        }
+        if let Some(p) = update.policy {
+            self.policies.send_replace(Arc::new(p));
         }
         if let Some(all) = update.federated {
             s.federated = all

@@ -8,6 +8,7 @@
 //! through server outages.
 
 mod cache;
+mod feed;
 mod persist;
 
 use std::future::Future;
@@ -118,6 +119,8 @@ pub struct AgentHandle {
     pub node_id: SpiffeId,
     /// The Workload API socket.
     pub workload_socket: PathBuf,
+    /// The feed socket (policies and discovery for sidecars).
+    pub feed_socket: PathBuf,
     /// The health endpoint's address, if any.
     pub health_addr: Option<SocketAddr>,
     /// The cache the Workload API serves from.
@@ -587,6 +590,7 @@ pub async fn build(
     };
 
     let socket = crate::fsutil::bind_private_socket(&config.workload_socket)?;
+    let feed_socket = crate::fsutil::bind_private_socket(&config.feed_socket())?;
     // Workloads of any user connect: the socket is world-writable, and
     // attestation decides what each caller gets.
     {
@@ -607,15 +611,27 @@ pub async fn build(
             source,
         })?;
     let health_addr = health_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let attestor = UnixAttestor::new()
-        .with_path(config.attest_binary)
-        .with_sha256(config.attest_binary);
-    let server = WorkloadApiServer::new(cache.clone(), Arc::new(attestor));
+    let attestor = Arc::new(
+        UnixAttestor::new()
+            .with_path(config.attest_binary)
+            .with_sha256(config.attest_binary),
+    );
+    let server = WorkloadApiServer::new(cache.clone(), attestor.clone());
+    let policies_feed = feed::PoliciesFeed {
+        cache: cache.clone(),
+        policies: cache.policies(),
+    };
+    let relay = feed::DiscoveryRelay {
+        cache: cache.clone(),
+        node: agent.node.clone(),
+        leases: Arc::default(),
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let handle = AgentHandle {
         node_id,
         workload_socket: config.workload_socket.clone(),
+        feed_socket: config.feed_socket(),
         health_addr,
         cache,
         health: health_rx.clone(),
@@ -629,7 +645,7 @@ pub async fn build(
     };
     let (ready_tx, ready_rx) = watch::channel(false);
     let registry = Arc::new(metrics_registry);
-    let socket_path = config.workload_socket.clone();
+    let socket_paths = [config.workload_socket.clone(), config.feed_socket()];
     let task = async move {
         let ready_health = {
             let mut h = health_rx.clone();
@@ -655,13 +671,23 @@ pub async fn build(
                 tracing::error!(%error, "Workload API failed");
             }
         };
+        let stop_feed = stopped.clone();
+        let feed = async move {
+            if let Err(error) =
+                feed::serve(feed_socket, attestor, policies_feed, relay, stop_feed()).await
+            {
+                tracing::error!(%error, "feed socket failed");
+            }
+        };
         tokio::select! {
             () = agent.clone().sync_loop() => {}
             () = agent.clone().renew_loop() => {}
             () = ready_health => {}
-            _ = async { tokio::join!(health, workload_api) } => {}
+            _ = async { tokio::join!(health, workload_api, feed) } => {}
         }
-        let _ = std::fs::remove_file(&socket_path);
+        for p in &socket_paths {
+            let _ = std::fs::remove_file(p);
+        }
     };
     Ok((handle, task))
 }

@@ -23,6 +23,7 @@ pub(crate) enum AdminCommand {
     Agent(AgentAction),
     Bundle(BundleCommand),
     Ca(CaCommand),
+    PolicyStatus(AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -531,6 +532,24 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
             if matches!(format, BundleFormat::Spiffe) {
                 println!();
             }
+        }
+        AdminCommand::PolicyStatus(admin) => {
+            let b = call(&admin.socket(), Method::GET, "/v1/policy", None).await?;
+            let st: crate::server::PolicyStatus = decode(&b)?;
+            print_one(admin.output, &st, |st| {
+                println!("Directory : {}", st.dir.as_deref().unwrap_or("(none)"));
+                println!("Version   : {}", st.version);
+                println!(
+                    "Policies  : {} authorization, {} peer authentication, {} request authentication",
+                    st.policies[0], st.policies[1], st.policies[2]
+                );
+                for f in &st.files {
+                    println!("File      : {f}");
+                }
+                if let Some(e) = &st.error {
+                    println!("Error     : {e} (the version above stays in force)");
+                }
+            });
         }
         AdminCommand::Ca(cmd) => {
             let (op, kind, id, admin) = match cmd {

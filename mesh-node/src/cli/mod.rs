@@ -60,6 +60,11 @@ struct AgentCommand {
 enum PolicyCommand {
     /// Decide one request against policy files, as a sidecar would.
     Check(CheckArgs),
+    /// Show the server's policy set: version, files, and the last error.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// How admin commands find the server and print.
@@ -150,6 +155,9 @@ pub fn main() -> ExitCode {
         Command::Token(c) => admin::run(admin::AdminCommand::Token(c)),
         Command::Bundle(c) => admin::run(admin::AdminCommand::Bundle(c)),
         Command::Ca(c) => admin::run(admin::AdminCommand::Ca(c)),
+        Command::Policy(PolicyCommand::Status { admin }) => {
+            admin::run(admin::AdminCommand::PolicyStatus(admin))
+        }
         Command::Policy(PolicyCommand::Check(args)) => match policy_check::run(&args) {
             Ok(json) => {
                 println!("{json}");

@@ -67,6 +67,9 @@ pub(crate) struct AgentArgs {
     /// Overrides `workload_socket`.
     #[arg(long, value_name = "PATH")]
     workload_socket: Option<PathBuf>,
+    /// Overrides `feed_socket`.
+    #[arg(long, value_name = "PATH")]
+    feed_socket: Option<PathBuf>,
     /// Overrides `health_listen`.
     #[arg(long, value_name = "ADDR")]
     health_listen: Option<SocketAddr>,
@@ -180,6 +183,9 @@ pub(crate) fn agent(args: AgentArgs) -> ExitCode {
         }
         if let Some(s) = args.workload_socket {
             config.workload_socket = s;
+        }
+        if let Some(s) = args.feed_socket {
+            config.feed_socket = Some(s);
         }
         if let Some(a) = args.health_listen {
             config.health_listen = Some(a);

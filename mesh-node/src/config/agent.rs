@@ -38,6 +38,9 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// The Workload API socket.
     pub workload_socket: PathBuf,
+    /// The feed socket: the policy set and service discovery, relayed for
+    /// the sidecars on this node; `<data_dir>/feed.sock` when absent.
+    pub feed_socket: Option<PathBuf>,
     /// `/healthz`, `/readyz` and `/metrics`; off when absent.
     pub health_listen: Option<SocketAddr>,
     /// At most this many workload SVIDs are cached.
@@ -66,6 +69,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("insecure_bootstrap", &self.insecure_bootstrap)
             .field("data_dir", &self.data_dir)
             .field("workload_socket", &self.workload_socket)
+            .field("feed_socket", &self.feed_socket)
             .field("health_listen", &self.health_listen)
             .field("max_cached_svids", &self.max_cached_svids)
             .field("attest_binary", &self.attest_binary)
@@ -88,6 +92,7 @@ impl Default for AgentConfig {
             insecure_bootstrap: false,
             data_dir: PathBuf::from(DEFAULT_AGENT_DATA_DIR),
             workload_socket: PathBuf::from(DEFAULT_AGENT_DATA_DIR).join("workload.sock"),
+            feed_socket: None,
             health_listen: None,
             max_cached_svids: 10_000,
             attest_binary: false,
@@ -100,6 +105,13 @@ impl AgentConfig {
     /// Reads `path` (or the defaults when `None`).
     pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         super::load(path)
+    }
+
+    /// The feed socket's path.
+    pub fn feed_socket(&self) -> PathBuf {
+        self.feed_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("feed.sock"))
     }
 
     /// The trust domain, parsed.

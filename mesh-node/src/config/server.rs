@@ -29,6 +29,10 @@ pub struct ServerConfig {
     /// x509pop node attestation: PEM CA certificates that node
     /// certificates must chain to; off when absent.
     pub x509pop_ca_bundle_path: Option<PathBuf>,
+    /// Istio security policies (AuthorizationPolicy, PeerAuthentication,
+    /// RequestAuthentication YAML) distributed to agents; reloaded when the
+    /// directory changes. None: no policies.
+    pub policy_dir: Option<PathBuf>,
 }
 
 /// The certificate authority's settings.
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             health_listen: None,
             ca: CaSettings::default(),
             x509pop_ca_bundle_path: None,
+            policy_dir: None,
         }
     }
 }

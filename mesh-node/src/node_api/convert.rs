@@ -59,6 +59,71 @@ pub(crate) fn entry_from_proto(p: proto::Entry) -> Result<RegistrationEntry, Str
     Ok(entry)
 }
 
+/// The wire form of an endpoint.
+pub(crate) fn endpoint_to_proto(e: &crate::discovery::Endpoint) -> proto::Endpoint {
+    proto::Endpoint {
+        service: e.service.clone(),
+        namespace: e.namespace.clone(),
+        address: e.address.clone(),
+        port: u32::from(e.port),
+        protocol: e.protocol.clone(),
+        spiffe_id: e.spiffe_id.to_string(),
+        labels: e
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+/// The endpoint a wire message describes.
+pub(crate) fn endpoint_from_proto(
+    p: proto::Endpoint,
+) -> Result<crate::discovery::Endpoint, String> {
+    Ok(crate::discovery::Endpoint {
+        port: u16::try_from(p.port).map_err(|_| format!("port {} out of range", p.port))?,
+        spiffe_id: p
+            .spiffe_id
+            .parse()
+            .map_err(|e| format!("endpoint spiffe_id: {e}"))?,
+        service: p.service,
+        namespace: p.namespace,
+        address: p.address,
+        protocol: p.protocol,
+        labels: p.labels.into_iter().collect(),
+    })
+}
+
+/// The wire form of a policy set.
+pub(crate) fn policy_to_proto(b: &crate::policy_feed::PolicyBundle) -> proto::PolicySet {
+    proto::PolicySet {
+        version: b.version,
+        files: b
+            .files
+            .iter()
+            .map(|f| proto::PolicyFile {
+                name: f.name.clone(),
+                yaml: f.yaml.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// A policy set from the wire.
+pub(crate) fn policy_from_proto(p: proto::PolicySet) -> crate::policy_feed::PolicyBundle {
+    crate::policy_feed::PolicyBundle {
+        version: p.version,
+        files: p
+            .files
+            .into_iter()
+            .map(|f| crate::policy_feed::PolicyFile {
+                name: f.name,
+                yaml: f.yaml,
+            })
+            .collect(),
+    }
+}
+
 fn ttl(seconds: u64) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }

@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 use super::{
     Attested, CALL_TIMEOUT, NodeApi, NodeApiError, SignOutcome, SyncStream, SyncUpdate,
-    entry_from_proto,
+    entry_from_proto, policy_from_proto,
 };
 use crate::proto::{self, node_client::NodeClient};
 
@@ -56,7 +56,7 @@ pub struct GrpcNodeApi {
     tls: NodeTls,
     /// Replaced after each attestation, so that no connection made with an
     /// earlier identity (or none) is used again.
-    client: Arc<std::sync::Mutex<NodeClient<Channel>>>,
+    channel: Arc<std::sync::Mutex<Channel>>,
 }
 
 impl GrpcNodeApi {
@@ -64,16 +64,26 @@ impl GrpcNodeApi {
     pub fn new(tls: NodeTls) -> Result<Self, NodeApiError> {
         let channel = channel(&tls, tls.node_svid.clone())?;
         Ok(GrpcNodeApi {
-            client: Arc::new(std::sync::Mutex::new(NodeClient::new(channel))),
+            channel: Arc::new(std::sync::Mutex::new(channel)),
             tls,
         })
     }
 
-    fn client(&self) -> NodeClient<Channel> {
-        self.client
+    /// The server's service registry, over the same connection (so with
+    /// the node's identity).
+    pub fn discovery(&self) -> super::GrpcDiscovery {
+        super::GrpcDiscovery::new(self.current_channel())
+    }
+
+    fn current_channel(&self) -> Channel {
+        self.channel
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    fn client(&self) -> NodeClient<Channel> {
+        NodeClient::new(self.current_channel())
     }
 }
 
@@ -162,6 +172,11 @@ fn update_from_proto(td: &TrustDomain, u: proto::SyncUpdate) -> Result<SyncUpdat
     } else {
         None
     };
+    let policy = if u.policy_changed {
+        Some(policy_from_proto(u.policy.unwrap_or_default()))
+    } else {
+        None
+    };
     Ok(SyncUpdate {
         revision: u.revision,
         full: u.full,
@@ -169,6 +184,7 @@ fn update_from_proto(td: &TrustDomain, u: proto::SyncUpdate) -> Result<SyncUpdat
         removed,
         bundle,
         federated,
+        policy,
     })
 }
 
@@ -181,7 +197,7 @@ impl NodeApi for GrpcNodeApi {
     ) -> BoxFuture<'static, Result<Attested, NodeApiError>> {
         let tls = self.tls.clone();
         let attestor = attestor.to_owned();
-        let shared = self.client.clone();
+        let shared = self.channel.clone();
         Box::pin(async move {
             // A connection of its own, presenting no certificate.
             let td = tls.server_id.trust_domain();
@@ -211,7 +227,7 @@ impl NodeApi for GrpcNodeApi {
                 .map_err(|e| NodeApiError::Malformed(format!("node id: {e}")))?;
             let bundle = parse_bundle(spiffe_id.trust_domain(), &resp.bundle)?;
             // Later calls connect afresh, presenting the new node SVID.
-            let fresh = NodeClient::new(channel(&tls, tls.node_svid.clone())?);
+            let fresh = channel(&tls, tls.node_svid.clone())?;
             *shared
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;

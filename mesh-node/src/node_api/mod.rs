@@ -7,6 +7,7 @@
 //! `proto/node.proto`.
 
 mod convert;
+mod discovery_client;
 mod grpc;
 mod insecure;
 
@@ -19,9 +20,14 @@ use rustls_pki_types::CertificateDer;
 use spiffe_core::{EntryId, SpiffeBundle, SpiffeId};
 use svid_ca::RegistrationEntry;
 
+pub use discovery_client::GrpcDiscovery;
+pub(crate) use grpc::status_to_error as grpc_status_to_error;
 pub use grpc::{GrpcNodeApi, NodeTls};
 
-pub(crate) use convert::{entry_from_proto, entry_to_proto};
+pub(crate) use convert::{
+    endpoint_from_proto, endpoint_to_proto, entry_from_proto, entry_to_proto, policy_from_proto,
+    policy_to_proto,
+};
 
 /// What attestation gave a node: its identity, its SVID and the trust
 /// domain's bundle.
@@ -50,6 +56,8 @@ pub struct SyncUpdate {
     pub bundle: Option<SpiffeBundle>,
     /// Every federated bundle, when any changed.
     pub federated: Option<Vec<SpiffeBundle>>,
+    /// The policy set, when it changed.
+    pub policy: Option<crate::policy_feed::PolicyBundle>,
 }
 
 /// The outcome of one CSR in a batch.

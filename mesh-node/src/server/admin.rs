@@ -67,6 +67,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/v1/bundle", get(show_bundle))
         .route("/v1/ca", get(show_ca))
         .route("/v1/ca/{op}", post(ca_op))
+        .route("/v1/policy", get(policy_status))
         .with_state(state)
 }
 
@@ -360,4 +361,8 @@ async fn ca_op(
     Ok(Json(
         ca.authorities().iter().map(AuthorityView::from).collect(),
     ))
+}
+
+async fn policy_status(State(s): State<AdminState>) -> Json<crate::server::PolicyStatus> {
+    Json(s.service.policies().status())
 }

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 
 use super::metrics::ServerMetrics;
 use super::service::{NodeError, NodeService, NodeView};
-use crate::node_api::entry_to_proto;
+use crate::node_api::{entry_to_proto, policy_to_proto};
 use crate::proto::{self, node_server};
 
 /// How long a client may take to complete its TLS handshake.
@@ -308,11 +308,13 @@ async fn run_sync(
 ) {
     let mut changes = service.subscribe();
     let mut bundles = spiffe_core::BundleSource::subscribe(&**service.ca());
+    let mut policies = service.policies().subscribe();
     let mut sent = NodeView::default();
     let mut first = true;
     loop {
         changes.borrow_and_update();
         bundles.borrow_and_update();
+        policies.borrow_and_update();
         // An evicted node's stream ends with PermissionDenied.
         match service.node(&node.spiffe_id) {
             Ok(_) => {}
@@ -333,6 +335,7 @@ async fn run_sync(
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             r = bundles.changed() => if r.is_err() { return },
+            r = policies.changed() => if r.is_err() { return },
             _ = tx.closed() => return,
             () = stopping(&mut shutdown) => {
                 let _ = tx.send(Err(Status::unavailable("server shutting down"))).await;
@@ -363,7 +366,9 @@ fn diff(sent: &NodeView, now: &NodeView, first: bool, revision: u64) -> Option<p
         .map(ToString::to_string)
         .collect();
     let bundle_changed = first || sent.bundle != now.bundle;
-    if !first && entries.is_empty() && removed.is_empty() && !bundle_changed {
+    let policy_version = |v: &NodeView| v.policy.as_ref().map(|p| p.version);
+    let policy_changed = first || policy_version(sent) != policy_version(now);
+    if !first && entries.is_empty() && removed.is_empty() && !bundle_changed && !policy_changed {
         return None;
     }
     Some(proto::SyncUpdate {
@@ -378,6 +383,12 @@ fn diff(sent: &NodeView, now: &NodeView, first: bool, revision: u64) -> Option<p
         },
         federated_bundles: HashMap::new(),
         federated_changed: false,
+        policy_changed,
+        policy: if policy_changed {
+            now.policy.as_deref().map(policy_to_proto)
+        } else {
+            None
+        },
     })
 }
 
@@ -401,6 +412,7 @@ mod tests {
         NodeView {
             entries: entries.iter().map(|e| (e.id.clone(), e.clone())).collect(),
             bundle: None,
+            policy: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct ServerMetrics {
     pub(crate) errors: Family<Labels, Counter>,
     /// CA key slots by kind and state.
     pub(crate) ca_slots: Family<Labels, Gauge>,
+    /// The version of the policy set in force.
+    pub(crate) policy_version: Gauge,
 }
 
 impl ServerMetrics {
@@ -42,6 +44,11 @@ impl ServerMetrics {
             self.calls.clone(),
         );
         r.register("errors", "Errors by kind", self.errors.clone());
+        r.register(
+            "policy_version",
+            "Version of the policy set in force",
+            self.policy_version.clone(),
+        );
         r.register(
             "ca_slots",
             "CA key slots by kind and state",

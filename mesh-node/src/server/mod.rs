@@ -6,9 +6,11 @@
 //! node API (gRPC over TLS) and the admin API (a 0600 Unix socket).
 
 mod admin;
+mod discovery_grpc;
 mod grpc;
 mod identity;
 mod metrics;
+mod policy;
 mod service;
 
 use std::future::Future;
@@ -27,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use metrics::ServerMetrics;
+pub use policy::{PolicyStatus, PolicyStore};
 pub use service::{NodeError, NodeService, NodeView, Signed};
 
 use crate::config::{ConfigError, ServerConfig};
@@ -101,6 +104,15 @@ impl ServerHandle {
     }
 }
 
+/// Keeps the `policy_version` gauge current.
+async fn watch_policy_version(policies: Arc<PolicyStore>, metrics: Arc<ServerMetrics>) {
+    let mut rx = policies.subscribe();
+    while rx.changed().await.is_ok() {
+        let v = rx.borrow_and_update().version;
+        metrics.policy_version.set(v as i64);
+    }
+}
+
 /// The x509pop attestor over the CA certificates in `path`.
 fn x509pop_attestor(
     td: &spiffe_core::TrustDomain,
@@ -166,12 +178,26 @@ pub async fn build(
     if let Some(path) = &config.x509pop_ca_bundle_path {
         attestors.push(Arc::new(x509pop_attestor(&td, path, store.clone())?));
     }
+    let policies = Arc::new(
+        PolicyStore::open(config.policy_dir.clone()).map_err(|message| {
+            ServerError::Config(ConfigError::Invalid {
+                field: "policy_dir",
+                message,
+            })
+        })?,
+    );
+    metrics
+        .policy_version
+        .set(policies.current().version as i64);
+    let services = Arc::new(crate::discovery::ServiceRegistry::new());
     let service = Arc::new(NodeService::new(
         ca.clone(),
         registry.clone(),
         store.clone(),
         attestors,
         metrics.clone(),
+        policies.clone(),
+        services.clone(),
     ));
 
     // The node API's own identity, renewed by a task below.
@@ -235,9 +261,15 @@ pub async fn build(
     };
     let registry_for_health = Arc::new(metrics_registry);
     let rotation_period = config.ca.rotation_check;
+    let policy_metrics = metrics.clone();
     let task = async move {
         let node_api = tonic::transport::Server::builder()
             .add_service(crate::proto::node_server::NodeServer::new(grpc.clone()))
+            .add_service(crate::proto::discovery_server::DiscoveryServer::new(
+                discovery_grpc::DiscoveryGrpc {
+                    service: grpc.service.clone(),
+                },
+            ))
             .serve_with_incoming_shutdown(
                 grpc::incoming(node_listener, tls, grpc.metrics.clone()),
                 stopped(),
@@ -278,6 +310,9 @@ pub async fn build(
                 () = ca.clone().rotation_task(rotation_period) => {}
                 () = server_svid.renew_task() => {}
                 () = identity::slot_metrics(ca.clone(), grpc.metrics.clone()) => {}
+                () = services.expiry_task() => {}
+                () = policies.watch_dir(|| policy_metrics.error("policy_reload")) => {}
+                () = watch_policy_version(policies.clone(), policy_metrics.clone()) => {}
                 () = stopped() => {}
             }
             Ok::<(), ServerError>(())

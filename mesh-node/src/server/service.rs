@@ -14,6 +14,9 @@ use svid_ca::{
 use tokio::sync::watch;
 
 use super::metrics::ServerMetrics;
+use super::policy::PolicyStore;
+use crate::discovery::ServiceRegistry;
+use crate::policy_feed::PolicyBundle;
 
 /// Why the server refused a node API call. [`NodeError::code`] is the
 /// one place these meet gRPC.
@@ -79,6 +82,8 @@ pub struct NodeView {
     pub entries: HashMap<EntryId, Arc<RegistrationEntry>>,
     /// The trust domain's bundle.
     pub bundle: Option<Arc<SpiffeBundle>>,
+    /// The policy set in force.
+    pub policy: Option<Arc<PolicyBundle>>,
 }
 
 /// The node API's logic: attestation, node SVIDs, entry views, batch
@@ -91,6 +96,8 @@ pub struct NodeService {
     attestors: Vec<Arc<dyn NodeAttestor>>,
     changes: watch::Sender<u64>,
     metrics: Arc<ServerMetrics>,
+    policies: Arc<PolicyStore>,
+    services: Arc<ServiceRegistry>,
 }
 
 impl NodeService {
@@ -101,6 +108,8 @@ impl NodeService {
         nodes: Arc<dyn NodeStore>,
         attestors: Vec<Arc<dyn NodeAttestor>>,
         metrics: Arc<ServerMetrics>,
+        policies: Arc<PolicyStore>,
+        services: Arc<ServiceRegistry>,
     ) -> Self {
         NodeService {
             ca,
@@ -109,7 +118,32 @@ impl NodeService {
             attestors,
             changes: watch::channel(0).0,
             metrics,
+            policies,
+            services,
         }
+    }
+
+    /// The policy store.
+    pub fn policies(&self) -> &Arc<PolicyStore> {
+        &self.policies
+    }
+
+    /// The service registry.
+    pub fn services(&self) -> &Arc<ServiceRegistry> {
+        &self.services
+    }
+
+    /// Whether `caller` may register an endpoint that presents `id`: its
+    /// own identity, or, for an attested node's agent acting for its
+    /// workloads, an identity one of the node's entries grants.
+    pub fn may_register(&self, caller: &SpiffeId, id: &SpiffeId) -> bool {
+        caller == id
+            || self.node(caller).is_ok_and(|node| {
+                self.view(&node)
+                    .entries
+                    .values()
+                    .any(|e| &e.spiffe_id == id)
+            })
     }
 
     /// The authority.
@@ -215,6 +249,7 @@ impl NodeService {
         NodeView {
             entries,
             bundle: Some(self.ca.bundle()),
+            policy: Some(self.policies.current()),
         }
     }
 
