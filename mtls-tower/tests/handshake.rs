@@ -247,6 +247,35 @@ async fn client_without_certificate_is_rejected() {
 }
 
 #[tokio::test]
+async fn client_svid_with_a_broken_signature_is_bad_signature() {
+    let ca = TestCa::new(TD);
+    let server = Workload::new(&ca, SERVER, TD);
+    let client = Workload::new(&ca, CLIENT, TD);
+    let leaf = ca.leaf(CLIENT);
+    let mut chain = leaf.chain.clone();
+    let mut der = chain[0].to_vec();
+    let last = der.len() - 1;
+    der[last] ^= 0x01; // inside the signature's `s`: parses, does not verify
+    chain[0] = der.into();
+    let key = spiffe_core::PrivateKey::from_pkcs8_der(&leaf.key_der).unwrap();
+    client
+        .svids
+        .set(spiffe_core::X509Svid::new(chain, key).unwrap());
+    let mut srv = start_server(server.server_config(authorizer::any())).await;
+    let http = fresh_connection_client(client.client_config(authorizer::any()));
+    // rustls sends decrypt_error for a bad signature.
+    assert_eq!(
+        refused_request(&http, &srv.url()).await,
+        alert(AlertDescription::DecryptError)
+    );
+    let err = next_server_error(&mut srv).await;
+    assert_eq!(
+        server_side_rustls_error(&err),
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature)
+    );
+}
+
+#[tokio::test]
 async fn unauthorized_client_gets_access_denied() {
     let ca = TestCa::new(TD);
     let server = Workload::new(&ca, SERVER, TD);
@@ -254,17 +283,16 @@ async fn unauthorized_client_gets_access_denied() {
     let mut srv = start_server(server.server_config(authorizer::exact(id(CLIENT)))).await;
     let http = fresh_connection_client(client.client_config(authorizer::any()));
     // TLS 1.3: the client learns of the rejection with its first read.
-    let err = get_body(&http, &srv.url()).await.unwrap_err();
-    assert!(
-        err.contains("AccessDenied"),
-        "client sees the access_denied alert: {err}"
+    assert_eq!(
+        refused_request(&http, &srv.url()).await,
+        alert(AlertDescription::AccessDenied),
+        "client sees the access_denied alert"
     );
     let server_err = next_server_error(&mut srv).await;
     assert_eq!(
         server_side_rustls_error(&server_err),
         rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
     );
-    let _ = AlertDescription::AccessDenied;
 }
 
 #[tokio::test]
@@ -332,10 +360,17 @@ async fn federated_server_accepted_only_when_policy_names_it() {
     let srv_cfg = ServerConfigBuilderExt::federated(&server, TD);
     let srv = start_server(srv_cfg).await;
 
+    // The default policy trusts the local trust domain only: partner.org's
+    // bundle is in the set but not admitted, so its server is UnknownIssuer.
     let local_only = connect_err(client.client_config(authorizer::any()), &srv.url()).await;
-    assert!(
-        matches!(local_only, ConnectError::Handshake { .. }),
-        "{local_only:?}"
+    let ConnectError::Handshake { source, .. } = &local_only else {
+        panic!("expected a handshake error, got {local_only:?}")
+    };
+    assert_eq!(
+        rustls_error(source),
+        Some(&rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer
+        ))
     );
 
     let federated = ClientConfigBuilder::new(
@@ -437,5 +472,18 @@ async fn svid_rotation_takes_effect_at_the_next_handshake_without_rebuild() {
     assert!(second.peer().not_after() < first.peer().not_after());
     // A withdrawn server SVID: no certificate to present, the handshake fails.
     server.svids.withdraw();
-    assert!(connector.connect(srv.url().parse().unwrap()).await.is_err());
+    let err = connector
+        .connect(srv.url().parse().unwrap())
+        .await
+        .unwrap_err();
+    let ConnectError::Handshake { source, .. } = &err else {
+        panic!("expected a handshake error, got {err:?}")
+    };
+    assert_eq!(
+        rustls_error(source),
+        Some(&rustls::Error::AlertReceived(
+            AlertDescription::AccessDenied
+        )),
+        "rustls refuses with access_denied when the server has no certificate to present"
+    );
 }

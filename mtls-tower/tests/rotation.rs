@@ -166,5 +166,23 @@ async fn svid_and_ca_rotation_under_load_fail_nothing() {
     let stale = Workload::new(&old_ca, CLIENT, TD);
     stale.bundles.set(bundle_set(&[(&new_ca, TD)]));
     let http = fresh_connection_client(stale.client_config(authorizer::any()));
-    assert!(get_body(&http, &srv.url()).await.is_err());
+    assert_eq!(
+        refused_request(&http, &srv.url()).await,
+        alert(rustls::AlertDescription::UnknownCA),
+        "the client is told its CA is unknown"
+    );
+    let err = tokio::time::timeout(Duration::from_secs(10), srv.errors.recv())
+        .await
+        .expect("the server reports the refused handshake")
+        .expect("the server is running");
+    let mtls_tower::AcceptError::Handshake { source, .. } = &err else {
+        panic!("expected a handshake error, got {err:?}")
+    };
+    assert_eq!(
+        rustls_error(source),
+        Some(&rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer
+        )),
+        "the server refused the old CA's SVID as UnknownIssuer"
+    );
 }

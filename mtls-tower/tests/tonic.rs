@@ -122,7 +122,12 @@ async fn tonic_server_over_acceptor_sees_client_identity() {
     let intruder = Workload::new(&ca, "spiffe://example.org/intruder", TD);
     let channel =
         MtlsConnector::new(intruder.client_config(authorizer::any())).tonic_channel(uri.clone());
-    assert!(call_who(channel).await.is_err());
+    let status = call_who(channel).await.unwrap_err();
+    assert_eq!(
+        tls_failure(&status),
+        Some(alert(rustls::AlertDescription::AccessDenied)),
+        "the intruder is told access_denied: {status:?}"
+    );
     let channel = MtlsConnector::new(client.client_config(authorizer::any())).tonic_channel(uri);
     assert_eq!(call_who(channel).await.unwrap(), CLIENT);
     task.abort();

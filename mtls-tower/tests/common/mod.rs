@@ -179,3 +179,47 @@ pub fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
     }
     None
 }
+
+/// Makes one request that must fail, and returns the TLS error it failed
+/// with as rustls displays it: this side's own verdict, or the alert the
+/// peer sent. Compare with [`alert`]. (After a TLS 1.3 handshake the
+/// peer's alert reaches the client on its first read, where rustls hands
+/// it on as an I/O error carrying only its text.) Panics if the request
+/// succeeds or fails without a TLS error.
+pub async fn refused_request(client: &HttpClient, url: &str) -> String {
+    let err: Box<dyn std::error::Error + Send + Sync> = match client.get(url.parse().unwrap()).await
+    {
+        Ok(resp) => match resp.into_body().collect().await {
+            Ok(_) => panic!("the request to {url} succeeded"),
+            Err(e) => Box::new(e),
+        },
+        Err(e) => Box::new(e),
+    };
+    tls_failure(&*err).unwrap_or_else(|| panic!("no TLS error in {err:?}"))
+}
+
+/// How rustls words a fatal alert received from the peer.
+pub fn alert(description: rustls::AlertDescription) -> String {
+    rustls::Error::AlertReceived(description).to_string()
+}
+
+/// The TLS error in an error chain, as rustls displays it: a typed
+/// `rustls::Error`, or an I/O error of kind `InvalidData` whose text is a
+/// received alert.
+pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(r) = rustls_error(e) {
+        return Some(r.to_string());
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::InvalidData
+            && let Some(inner) = io.get_ref()
+            && inner.to_string().starts_with("received fatal alert: ")
+        {
+            return Some(inner.to_string());
+        }
+        cur = err.source();
+    }
+    None
+}
