@@ -389,6 +389,15 @@ async fn scenario() {
         if retired && gone(&server_seen) && gone(&client_seen) {
             break;
         }
+        // Stop at the first failure: the assertions below report it.
+        let failed = !lock(&failures).is_empty()
+            || !lock(&handshake_failures).is_empty()
+            || !lock(&server_seen).torn.is_empty()
+            || !lock(&client_seen).torn.is_empty();
+        if failed {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            break;
+        }
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "the CA rotation completed within 120 s: {:?}",
