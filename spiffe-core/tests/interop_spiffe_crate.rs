@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use spiffe_core::jwt::{JwtClaims, sign_jwt_svid};
-use spiffe_core::{JwtBundle, JwtSvid, PrivateKey, SpiffeId, TrustDomain, X509Svid};
+use spiffe_core::{JwtBundle, JwtSvid, PrivateKey, SpiffeId, TrustDomain, X509Error, X509Svid};
 use test_support::{
     CaSpec, ExtendedKeyUsagePurpose as Eku, KeyKind, KeyUsagePurpose as Ku, Leaf, LeafSpec, TestCa,
     TestJwtKey,
@@ -202,7 +202,7 @@ fn x509_svids_get_the_same_verdict() {
         let theirs = spiffe::X509Svid::parse_from_der(&leaf.chain_der(), &leaf.key_der);
         if KEY_DIFFERENCES.contains(&name) {
             assert!(
-                ours.is_err() && theirs.is_ok(),
+                matches!(ours, Err(X509Error::KeyMismatch)) && theirs.is_ok(),
                 "documented difference changed: {name}"
             );
             continue;
@@ -224,7 +224,10 @@ fn x509_svids_get_the_same_verdict() {
 fn x509_documented_difference_eku_purposes() {
     let ca = TestCa::new("example.org");
     let leaf = ca.leaf_with(LeafSpec::new("spiffe://example.org/w").eku(vec![Eku::ServerAuth]));
-    assert!(X509Svid::from_der(&leaf.chain_der(), &leaf.key_der).is_err());
+    assert_eq!(
+        X509Svid::from_der(&leaf.chain_der(), &leaf.key_der).unwrap_err(),
+        X509Error::LeafEku
+    );
     assert!(spiffe::X509Svid::parse_from_der(&leaf.chain_der(), &leaf.key_der).is_ok());
 }
 
@@ -339,11 +342,19 @@ fn jwt_svids_signed_by_us_validate_in_the_spiffe_crate() {
                 .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
         assert_eq!(theirs.spiffe_id().to_string(), "spiffe://example.org/w");
         // Both refuse the wrong audience.
-        assert!(
+        let theirs =
             spiffe::JwtSvid::parse_and_validate(&token, &their_bundle_set(&ours), &["other"])
-                .is_err()
+                .unwrap_err();
+        assert!(
+            matches!(&theirs, spiffe::JwtSvidError::InvalidToken(e)
+                if e.kind() == spiffe::JwtVerificationErrorKind::AudienceMismatch),
+            "{kind:?}: {theirs:?}"
         );
-        assert!(JwtSvid::validate(&token, &ours, "other", SystemTime::now()).is_err());
+        let ours = JwtSvid::validate(&token, &ours, "other", SystemTime::now()).unwrap_err();
+        assert!(
+            matches!(&ours, spiffe_core::JwtError::AudienceMismatch { expected } if expected == "other"),
+            "{kind:?}: {ours:?}"
+        );
     }
 }
 
@@ -380,9 +391,18 @@ fn jwt_svids_signed_by_jsonwebtoken_validate_in_ours_and_theirs() {
         &jsonwebtoken::EncodingKey::from_ec_der(other.pkcs8()),
     )
     .unwrap();
-    assert!(JwtSvid::validate(&forged, &ours, "api", SystemTime::now()).is_err());
+    let our_err = JwtSvid::validate(&forged, &ours, "api", SystemTime::now()).unwrap_err();
     assert!(
-        spiffe::JwtSvid::parse_and_validate(&forged, &their_bundle_set(&ours), &["api"]).is_err()
+        matches!(our_err, spiffe_core::JwtError::BadSignature),
+        "{our_err:?}"
+    );
+    let their_err =
+        spiffe::JwtSvid::parse_and_validate(&forged, &their_bundle_set(&ours), &["api"])
+            .unwrap_err();
+    assert!(
+        matches!(&their_err, spiffe::JwtSvidError::InvalidToken(e)
+            if e.kind() == spiffe::JwtVerificationErrorKind::InvalidSignature),
+        "{their_err:?}"
     );
 }
 
