@@ -261,9 +261,13 @@ fn jwt_2_jwt_5_header_is_alg_kid_typ_jwt_and_claims_are_set() {
         300
     );
     JwtSvid::validate(jwt.token(), ca.bundle().jwt(), "svc", clock.now()).unwrap();
+    let err = ca.issue_jwt_svid(&ent("/w"), &[]).unwrap_err();
     assert!(
-        ca.issue_jwt_svid(&ent("/w"), &[]).is_err(),
-        "JWT-7: audience required"
+        matches!(
+            err,
+            svid_ca::IssueError::Jwt(spiffe_core::JwtError::MissingAudience)
+        ),
+        "JWT-7: audience required: {err:?}"
     );
 }
 
