@@ -349,6 +349,7 @@ fn openssl_verify(
 
 #[test]
 fn openssl_verify_accepts_issued_svid_against_bundle_pem() {
+    let _limit = test_support::time_limit(30);
     if openssl().is_none() {
         return;
     }
@@ -369,6 +370,7 @@ fn openssl_verify_accepts_issued_svid_against_bundle_pem() {
 
 #[test]
 fn x509_7_openssl_text_shows_exactly_the_listed_extensions() {
+    let _limit = test_support::time_limit(30);
     if openssl().is_none() {
         return;
     }

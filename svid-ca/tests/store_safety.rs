@@ -159,6 +159,7 @@ fn run_child(dir: &Path) -> String {
 
 #[test]
 fn second_process_opening_the_store_is_refused() {
+    let _limit = test_support::time_limit(30);
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
     let ca = CertificateAuthority::builder(config())
