@@ -439,7 +439,7 @@ async fn scenario() {
         "e2e: {elapsed:?}, {ok} requests ok, {} failed, {} failed handshakes; \
          SVIDs issued: server {} half-life + {} CA rotation, client {} + {}; \
          bundles published {}; client SVIDs verified by the server {}, server SVIDs verified by the client {}; \
-         snapshots read: server {}, client {}; timeline {:?}",
+         snapshots read: server {} ({} torn), client {} ({} torn); timeline {:?}",
         failures.len(),
         handshake_failures.len(),
         renewals("server", Reason::HalfLife),
@@ -450,7 +450,9 @@ async fn scenario() {
         server_saw.len(),
         client_saw.len(),
         server_seen.snapshots,
+        server_seen.torn.len(),
         client_seen.snapshots,
+        client_seen.torn.len(),
         timeline,
     );
 
