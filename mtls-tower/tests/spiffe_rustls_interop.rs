@@ -102,8 +102,9 @@ async fn spiffe_rustls_client_to_our_server() {
             .with_alpn_protocols([b"http/1.1"])
             .build()
             .unwrap();
+        let config = Arc::new(config);
         let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap();
@@ -118,8 +119,80 @@ async fn spiffe_rustls_client_to_our_server() {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         // Our server's handler saw spiffe-rustls's SVID.
         assert_eq!(body, Bytes::from(THEIRS));
+
+        // Our server refuses their client when it expects another ID: their
+        // client receives access_denied, our server reports the authorizer.
+        let mut picky = start_server(ours.server_config(authorizer::exact(
+            "spiffe://example.org/other".parse().unwrap(),
+        )))
+        .await;
+        let err = exchange(config.clone(), picky.addr)
+            .await
+            .expect_err("refused by our server");
+        assert_eq!(
+            tls_failure(&err),
+            Some(alert(rustls::AlertDescription::AccessDenied))
+        );
+        let server_err =
+            tokio::time::timeout(std::time::Duration::from_secs(10), picky.errors.recv())
+                .await
+                .expect("our server reports the refusal")
+                .expect("our server is running");
+        let mtls_tower::AcceptError::Handshake { source, .. } = &server_err else {
+            panic!("expected a handshake error, got {server_err:?}")
+        };
+        assert_eq!(
+            rustls_error(source),
+            Some(&rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure
+            ))
+        );
+
+        // Their client refuses our server when it expects another ID.
+        let their_picky = spiffe_rustls::mtls_client(x509_source(&agent).await)
+            .authorize(spiffe_rustls::authorizer::exact(["spiffe://example.org/other"]).unwrap())
+            .trust_domain_policy(spiffe_rustls::LocalOnly(
+                spiffe_rustls::TrustDomain::new(TD).unwrap(),
+            ))
+            .with_alpn_protocols([b"http/1.1"])
+            .build()
+            .unwrap();
+        let err = exchange(Arc::new(their_picky), srv.addr)
+            .await
+            .expect_err("refused by their client");
+        // spiffe-rustls reports its refusal as `rustls::Error::Other`
+        // carrying its own `UnauthorizedSpiffeId` with our server's ID.
+        let Some(rustls::Error::Other(other)) = rustls_error(&err) else {
+            panic!("expected spiffe-rustls's refusal, got {err:?}")
+        };
+        let their_error = other
+            .0
+            .downcast_ref::<spiffe_rustls::Error>()
+            .unwrap_or_else(|| panic!("a spiffe-rustls error inside: {other:?}"));
+        assert!(
+            matches!(their_error, spiffe_rustls::Error::UnauthorizedSpiffeId(id) if id.to_string() == OURS),
+            "{their_error:?}"
+        );
     })
     .await
+}
+
+/// Connects with `config`, sends a request and reads: the first I/O error,
+/// if any. (In TLS 1.3 a client learns that the server refused its
+/// certificate only when it reads.)
+async fn exchange(
+    config: Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<usize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await?;
+    let mut buf = [0u8; 256];
+    tls.read(&mut buf).await
 }
 
 #[tokio::test]
