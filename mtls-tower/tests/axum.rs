@@ -54,11 +54,10 @@ async fn axum_serve_over_acceptor_hands_peer_to_extractor() {
         // A second client with a foreign SVID is refused, and the server keeps going.
         let rogue = Workload::new(&TestCa::new(TD), "spiffe://example.org/rogue", TD);
         rogue.bundles.set(bundle_set(&[(&ca, TD)]));
-        let rogue_http = fresh_connection_client(rogue.client_config(authorizer::any()));
         // Its chain does not lead to the trust domain's bundle: UnknownIssuer on
         // the server, which the client receives as the unknown_ca alert.
         assert_eq!(
-            refused_request(&rogue_http, &url).await,
+            refused_handshake(&rogue.client_config(authorizer::any()), addr).await,
             alert(rustls::AlertDescription::UnknownCA)
         );
         assert_eq!(get_body(&http, &url).await.unwrap(), CLIENT);

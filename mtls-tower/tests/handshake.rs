@@ -290,10 +290,9 @@ async fn client_svid_with_a_broken_signature_is_bad_signature() {
             .svids
             .set(spiffe_core::X509Svid::new(chain, key).unwrap());
         let mut srv = start_server(server.server_config(authorizer::any())).await;
-        let http = fresh_connection_client(client.client_config(authorizer::any()));
         // rustls sends decrypt_error for a bad signature.
         assert_eq!(
-            refused_request(&http, &srv.url()).await,
+            refused_handshake(&client.client_config(authorizer::any()), srv.addr).await,
             alert(AlertDescription::DecryptError)
         );
         let err = next_server_error(&mut srv).await;
@@ -312,10 +311,9 @@ async fn unauthorized_client_gets_access_denied() {
         let server = Workload::new(&ca, SERVER, TD);
         let client = Workload::new(&ca, "spiffe://example.org/ns/default/sa/intruder", TD);
         let mut srv = start_server(server.server_config(authorizer::exact(id(CLIENT)))).await;
-        let http = fresh_connection_client(client.client_config(authorizer::any()));
         // TLS 1.3: the client learns of the rejection with its first read.
         assert_eq!(
-            refused_request(&http, &srv.url()).await,
+            refused_handshake(&client.client_config(authorizer::any()), srv.addr).await,
             alert(AlertDescription::AccessDenied),
             "client sees the access_denied alert"
         );

@@ -168,9 +168,8 @@ async fn svid_and_ca_rotation_under_load_fail_nothing() {
         // Only the new material is trusted now: an old-CA client is refused.
         let stale = Workload::new(&old_ca, CLIENT, TD);
         stale.bundles.set(bundle_set(&[(&new_ca, TD)]));
-        let http = fresh_connection_client(stale.client_config(authorizer::any()));
         assert_eq!(
-            refused_request(&http, &srv.url()).await,
+            refused_handshake(&stale.client_config(authorizer::any()), srv.addr).await,
             alert(rustls::AlertDescription::UnknownCA),
             "the client is told its CA is unknown"
         );

@@ -180,22 +180,32 @@ pub fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
     None
 }
 
-/// Makes one request that must fail, and returns the TLS error it failed
-/// with as rustls displays it: this side's own verdict, or the alert the
-/// peer sent. Compare with [`alert`]. (After a TLS 1.3 handshake the
-/// peer's alert reaches the client on its first read, where rustls hands
-/// it on as an I/O error carrying only its text.) Panics if the request
-/// succeeds or fails without a TLS error.
-pub async fn refused_request(client: &HttpClient, url: &str) -> String {
-    let err: Box<dyn std::error::Error + Send + Sync> = match client.get(url.parse().unwrap()).await
+/// Completes a TLS handshake with `config` against the server at `addr`
+/// and reads, through rustls directly (so no HTTP client races the read
+/// and loses the alert), and returns the TLS error this side ended with as
+/// rustls displays it: its own verdict, or the alert the server sent when
+/// it refused our certificate (in TLS 1.3 the client learns of that on its
+/// first read). Compare with [`alert`]. Panics if the server answers.
+pub async fn refused_handshake(config: &mtls_tower::MtlsClientConfig, addr: SocketAddr) -> String {
+    use tokio::io::AsyncReadExt;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the server listens");
+    let connector = tokio_rustls::TlsConnector::from(config.rustls().clone());
+    let err = match connector
+        .connect("localhost".try_into().expect("a valid name"), tcp)
+        .await
     {
-        Ok(resp) => match resp.into_body().collect().await {
-            Ok(_) => panic!("the request to {url} succeeded"),
-            Err(e) => Box::new(e),
-        },
-        Err(e) => Box::new(e),
+        Err(e) => e,
+        Ok(mut tls) => {
+            let mut buf = [0u8; 64];
+            match tls.read(&mut buf).await {
+                Ok(n) => panic!("the server answered ({n} bytes)"),
+                Err(e) => e,
+            }
+        }
     };
-    tls_failure(&*err).unwrap_or_else(|| panic!("no TLS error in {err:?}"))
+    tls_failure(&err).unwrap_or_else(|| panic!("no TLS error in {err:?}"))
 }
 
 /// How rustls words a fatal alert received from the peer.
