@@ -110,85 +110,93 @@ fn client(ca: &TestCa) -> Arc<rustls::ClientConfig> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn ra_2_jwks_uri_fetched_cached_and_last_good_kept() {
-    let ca = TestCa::new("example.org");
-    let key = TestJwtKey::generate(KeyKind::P256);
-    let body = Arc::new(Mutex::new(Some(
-        json!({"keys": [key.jwk("k1")]}).to_string(),
-    )));
-    let port = serve(&ca, Arc::clone(&body)).await;
-    let uri = format!("https://localhost:{port}/jwks");
-    let cache = Arc::new(JwksCache::new());
-    let e = engine(&doc(
-        "RequestAuthentication",
-        "foo",
-        "jwt",
-        &format!("jwtRules:\n- issuer: {ISS}\n  jwksUri: {uri}"),
-    ))
-    .with_jwks_cache(Arc::clone(&cache));
-    assert_eq!(e.jwks_uris(), vec![uri.clone()]);
-    let token = sign_raw(
-        &json!({"alg": "ES256", "kid": "k1"}),
-        &json!({"iss": ISS, "sub": "a"}),
-        Some(&key),
-    );
-    let req = get("/").token(PresentedToken::raw(TokenLocation::bearer(), token));
+    test_support::within(30, async move {
+        let ca = TestCa::new("example.org");
+        let key = TestJwtKey::generate(KeyKind::P256);
+        let body = Arc::new(Mutex::new(Some(
+            json!({"keys": [key.jwk("k1")]}).to_string(),
+        )));
+        let port = serve(&ca, Arc::clone(&body)).await;
+        let uri = format!("https://localhost:{port}/jwks");
+        let cache = Arc::new(JwksCache::new());
+        let e = engine(&doc(
+            "RequestAuthentication",
+            "foo",
+            "jwt",
+            &format!("jwtRules:\n- issuer: {ISS}\n  jwksUri: {uri}"),
+        ))
+        .with_jwks_cache(Arc::clone(&cache));
+        assert_eq!(e.jwks_uris(), vec![uri.clone()]);
+        let token = sign_raw(
+            &json!({"alg": "ES256", "kid": "k1"}),
+            &json!({"iss": ISS, "sub": "a"}),
+            Some(&key),
+        );
+        let req = get("/").token(PresentedToken::raw(TokenLocation::bearer(), token));
 
-    // Not fetched yet: the token fails, token-less requests pass.
-    assert_eq!(
-        e.check(&req).reason,
-        Reason::Jwt(JwtFailure::JwksUnavailable)
-    );
-    assert!(e.check(&get("/")).allowed);
+        // Not fetched yet: the token fails, token-less requests pass.
+        assert_eq!(
+            e.check(&req).reason,
+            Reason::Jwt(JwtFailure::JwksUnavailable)
+        );
+        assert!(e.check(&get("/")).allowed);
 
-    let fetcher = JwksFetcher::new(Arc::clone(&cache), client(&ca)).timeout(Duration::from_secs(5));
-    assert!(fetcher.refresh(&e.jwks_uris()).await.is_empty());
-    assert!(e.check(&req).allowed);
+        let fetcher =
+            JwksFetcher::new(Arc::clone(&cache), client(&ca)).timeout(Duration::from_secs(5));
+        assert!(fetcher.refresh(&e.jwks_uris()).await.is_empty());
+        assert!(e.check(&req).allowed);
 
-    // The server fails: the refresh reports it and the last good set stays.
-    if let Ok(mut b) = body.lock() {
-        *b = None;
-    }
-    let errors = fetcher.refresh(&e.jwks_uris()).await;
-    assert!(
-        matches!(
-            errors.as_slice(),
-            [JwksFetchError::Status { status: 500, .. }]
-        ),
-        "{errors:?}"
-    );
-    assert!(e.check(&req).allowed);
+        // The server fails: the refresh reports it and the last good set stays.
+        if let Ok(mut b) = body.lock() {
+            *b = None;
+        }
+        let errors = fetcher.refresh(&e.jwks_uris()).await;
+        assert!(
+            matches!(
+                errors.as_slice(),
+                [JwksFetchError::Status { status: 500, .. }]
+            ),
+            "{errors:?}"
+        );
+        assert!(e.check(&req).allowed);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn ra_2_jwks_uri_requires_a_trusted_server() {
-    let server_ca = TestCa::new("example.org");
-    let other_ca = TestCa::new("other.org");
-    let port = serve(
-        &server_ca,
-        Arc::new(Mutex::new(Some("{\"keys\": []}".to_owned()))),
-    )
-    .await;
-    let cache = Arc::new(JwksCache::new());
-    let fetcher = JwksFetcher::new(Arc::clone(&cache), client(&other_ca));
-    let uri = format!("https://localhost:{port}/jwks");
-    let err = fetcher
-        .fetch(&uri)
-        .await
-        .map(|_| ())
-        .expect_err("untrusted server");
-    assert!(matches!(err, JwksFetchError::Connect { .. }), "{err}");
-    let ok = JwksFetcher::new(Arc::clone(&cache), client(&server_ca));
-    assert!(ok.fetch(&uri).await.is_ok());
-    let err = ok
-        .fetch("ftp://localhost/jwks")
-        .await
-        .map(|_| ())
-        .expect_err("bad scheme");
-    assert!(matches!(err, JwksFetchError::BadUri { .. }), "{err}");
+    test_support::within(30, async move {
+        let server_ca = TestCa::new("example.org");
+        let other_ca = TestCa::new("other.org");
+        let port = serve(
+            &server_ca,
+            Arc::new(Mutex::new(Some("{\"keys\": []}".to_owned()))),
+        )
+        .await;
+        let cache = Arc::new(JwksCache::new());
+        let fetcher = JwksFetcher::new(Arc::clone(&cache), client(&other_ca));
+        let uri = format!("https://localhost:{port}/jwks");
+        let err = fetcher
+            .fetch(&uri)
+            .await
+            .map(|_| ())
+            .expect_err("untrusted server");
+        assert!(matches!(err, JwksFetchError::Connect { .. }), "{err}");
+        let ok = JwksFetcher::new(Arc::clone(&cache), client(&server_ca));
+        assert!(ok.fetch(&uri).await.is_ok());
+        let err = ok
+            .fetch("ftp://localhost/jwks")
+            .await
+            .map(|_| ())
+            .expect_err("bad scheme");
+        assert!(matches!(err, JwksFetchError::BadUri { .. }), "{err}");
+    })
+    .await
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn ra_2_neither_jwks_nor_jwks_uri_uses_oidc_discovery() {
+    test_support::within(30, async move {
     let ca = TestCa::new("example.org");
     let key = TestJwtKey::generate(KeyKind::P256);
     let routes = Arc::new(Mutex::new(Vec::new()));
@@ -259,6 +267,8 @@ async fn ra_2_neither_jwks_nor_jwks_uri_uses_oidc_discovery() {
         "{errors:?}"
     );
     assert!(!fresh.contains(&discovery));
+    })
+    .await
 }
 
 #[test]
@@ -284,6 +294,7 @@ fn ra_2_explicit_key_sources_win_over_discovery() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn ra_2_oidc_discovery_refuses_a_jwks_uri_that_is_not_https() {
+    test_support::within(30, async move {
     let ca = TestCa::new("example.org");
     let key = TestJwtKey::generate(KeyKind::P256);
     let routes = Arc::new(Mutex::new(Vec::new()));
@@ -318,10 +329,13 @@ async fn ra_2_oidc_discovery_refuses_a_jwks_uri_that_is_not_https() {
     );
     assert!(errors[0].to_string().contains("not https"), "{}", errors[0]);
     assert!(!cache.contains(&discovery));
+    })
+    .await
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn ra_2_jwks_fetch_gives_up_after_its_timeout() {
+    test_support::within(30, async move {
     // Accepts TCP and never answers, so the TLS handshake stalls.
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -347,80 +361,89 @@ async fn ra_2_jwks_fetch_gives_up_after_its_timeout() {
         "{err}"
     );
     held.abort();
+    })
+    .await
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn ra_2_jwks_documents_over_1_mib_are_refused() {
-    let ca = TestCa::new("example.org");
-    let key = TestJwtKey::generate(KeyKind::P256);
-    let big = json!({"keys": [key.jwk("k1")], "pad": "x".repeat(1 << 20)}).to_string();
-    let small = json!({"keys": [key.jwk("k1")], "pad": "x".repeat((1 << 20) - 200)}).to_string();
-    assert!(small.len() <= 1 << 20);
-    let body = Arc::new(Mutex::new(Some(big)));
-    let port = serve(&ca, Arc::clone(&body)).await;
-    let uri = format!("https://localhost:{port}/jwks");
-    let fetcher = JwksFetcher::new(Arc::new(JwksCache::new()), client(&ca));
-    let err = tokio::time::timeout(Duration::from_secs(10), fetcher.fetch(&uri))
-        .await
-        .expect("fetch finishes")
-        .map(|_| ())
-        .expect_err("oversized body");
-    assert!(
-        matches!(&err, JwksFetchError::Body { uri: u } if *u == uri),
-        "{err}"
-    );
-    // Just under the limit is accepted.
-    if let Ok(mut b) = body.lock() {
-        *b = Some(small);
-    }
-    let set = tokio::time::timeout(Duration::from_secs(10), fetcher.fetch(&uri))
-        .await
-        .expect("fetch finishes")
-        .expect("a document under 1 MiB loads");
-    assert_eq!(set.keys.len(), 1);
+    test_support::within(30, async move {
+        let ca = TestCa::new("example.org");
+        let key = TestJwtKey::generate(KeyKind::P256);
+        let big = json!({"keys": [key.jwk("k1")], "pad": "x".repeat(1 << 20)}).to_string();
+        let small =
+            json!({"keys": [key.jwk("k1")], "pad": "x".repeat((1 << 20) - 200)}).to_string();
+        assert!(small.len() <= 1 << 20);
+        let body = Arc::new(Mutex::new(Some(big)));
+        let port = serve(&ca, Arc::clone(&body)).await;
+        let uri = format!("https://localhost:{port}/jwks");
+        let fetcher = JwksFetcher::new(Arc::new(JwksCache::new()), client(&ca));
+        let err = tokio::time::timeout(Duration::from_secs(10), fetcher.fetch(&uri))
+            .await
+            .expect("fetch finishes")
+            .map(|_| ())
+            .expect_err("oversized body");
+        assert!(
+            matches!(&err, JwksFetchError::Body { uri: u } if *u == uri),
+            "{err}"
+        );
+        // Just under the limit is accepted.
+        if let Ok(mut b) = body.lock() {
+            *b = Some(small);
+        }
+        let set = tokio::time::timeout(Duration::from_secs(10), fetcher.fetch(&uri))
+            .await
+            .expect("fetch finishes")
+            .expect("a document under 1 MiB loads");
+        assert_eq!(set.keys.len(), 1);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn ra_2_jwks_refresh_loop_retries_until_the_server_recovers() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let ca = TestCa::new("example.org");
-    let key = TestJwtKey::generate(KeyKind::P256);
-    let body = Arc::new(Mutex::new(None));
-    let port = serve(&ca, Arc::clone(&body)).await;
-    let uri = format!("https://localhost:{port}/jwks");
-    let cache = Arc::new(JwksCache::new());
-    let failures = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&failures);
-    let fetcher =
-        JwksFetcher::new(Arc::clone(&cache), client(&ca)).refresh_every(Duration::from_secs(3600));
-    let task = tokio::spawn(fetcher.run(vec![uri.clone()], move |e| {
-        assert!(
-            matches!(e, JwksFetchError::Status { status: 500, .. }),
-            "{e}"
-        );
-        counted.fetch_add(1, Ordering::SeqCst);
-    }));
-    // The first round fails (500) and is reported.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while failures.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    test_support::within(30, async move {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let ca = TestCa::new("example.org");
+        let key = TestJwtKey::generate(KeyKind::P256);
+        let body = Arc::new(Mutex::new(None));
+        let port = serve(&ca, Arc::clone(&body)).await;
+        let uri = format!("https://localhost:{port}/jwks");
+        let cache = Arc::new(JwksCache::new());
+        let failures = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&failures);
+        let fetcher = JwksFetcher::new(Arc::clone(&cache), client(&ca))
+            .refresh_every(Duration::from_secs(3600));
+        let task = tokio::spawn(fetcher.run(vec![uri.clone()], move |e| {
+            assert!(
+                matches!(e, JwksFetchError::Status { status: 500, .. }),
+                "{e}"
+            );
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        // The first round fails (500) and is reported.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while failures.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the failed round is reported");
+        assert!(!cache.contains(&uri));
+        // The server recovers: the retry (1 s backoff, not the hour-long
+        // refresh interval) loads the set.
+        if let Ok(mut b) = body.lock() {
+            *b = Some(json!({"keys": [key.jwk("k1")]}).to_string());
         }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !cache.contains(&uri) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the retry loads the key set");
+        assert!(!task.is_finished(), "run keeps refreshing");
+        task.abort();
     })
     .await
-    .expect("the failed round is reported");
-    assert!(!cache.contains(&uri));
-    // The server recovers: the retry (1 s backoff, not the hour-long
-    // refresh interval) loads the set.
-    if let Ok(mut b) = body.lock() {
-        *b = Some(json!({"keys": [key.jwk("k1")]}).to_string());
-    }
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !cache.contains(&uri) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the retry loads the key set");
-    assert!(!task.is_finished(), "run keeps refreshing");
-    task.abort();
 }

@@ -224,6 +224,25 @@ fn x509_1_leaf_with_two_uris_is_rejected_with_cause() {
 }
 
 #[test]
+fn leaf_with_a_broken_signature_is_bad_signature() {
+    let f = fixture();
+    let v = client_verifier(&f, TrustPolicy::local_only(), authorizer::any());
+    let leaf = f.ca.leaf("spiffe://example.org/client");
+    // The last byte belongs to the signature's `s`: the certificate still
+    // parses, its signature no longer verifies under the CA's key.
+    let mut der = leaf.chain[0].to_vec();
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    let err = v
+        .verify_client_cert(&CertificateDer::from(der), &leaf.chain[1..], now())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature)
+    );
+}
+
+#[test]
 fn garbage_certificate_is_bad_encoding() {
     let f = fixture();
     let v = client_verifier(&f, TrustPolicy::local_only(), authorizer::any());
@@ -309,7 +328,12 @@ fn verifier_reads_bundle_rotation_per_handshake() {
     let v = client_verifier(&f, TrustPolicy::local_only(), authorizer::any());
     let new_ca = TestCa::new("example.org");
     let leaf = new_ca.leaf("spiffe://example.org/client");
-    assert!(verify_client(&v, &leaf).is_err());
+    assert_eq!(
+        verify_client(&v, &leaf),
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer
+        ))
+    );
     f.bundles.set(set_of([X509Bundle::new(
         "example.org".parse().unwrap(),
         vec![f.ca.root_cert(), new_ca.root_cert()],
@@ -330,8 +354,18 @@ fn only_verified_and_authorized_peers_are_recorded_for_the_connection() {
     let unauthorized = f.ca.leaf("spiffe://example.org/intruder");
     let foreign = TestCa::new("example.org").leaf("spiffe://example.org/client");
     verify_client(&v, &good).unwrap();
-    assert!(verify_client(&v, &unauthorized).is_err());
-    assert!(verify_client(&v, &foreign).is_err());
+    assert_eq!(
+        verify_client(&v, &unauthorized),
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::ApplicationVerificationFailure
+        ))
+    );
+    assert_eq!(
+        verify_client(&v, &foreign),
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer
+        ))
+    );
     let recorded = v.core.peers.get(&good.chain[0]).expect("the verified leaf");
     assert_eq!(recorded.spiffe_id().as_str(), "spiffe://example.org/client");
     assert_eq!(v.core.peers.get(&unauthorized.chain[0]), None);

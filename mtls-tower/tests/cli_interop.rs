@@ -56,90 +56,96 @@ async fn setup(name: &str) -> (Server, Dir) {
 
 #[tokio::test]
 async fn curl_with_client_svid_is_served_and_identified() {
-    let Some(curl) = binary("curl") else { return };
-    let (mut srv, dir) = setup("curl").await;
-    let out = Command::new(&curl)
-        .arg("--silent")
-        .arg("--show-error")
-        .arg("--cert")
-        .arg(dir.0.join("client.pem"))
-        .arg("--key")
-        .arg(dir.0.join("client.key"))
-        .arg("--cacert")
-        .arg(dir.0.join("ca.pem"))
-        .arg(format!("https://localhost:{}/", srv.addr.port()))
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), CLIENT);
+    test_support::within(60, async move {
+        let Some(curl) = binary("curl") else { return };
+        let (mut srv, dir) = setup("curl").await;
+        let out = Command::new(&curl)
+            .arg("--silent")
+            .arg("--show-error")
+            .arg("--cert")
+            .arg(dir.0.join("client.pem"))
+            .arg("--key")
+            .arg(dir.0.join("client.key"))
+            .arg("--cacert")
+            .arg(dir.0.join("ca.pem"))
+            .arg(format!("https://localhost:{}/", srv.addr.port()))
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), CLIENT);
 
-    // Without a client certificate the handshake is refused.
-    let out = Command::new(&curl)
-        .arg("--silent")
-        .arg("--cacert")
-        .arg(dir.0.join("ca.pem"))
-        .arg(format!("https://localhost:{}/", srv.addr.port()))
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = srv.errors.recv().await.unwrap();
-    let AcceptError::Handshake { source, .. } = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(
-        rustls_error(source),
-        Some(&rustls::Error::NoCertificatesPresented)
-    );
+        // Without a client certificate the handshake is refused.
+        let out = Command::new(&curl)
+            .arg("--silent")
+            .arg("--cacert")
+            .arg(dir.0.join("ca.pem"))
+            .arg(format!("https://localhost:{}/", srv.addr.port()))
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        let err = srv.errors.recv().await.unwrap();
+        let AcceptError::Handshake { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            rustls_error(source),
+            Some(&rustls::Error::NoCertificatesPresented)
+        );
+    })
+    .await
 }
 
 #[tokio::test]
 async fn openssl_s_client_verifies_server_and_is_identified() {
-    let Some(openssl) = binary("openssl") else {
-        return;
-    };
-    let (srv, dir) = setup("openssl").await;
-    let mut child = Command::new(&openssl)
-        .arg("s_client")
-        .arg("-connect")
-        .arg(format!("127.0.0.1:{}", srv.addr.port()))
-        .arg("-servername")
-        .arg("localhost")
-        .arg("-verify_return_error")
-        .arg("-CAfile")
-        .arg(dir.0.join("ca.pem"))
-        .arg("-cert")
-        .arg(dir.0.join("client.pem"))
-        .arg("-key")
-        .arg(dir.0.join("client.key"))
-        .arg("-alpn")
-        .arg("http/1.1")
-        .arg("-ign_eof")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Verify return code: 0 (ok)"), "{stdout}");
-    assert!(
-        stdout.contains("Protocol: TLSv1.3") || stdout.contains("TLSv1.3"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains(CLIENT),
-        "the server saw the client's SPIFFE ID: {stdout}"
-    );
+    test_support::within(60, async move {
+        let Some(openssl) = binary("openssl") else {
+            return;
+        };
+        let (srv, dir) = setup("openssl").await;
+        let mut child = Command::new(&openssl)
+            .arg("s_client")
+            .arg("-connect")
+            .arg(format!("127.0.0.1:{}", srv.addr.port()))
+            .arg("-servername")
+            .arg("localhost")
+            .arg("-verify_return_error")
+            .arg("-CAfile")
+            .arg(dir.0.join("ca.pem"))
+            .arg("-cert")
+            .arg(dir.0.join("client.pem"))
+            .arg("-key")
+            .arg(dir.0.join("client.key"))
+            .arg("-alpn")
+            .arg("http/1.1")
+            .arg("-ign_eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("Verify return code: 0 (ok)"), "{stdout}");
+        assert!(
+            stdout.contains("Protocol: TLSv1.3") || stdout.contains("TLSv1.3"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(CLIENT),
+            "the server saw the client's SPIFFE ID: {stdout}"
+        );
+    })
+    .await
 }

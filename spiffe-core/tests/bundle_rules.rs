@@ -115,8 +115,17 @@ fn bun_8_empty_bundle_trusts_nothing() {
     let ca = TestCa::new("example.org");
     let leaf = ca.leaf("spiffe://example.org/w");
     let set: BundleSet = [bundle].into_iter().collect();
+    let err =
+        spiffe_core::verify_x509_svid(&leaf.chain, &set, std::time::SystemTime::now()).unwrap_err();
     assert!(
-        spiffe_core::verify_x509_svid(&leaf.chain, &set, std::time::SystemTime::now()).is_err()
+        matches!(
+            err,
+            spiffe_core::VerifyError::Chain {
+                source: webpki::Error::UnknownIssuer,
+                ..
+            }
+        ),
+        "{err:?}"
     );
 }
 
@@ -143,9 +152,16 @@ fn bun_10_rotation_is_a_new_document_with_a_higher_sequence() {
         spiffe_core::verify_x509_svid(&leaf.chain, b.x509(), std::time::SystemTime::now())
     };
     assert!(verify(&v2).is_ok());
+    let err = verify(&v3).unwrap_err();
     assert!(
-        verify(&v3).is_err(),
-        "removing the old key revokes its SVIDs"
+        matches!(
+            err,
+            spiffe_core::VerifyError::Chain {
+                source: webpki::Error::UnknownIssuer,
+                ..
+            }
+        ),
+        "removing the old key revokes its SVIDs: {err:?}"
     );
 }
 
@@ -258,7 +274,11 @@ fn map_4_maps_load_whole_and_round_trip() {
     assert_eq!(again, set);
     // One bad bundle fails the whole map: nothing half-loaded.
     let doc = br#"{"trust_domains": {"a.org": {"keys": []}, "b.org": {"nokeys": []}}}"#;
-    assert!(BundleSet::from_bundle_map(doc).is_err());
+    let err = BundleSet::from_bundle_map(doc).unwrap_err();
+    assert!(
+        matches!(&err, BundleError::Malformed { reason } if reason.contains("`keys`")),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -147,6 +147,19 @@ fn td_3_stored_trust_domain_is_lowercase() {
     assert_eq!(t.id_str(), "spiffe://mixed.example");
 }
 
+/// The error for byte `b` at `position` of a trust domain: the URI
+/// delimiters have their own errors, every other byte is TD-4's.
+fn td_char_error(b: u8, position: usize) -> IdError {
+    match b {
+        b'#' => IdError::Fragment { position },
+        b'%' => IdError::PercentEncoded { position },
+        b'?' => IdError::Query { position },
+        b':' => IdError::Port,
+        b'@' => IdError::Userinfo,
+        _ => IdError::TrustDomainChar { byte: b, position },
+    }
+}
+
 #[test]
 fn td_4_trust_domain_charset_over_every_byte() {
     for b in 0u8..=255 {
@@ -155,7 +168,10 @@ fn td_4_trust_domain_charset_over_every_byte() {
         let Ok(s) = std::str::from_utf8(&name_bytes) else {
             // Non-UTF-8 bytes cannot appear in a &str; as chars they are
             // multi-byte and must fail.
-            assert!(td(&name).is_err(), "byte {b:#04x} as char must be rejected");
+            assert!(
+                matches!(td(&name), Err(IdError::TrustDomainChar { position: 1, .. })),
+                "byte {b:#04x} as char must be rejected"
+            );
             continue;
         };
         let allowed = b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b);
@@ -167,8 +183,9 @@ fn td_4_trust_domain_charset_over_every_byte() {
                 "byte {b:#04x} must be accepted in a trust domain: {r:?}"
             );
         } else {
-            assert!(
-                r.is_err(),
+            assert_eq!(
+                r,
+                Err(td_char_error(b, 1)),
                 "byte {b:#04x} must be rejected in a trust domain"
             );
         }
@@ -177,10 +194,13 @@ fn td_4_trust_domain_charset_over_every_byte() {
         if allowed || upper {
             assert!(id(&full).is_ok(), "byte {b:#04x} in an ID's trust domain");
         } else {
-            assert!(
-                id(&full).is_err() || b == b'/',
-                "byte {b:#04x} in an ID's trust domain"
-            );
+            if b != b'/' {
+                assert_eq!(
+                    id(&full),
+                    Err(td_char_error(b, 10)),
+                    "byte {b:#04x} in an ID's trust domain"
+                );
+            }
         }
     }
 }
@@ -200,8 +220,20 @@ fn td_5_percent_encoding_is_rejected() {
 #[test]
 fn td_6_ipv4_allowed_ipv6_literals_rejected() {
     assert!(td("10.0.0.1").is_ok());
-    assert!(td("[::1]").is_err());
-    assert!(id("spiffe://[::1]/a").is_err());
+    assert_eq!(
+        td("[::1]"),
+        Err(IdError::TrustDomainChar {
+            byte: b'[',
+            position: 0
+        })
+    );
+    assert_eq!(
+        id("spiffe://[::1]/a"),
+        Err(IdError::TrustDomainChar {
+            byte: b'[',
+            position: 9
+        })
+    );
 }
 
 #[test]
@@ -269,7 +301,7 @@ fn path_4_path_charset_over_every_byte() {
         let Ok(path) = std::str::from_utf8(&bytes) else {
             let s = format!("spiffe://example.org/a{}b", b as char);
             assert!(
-                id(&s).is_err(),
+                matches!(id(&s), Err(IdError::PathChar { position: 22, .. })),
                 "byte {b:#04x} as char must be rejected in a path"
             );
             continue;
@@ -281,7 +313,16 @@ fn path_4_path_charset_over_every_byte() {
         } else if b == b'/' {
             assert!(r.is_ok(), "`/` separates segments");
         } else {
-            assert!(r.is_err(), "byte {b:#04x} must be rejected in a path");
+            let expected = match b {
+                b'#' => IdError::Fragment { position: 22 },
+                b'%' => IdError::PercentEncoded { position: 22 },
+                b'?' => IdError::Query { position: 22 },
+                _ => IdError::PathChar {
+                    byte: b,
+                    position: 22,
+                },
+            };
+            assert_eq!(r, Err(expected), "byte {b:#04x} must be rejected in a path");
         }
     }
 }
@@ -310,7 +351,14 @@ fn trust_domain_accepts_spiffe_id_form_and_validates_it_whole() {
         "example.org"
     );
     assert_eq!(td("spiffe://example.org/a//b"), Err(IdError::EmptySegment));
-    assert!(td("example.org/path").is_err());
+    // Without the scheme, a path is no part of a trust domain name.
+    assert_eq!(
+        td("example.org/path"),
+        Err(IdError::TrustDomainChar {
+            byte: b'/',
+            position: 11
+        })
+    );
 }
 
 #[test]

@@ -14,12 +14,22 @@
 //!   belong to the leaf; we refuse it (as go-spiffe's `x509svid.Parse` does),
 //!   since such an SVID cannot complete a TLS handshake. Listed in
 //!   `KEY_DIFFERENCES`.
+//! - Chain verification: the `spiffe` crate 0.19 parses SVIDs and bundles
+//!   but has no chain verifier. `spiffe-rustls` 0.11 validates a peer's
+//!   chain with rustls's `WebPkiClientVerifier` over the roots of the
+//!   peer's bundle, then applies its own leaf checks (private, reachable
+//!   only through a Workload-API-fed handshake, which
+//!   mtls-tower/tests/spiffe_rustls_interop.rs covers). Here our
+//!   `verify_x509_svid` is compared with that chain step: the bundle parsed
+//!   by the `spiffe` crate, its roots given to `WebPkiClientVerifier`. Where
+//!   the verdicts differ it is because we apply the X509-SVID leaf rules
+//!   and webpki does not (`CHAIN_DIFFERENCES`).
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use spiffe_core::jwt::{JwtClaims, sign_jwt_svid};
-use spiffe_core::{JwtBundle, JwtSvid, PrivateKey, SpiffeId, TrustDomain, X509Svid};
+use spiffe_core::{JwtBundle, JwtSvid, PrivateKey, SpiffeId, TrustDomain, X509Error, X509Svid};
 use test_support::{
     CaSpec, ExtendedKeyUsagePurpose as Eku, KeyKind, KeyUsagePurpose as Ku, Leaf, LeafSpec, TestCa,
     TestJwtKey,
@@ -110,8 +120,11 @@ fn trust_domains_get_the_same_verdict() {
 }
 
 fn fixtures() -> Vec<(&'static str, Leaf)> {
+    fixtures_of(&TestCa::new("example.org"))
+}
+
+fn fixtures_of(ca: &TestCa) -> Vec<(&'static str, Leaf)> {
     const ID: &str = "spiffe://example.org/ns/default/sa/web";
-    let ca = TestCa::new("example.org");
     let inter_not_ca = ca.intermediate(CaSpec {
         is_ca: false,
         ..CaSpec::new("example.org")
@@ -179,9 +192,6 @@ fn fixtures() -> Vec<(&'static str, Leaf)> {
     ]
 }
 
-/// Cases where the verdicts differ on purpose (see the module docs).
-const EKU_DIFFERENCES: &[&str] = &["server-only EKU"];
-
 /// Fixtures we refuse and the `spiffe` crate accepts (see the module docs).
 const KEY_DIFFERENCES: &[&str] = &["key mismatch"];
 
@@ -192,7 +202,7 @@ fn x509_svids_get_the_same_verdict() {
         let theirs = spiffe::X509Svid::parse_from_der(&leaf.chain_der(), &leaf.key_der);
         if KEY_DIFFERENCES.contains(&name) {
             assert!(
-                ours.is_err() && theirs.is_ok(),
+                matches!(ours, Err(X509Error::KeyMismatch)) && theirs.is_ok(),
                 "documented difference changed: {name}"
             );
             continue;
@@ -214,9 +224,91 @@ fn x509_svids_get_the_same_verdict() {
 fn x509_documented_difference_eku_purposes() {
     let ca = TestCa::new("example.org");
     let leaf = ca.leaf_with(LeafSpec::new("spiffe://example.org/w").eku(vec![Eku::ServerAuth]));
-    assert_eq!(EKU_DIFFERENCES, ["server-only EKU"]);
-    assert!(X509Svid::from_der(&leaf.chain_der(), &leaf.key_der).is_err());
+    assert_eq!(
+        X509Svid::from_der(&leaf.chain_der(), &leaf.key_der).unwrap_err(),
+        X509Error::LeafEku
+    );
     assert!(spiffe::X509Svid::parse_from_der(&leaf.chain_der(), &leaf.key_der).is_ok());
+}
+
+/// Fixtures whose chains we refuse and webpki (the chain step of
+/// `spiffe-rustls`) accepts: each breaks an X509-SVID leaf rule that is not
+/// a path-validation rule.
+const CHAIN_DIFFERENCES: &[&str] = &[
+    "leaf with keyCertSign",
+    "leaf with cRLSign",
+    "leaf without digitalSignature",
+    "leaf without keyUsage",
+    "two URI SANs",
+    "no URI SAN",
+    "root-path ID",
+];
+
+/// The fixtures, plus chains that only path validation can refuse.
+fn chain_fixtures(ca: &TestCa) -> Vec<(&'static str, Leaf)> {
+    const ID: &str = "spiffe://example.org/ns/default/sa/web";
+    let mut all = fixtures_of(ca);
+    all.push(("signed by another CA", TestCa::new("example.org").leaf(ID)));
+    let mut broken = ca.leaf(ID);
+    let mut der = broken.chain[0].to_vec();
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    broken.chain[0] = der.into();
+    all.push(("broken signature", broken));
+    all.push((
+        "not yet valid",
+        ca.leaf_with(LeafSpec::new(ID).valid(time::Duration::hours(1), time::Duration::hours(2))),
+    ));
+    all
+}
+
+#[test]
+fn x509_chains_get_the_same_verification_verdict_as_webpki_over_their_bundle() {
+    let ca = TestCa::new("example.org");
+    let root = ca.root_cert();
+    let ours_bundle =
+        spiffe_core::X509Bundle::new("example.org".parse().unwrap(), vec![root.clone()]).unwrap();
+    let theirs_bundle = spiffe::X509Bundle::parse_from_der(
+        spiffe::TrustDomain::new("example.org").unwrap(),
+        root.as_ref(),
+    )
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for authority in theirs_bundle.authorities() {
+        roots
+            .add(rustls_pki_types::CertificateDer::from(
+                authority.as_ref().to_vec(),
+            ))
+            .unwrap();
+    }
+    let theirs = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+    .build()
+    .unwrap();
+    let mut differences = Vec::new();
+    for (name, leaf) in chain_fixtures(&ca) {
+        let ours = spiffe_core::verify_x509_svid(&leaf.chain, &ours_bundle, SystemTime::now());
+        let their = theirs.verify_client_cert(
+            &leaf.chain[0],
+            &leaf.chain[1..],
+            rustls_pki_types::UnixTime::now(),
+        );
+        match (&ours, &their) {
+            (Ok(id), Ok(_)) => assert_eq!(id.as_str(), "spiffe://example.org/ns/default/sa/web"),
+            (Err(_), Ok(_)) => differences.push(name),
+            (Ok(_), Err(e)) => panic!("{name}: we accept a chain webpki refuses ({e:?})"),
+            (Err(o), Err(t)) => {
+                // Where webpki refuses, our refusal comes from the same step.
+                assert!(
+                    matches!(o, spiffe_core::VerifyError::Chain { .. }),
+                    "{name}: ours {o:?}, webpki {t:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(differences, CHAIN_DIFFERENCES);
 }
 
 fn their_bundle_set(ours: &JwtBundle) -> spiffe::JwtBundleSet {
@@ -250,11 +342,19 @@ fn jwt_svids_signed_by_us_validate_in_the_spiffe_crate() {
                 .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
         assert_eq!(theirs.spiffe_id().to_string(), "spiffe://example.org/w");
         // Both refuse the wrong audience.
-        assert!(
+        let theirs =
             spiffe::JwtSvid::parse_and_validate(&token, &their_bundle_set(&ours), &["other"])
-                .is_err()
+                .unwrap_err();
+        assert!(
+            matches!(&theirs, spiffe::JwtSvidError::InvalidToken(e)
+                if e.kind() == spiffe::JwtVerificationErrorKind::AudienceMismatch),
+            "{kind:?}: {theirs:?}"
         );
-        assert!(JwtSvid::validate(&token, &ours, "other", SystemTime::now()).is_err());
+        let ours = JwtSvid::validate(&token, &ours, "other", SystemTime::now()).unwrap_err();
+        assert!(
+            matches!(&ours, spiffe_core::JwtError::AudienceMismatch { expected } if expected == "other"),
+            "{kind:?}: {ours:?}"
+        );
     }
 }
 
@@ -291,9 +391,18 @@ fn jwt_svids_signed_by_jsonwebtoken_validate_in_ours_and_theirs() {
         &jsonwebtoken::EncodingKey::from_ec_der(other.pkcs8()),
     )
     .unwrap();
-    assert!(JwtSvid::validate(&forged, &ours, "api", SystemTime::now()).is_err());
+    let our_err = JwtSvid::validate(&forged, &ours, "api", SystemTime::now()).unwrap_err();
     assert!(
-        spiffe::JwtSvid::parse_and_validate(&forged, &their_bundle_set(&ours), &["api"]).is_err()
+        matches!(our_err, spiffe_core::JwtError::BadSignature),
+        "{our_err:?}"
+    );
+    let their_err =
+        spiffe::JwtSvid::parse_and_validate(&forged, &their_bundle_set(&ours), &["api"])
+            .unwrap_err();
+    assert!(
+        matches!(&their_err, spiffe::JwtSvidError::InvalidToken(e)
+            if e.kind() == spiffe::JwtVerificationErrorKind::InvalidSignature),
+        "{their_err:?}"
     );
 }
 

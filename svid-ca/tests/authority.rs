@@ -172,7 +172,17 @@ fn bun_10_forced_prepare_activate_taint_revoke() {
     // Tainted keys still verify until revoked.
     verify_x509_svid(&first.chain, ca.bundle().x509(), now).unwrap();
     ca.revoke(SlotKind::X509, &first.authority_id).unwrap();
-    assert!(verify_x509_svid(&first.chain, ca.bundle().x509(), now).is_err());
+    let err = verify_x509_svid(&first.chain, ca.bundle().x509(), now).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            spiffe_core::VerifyError::Chain {
+                source: webpki::Error::UnknownIssuer,
+                ..
+            }
+        ),
+        "the revoked key's SVID no longer chains to the bundle: {err:?}"
+    );
     verify_x509_svid(&second.chain, ca.bundle().x509(), now).unwrap();
     assert!(matches!(
         ca.revoke(SlotKind::X509, "nope"),
@@ -189,7 +199,11 @@ fn bun_10_jwt_13_revoked_jwt_key_leaves_the_bundle() {
     ca.taint(SlotKind::Jwt, old.kid()).unwrap();
     ca.revoke(SlotKind::Jwt, old.kid()).unwrap();
     assert!(ca.bundle().jwt().key(old.kid()).is_none());
-    assert!(JwtSvid::validate(old.token(), ca.bundle().jwt(), "x", ca.now()).is_err());
+    let err = JwtSvid::validate(old.token(), ca.bundle().jwt(), "x", ca.now()).unwrap_err();
+    assert!(
+        matches!(&err, spiffe_core::JwtError::UnknownKid { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]

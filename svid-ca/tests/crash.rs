@@ -171,6 +171,7 @@ fn run_and_kill(dir: &Path, after: usize) -> Reported {
 
 #[test]
 fn crash_sigkill_at_several_points_loses_no_committed_change() {
+    let _limit = test_support::time_limit(180);
     let dir = tempfile::tempdir().unwrap();
     let mut entries: Vec<String> = Vec::new();
     let mut unreported = 0;

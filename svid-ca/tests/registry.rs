@@ -92,7 +92,10 @@ fn invalid_entries_are_rejected_with_specific_errors() {
     ] {
         assert_eq!(bad.parse::<Selector>(), Err(why), "{bad}");
     }
-    assert!(EntryId::new("../etc").is_err());
+    assert_eq!(
+        EntryId::new("../etc").unwrap_err(),
+        svid_ca::EntryIdError::InvalidCharacter
+    );
     let e = entry("/w", "/node/n1", &["unix:uid:1"]);
     let dup = e.clone();
     r.create(e).unwrap();

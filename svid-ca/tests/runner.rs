@@ -48,7 +48,17 @@ async fn bun_10_rotation_task_rotates_on_schedule_with_paused_time() {
     let now = ca.now();
     assert!(now >= start() + Duration::from_secs(20 * 3600));
     // The first SVID expired long ago (1 h TTL); a fresh one verifies.
-    assert!(verify_x509_svid(first.chain(), ca.bundle().x509(), now).is_err());
+    let err = verify_x509_svid(first.chain(), ca.bundle().x509(), now).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            spiffe_core::VerifyError::Chain {
+                source: webpki::Error::CertExpired { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let fresh = ca.issue_x509_svid(&ent("/w")).unwrap();
     verify_x509_svid(fresh.chain(), ca.bundle().x509(), now).unwrap();
     assert_eq!(ca.rotation_failures(), 0);

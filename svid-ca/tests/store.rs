@@ -302,7 +302,15 @@ fn failed_store_write_changes_nothing() {
         vec!["unix:uid:1".parse().unwrap()],
     )
     .unwrap();
-    assert!(reg.create(e.clone()).is_err());
+    let err = reg.create(e.clone()).unwrap_err();
+    // The store's own failure, passed on: nothing was created.
+    assert!(
+        matches!(
+            &err,
+            svid_ca::EntryError::Store(svid_ca::StoreError::Corrupt { what }) if *what == "injected"
+        ),
+        "{err:?}"
+    );
     assert!(reg.get(&e.id).is_none());
     store.fail.store(false, Ordering::SeqCst);
     reg.create(e).unwrap();

@@ -13,6 +13,12 @@ use svid_ca::{CertificateAuthority, ManualClock, SlotKind, SqliteStore, StoreErr
 
 const DIR_VAR: &str = "SVID_CA_LOCK_DIR";
 
+/// Held while a child is spawned, and while a test drops and reopens a
+/// store: between fork and exec a child holds copies of every descriptor
+/// of this process, the store's lock file included, so a reopen in that
+/// window would see the lock still held (seen once as a flaky failure).
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
@@ -108,6 +114,9 @@ fn second_open_in_the_same_process_is_refused_until_the_first_is_dropped() {
     // and it keeps working.
     assert_eq!(key_files(dir.path()), keys);
     ca.prepare(SlotKind::Jwt).unwrap();
+    let _no_fork = SPAWNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     drop(ca);
     let reopened = SqliteStore::open(dir.path()).unwrap();
     drop(reopened);
@@ -128,6 +137,9 @@ fn lock_child_opener() {
 }
 
 fn run_child(dir: &Path) -> String {
+    let spawning = SPAWNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -141,6 +153,8 @@ fn run_child(dir: &Path) -> String {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // `spawn` returns after the child's exec: its copies are closed.
+    drop(spawning);
     // Fail, not hang, if the child never finishes.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
@@ -159,6 +173,7 @@ fn run_child(dir: &Path) -> String {
 
 #[test]
 fn second_process_opening_the_store_is_refused() {
+    let _limit = test_support::time_limit(30);
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
     let ca = CertificateAuthority::builder(config())

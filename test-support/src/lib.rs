@@ -13,10 +13,12 @@
 
 mod ca;
 mod jwt;
+mod limit;
 mod peer;
 
 pub use ca::{CaSpec, KeyKind, Leaf, LeafSpec, TestCa};
 pub use jwt::{TestJwtKey, sign_raw};
+pub use limit::{TimeLimit, time_limit, within};
 pub use peer::{find_binary, require_binary, skip};
 pub use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
 

@@ -179,3 +179,57 @@ pub fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
     }
     None
 }
+
+/// Completes a TLS handshake with `config` against the server at `addr`
+/// and reads, through rustls directly (so no HTTP client races the read
+/// and loses the alert), and returns the TLS error this side ended with as
+/// rustls displays it: its own verdict, or the alert the server sent when
+/// it refused our certificate (in TLS 1.3 the client learns of that on its
+/// first read). Compare with [`alert`]. Panics if the server answers.
+pub async fn refused_handshake(config: &mtls_tower::MtlsClientConfig, addr: SocketAddr) -> String {
+    use tokio::io::AsyncReadExt;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the server listens");
+    let connector = tokio_rustls::TlsConnector::from(config.rustls().clone());
+    let err = match connector
+        .connect("localhost".try_into().expect("a valid name"), tcp)
+        .await
+    {
+        Err(e) => e,
+        Ok(mut tls) => {
+            let mut buf = [0u8; 64];
+            match tls.read(&mut buf).await {
+                Ok(n) => panic!("the server answered ({n} bytes)"),
+                Err(e) => e,
+            }
+        }
+    };
+    tls_failure(&err).unwrap_or_else(|| panic!("no TLS error in {err:?}"))
+}
+
+/// How rustls words a fatal alert received from the peer.
+pub fn alert(description: rustls::AlertDescription) -> String {
+    rustls::Error::AlertReceived(description).to_string()
+}
+
+/// The TLS error in an error chain, as rustls displays it: a typed
+/// `rustls::Error`, or an I/O error of kind `InvalidData` whose text is a
+/// received alert.
+pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(r) = rustls_error(e) {
+        return Some(r.to_string());
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::InvalidData
+            && let Some(inner) = io.get_ref()
+            && inner.to_string().starts_with("received fatal alert: ")
+        {
+            return Some(inner.to_string());
+        }
+        cur = err.source();
+    }
+    None
+}

@@ -68,8 +68,17 @@ mod tests {
         // A leaf from another CA of the same trust domain proves nothing.
         let other = test_support::TestCa::new("example.org");
         let forged = other.leaf("spiffe://example.org/ns/default/sa/web");
+        let err = super::super::verify_x509_svid_full(&forged.chain, &bundle, SystemTime::now())
+            .unwrap_err();
         assert!(
-            super::super::verify_x509_svid_full(&forged.chain, &bundle, SystemTime::now()).is_err()
+            matches!(
+                err,
+                crate::VerifyError::Chain {
+                    source: webpki::Error::UnknownIssuer,
+                    ..
+                }
+            ),
+            "{err:?}"
         );
     }
 }
