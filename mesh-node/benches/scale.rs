@@ -308,6 +308,38 @@ fn raw_sign_rate(threads: usize, secs: u64) -> BenchResult<f64> {
     Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Raw P-256 ECDSA verifications per second (one thread, `secs` seconds):
+/// the server also verifies each CSR's signature (proof of possession).
+fn raw_verify_rate(secs: u64) -> BenchResult<f64> {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+        .map_err(|e| format!("P-256 key generation: {e}"))?;
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref())
+        .map_err(|e| format!("P-256 key: {e}"))?;
+    let msg = [0x5au8; 300];
+    let sig = key
+        .sign(&rng, &msg)
+        .map_err(|e| format!("P-256 signing: {e}"))?;
+    let public = aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+        aws_lc_rs::signature::KeyPair::public_key(&key)
+            .as_ref()
+            .to_vec(),
+    );
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let mut n = 0u64;
+    while Instant::now() < end {
+        for _ in 0..64 {
+            public
+                .verify(&msg, sig.as_ref())
+                .map_err(|e| format!("P-256 verify: {e}"))?;
+        }
+        n += 64;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -479,6 +511,9 @@ async fn main() -> BenchResult<()> {
     // Raw signing, with the server idle.
     let raw_1 = tokio::task::spawn_blocking(|| raw_sign_rate(1, 2)).await??;
     let raw_all = tokio::task::spawn_blocking(move || raw_sign_rate(cores, 2)).await??;
+    let raw_verify = tokio::task::spawn_blocking(|| raw_verify_rate(2)).await??;
+    // Per SVID the server signs once and verifies the CSR once.
+    let floor = cores as f64 / (1.0 / raw_1 + 1.0 / raw_verify);
     let ratio = 100.0 * sign_rate / raw_all;
     let ratio_1 = 100.0 * sign_rate / raw_1;
     let load_after = load_average();
@@ -534,6 +569,12 @@ async fn main() -> BenchResult<()> {
         met(ratio >= 50.0)
     );
     println!("| Node API signing / raw (1 thread) | {ratio_1:.0} % | |");
+    println!("| Raw P-256 ECDSA verifications (aws-lc-rs, 1 thread) | {raw_verify:.0} /s | |");
+    println!("| Crypto ceiling, 1 sign + 1 verify per SVID, {cores} threads | {floor:.0} /s | |");
+    println!(
+        "| Node API signing / crypto ceiling | {:.0} % | |",
+        100.0 * sign_rate / floor
+    );
     println!(
         "| Server RSS idle at start | {:.1} MiB | |",
         rss_idle as f64 / 1024.0
