@@ -106,6 +106,16 @@ impl AgentCache {
         self.bump();
     }
 
+    /// Withdraws every entry and SVID (the node was refused); the bundle
+    /// stays.
+    pub(crate) fn withdraw_all(&self) {
+        let mut s = self.write();
+        s.entries.clear();
+        s.svids.clear();
+        drop(s);
+        self.bump();
+    }
+
     /// Sets the trust domain's bundle (from disk, before the first sync).
     pub(crate) fn set_bundle(&self, bundle: SpiffeBundle) {
         self.write().bundle = Some(bundle);
@@ -299,12 +309,15 @@ mod tests {
     #[test]
     fn a_changed_entry_keeps_its_svid_until_re_signed_unless_its_identity_changed() {
         let ca = test_support::TestCa::new("example.org");
-        let leaf = ca.leaf("spiffe://example.org/web");
-        let svid = X509Svid::new(
-            leaf.chain,
-            PrivateKey::from_pkcs8_der(&leaf.key_der).unwrap(),
-        )
-        .unwrap();
+        let svid_for = |path: &str| {
+            let leaf = ca.leaf(&format!("spiffe://example.org/{path}"));
+            X509Svid::new(
+                leaf.chain,
+                PrivateKey::from_pkcs8_der(&leaf.key_der).unwrap(),
+            )
+            .unwrap()
+        };
+        let svid = svid_for("web");
         let uid = Selector::new("unix", "uid:0").unwrap();
         let caller: workload_api::Selectors = [uid.clone()].into_iter().collect();
         let entry = RegistrationEntry::new(
@@ -335,5 +348,12 @@ mod tests {
         cache.apply(update(false, vec![other]));
         assert!(cache.identity(&caller).svids.is_empty());
         assert_eq!(due(&cache), None);
+
+        // A refused node's workloads lose everything.
+        cache.put_svids(vec![(entry.id.clone(), svid_for("other"))]);
+        assert_eq!(cache.svid_count(), 1);
+        cache.withdraw_all();
+        assert_eq!((cache.entry_count(), cache.svid_count()), (0, 0));
+        assert!(cache.identity(&caller).svids.is_empty());
     }
 }
