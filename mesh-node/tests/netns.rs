@@ -268,11 +268,14 @@ async fn a_server_and_two_agents_on_three_hosts() {
     );
     eprintln!("entries to SVIDs at the workloads of both hosts: {took:?}");
     if let Some(py) = &py {
+        // The same client as root gets root's identity: the uid decides.
         for (host, name) in [(&hosts[0], "a"), (&hosts[1], "b")] {
-            let v = py.fetch(&host.socket, OTHER_UID);
-            assert_eq!(ids(&v), [format!("spiffe://{TD}/{name}-user")], "{v}");
-            assert_eq!(v["trust_domains"], serde_json::json!([TD]), "{v}");
-            assert_eq!(v["authorities"], 1, "{v}");
+            for (uid, who) in [(OTHER_UID, "user"), (0, "root")] {
+                let v = py.fetch(&host.socket, uid);
+                assert_eq!(ids(&v), [format!("spiffe://{TD}/{name}-{who}")], "{v}");
+                assert_eq!(v["trust_domains"], serde_json::json!([TD]), "{v}");
+                assert_eq!(v["authorities"], 1, "{v}");
+            }
         }
     }
 

@@ -44,8 +44,24 @@ pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Kills what still runs in `ns` (only ever a namespace this test named),
+/// then deletes it.
+fn remove(ns: &str) -> Result<(), String> {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").arg("-KILL").args(&pids).status();
+        }
+    }
+    ip(&["netns", "del", ns])
+}
+
 /// Deletes namespaces an earlier run of this test left behind when it was
-/// killed outright: names `mn<pid>…` whose pid no longer runs.
+/// killed outright (names `mn<pid>…` whose pid no longer runs), with the
+/// processes it had started in them.
 fn remove_stale() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
@@ -63,7 +79,7 @@ fn remove_stale() {
             continue;
         }
         if !std::path::Path::new("/proc").join(&digits).exists() {
-            let _ = ip(&["netns", "del", name]);
+            let _ = remove(name);
         }
     }
 }
@@ -131,15 +147,16 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        // Deleting a namespace deletes its veth ends, and with them their
-        // peers.
+        // The callers' `Proc`s have killed their processes by now; anything
+        // left is killed here. Deleting a namespace deletes its veth ends,
+        // and with them their peers.
         for ns in self
             .agents
             .iter()
             .map(|(ns, _)| ns)
             .chain(std::iter::once(&self.server))
         {
-            if let Err(e) = ip(&["netns", "del", ns]) {
+            if let Err(e) = remove(ns) {
                 eprintln!("cleanup: {e}");
             }
         }
