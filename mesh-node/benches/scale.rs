@@ -232,6 +232,7 @@ async fn attest(port: u16, bundle: &SpiffeBundle, token: String) -> BenchResult<
         node_svid: node_svid.clone(),
         bundles: trust,
         provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        insecure_bootstrap: false,
     })?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let csr = CertificateParams::default().serialize_request(&key)?;

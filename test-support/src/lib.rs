@@ -15,11 +15,13 @@ mod ca;
 mod jwt;
 mod limit;
 mod peer;
+mod python;
 
 pub use ca::{CaSpec, KeyKind, Leaf, LeafSpec, TestCa};
 pub use jwt::{TestJwtKey, sign_raw};
 pub use limit::{TimeLimit, time_limit, within};
 pub use peer::{find_binary, require_binary, skip};
+pub use python::{PY_SPIFFE, py_spiffe_venv, run_bounded};
 pub use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
 
 /// Encodes bytes as a PEM block of the given label.

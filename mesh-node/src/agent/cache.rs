@@ -74,8 +74,11 @@ impl AgentCache {
     }
 
     /// Applies one sync message: replaces everything on a full one,
-    /// otherwise adds, changes and removes. SVIDs of removed or changed
-    /// entries are dropped (a changed entry may name another identity).
+    /// otherwise adds, changes and removes. SVIDs of removed entries are
+    /// dropped, and so are those of changed entries that name another
+    /// identity; a changed entry that names the same identity keeps
+    /// serving its SVID until the new one is signed (it is due at once),
+    /// so open streams see a rotation, never a gap.
     pub(crate) fn apply(&self, update: crate::node_api::SyncUpdate) {
         let mut s = self.write();
         if update.full {
@@ -83,14 +86,14 @@ impl AgentCache {
             s.svids.retain(|id, _| keep.contains_key(id));
             let old = std::mem::take(&mut s.entries);
             for (id, e) in &old {
-                if keep.get(id).is_some_and(|n| **n != **e) {
-                    s.svids.remove(id);
+                if let Some(n) = keep.get(id) {
+                    changed(&mut s.svids, e, n);
                 }
             }
         }
         for e in update.entries {
-            if s.entries.get(&e.id).is_some_and(|old| **old != e) {
-                s.svids.remove(&e.id);
+            if let Some(old) = s.entries.get(&e.id).cloned() {
+                changed(&mut s.svids, &old, &e);
             }
             s.entries.insert(e.id.clone(), Arc::new(e));
         }
@@ -110,6 +113,16 @@ impl AgentCache {
                 .map(|b| (b.trust_domain().clone(), b))
                 .collect();
         }
+        drop(s);
+        self.bump();
+    }
+
+    /// Withdraws every entry and SVID (the node was refused); the bundle
+    /// stays.
+    pub(crate) fn withdraw_all(&self) {
+        let mut s = self.write();
+        s.entries.clear();
+        s.svids.clear();
         drop(s);
         self.bump();
     }
@@ -162,6 +175,25 @@ impl AgentCache {
     /// How many entries are known.
     pub fn entry_count(&self) -> usize {
         self.read().entries.len()
+    }
+}
+
+/// `old` became `new`: its SVID is re-signed at once, and withdrawn now if
+/// it names another identity.
+fn changed(
+    svids: &mut HashMap<EntryId, CachedSvid>,
+    old: &RegistrationEntry,
+    new: &RegistrationEntry,
+) {
+    if old == new {
+        return;
+    }
+    if old.spiffe_id == new.spiffe_id {
+        if let Some((_, due)) = svids.get_mut(&new.id) {
+            *due = SystemTime::UNIX_EPOCH;
+        }
+    } else {
+        svids.remove(&new.id);
     }
 }
 
@@ -219,5 +251,121 @@ impl IdentityProvider for AgentCache {
                 MintError::Unavailable
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::future::BoxFuture;
+    use spiffe_core::{PrivateKey, Selector};
+
+    use super::*;
+    use crate::node_api::{Attested, NodeApiError, SignOutcome, SyncStream, SyncUpdate};
+
+    struct NoServer;
+
+    fn unavailable<T: Send + 'static>() -> BoxFuture<'static, Result<T, NodeApiError>> {
+        Box::pin(async { Err(NodeApiError::Unavailable("no server in this test".into())) })
+    }
+
+    impl NodeApi for NoServer {
+        fn attest(
+            &self,
+            _: &str,
+            _: Vec<u8>,
+            _: Vec<u8>,
+        ) -> BoxFuture<'static, Result<Attested, NodeApiError>> {
+            unavailable()
+        }
+        fn renew_node(
+            &self,
+            _: Vec<u8>,
+        ) -> BoxFuture<'static, Result<Vec<rustls_pki_types::CertificateDer<'static>>, NodeApiError>>
+        {
+            unavailable()
+        }
+        fn sync(&self) -> BoxFuture<'static, Result<SyncStream, NodeApiError>> {
+            unavailable()
+        }
+        fn sign_workloads(
+            &self,
+            _: Vec<(EntryId, Vec<u8>)>,
+        ) -> BoxFuture<'static, Result<Vec<(EntryId, SignOutcome)>, NodeApiError>> {
+            unavailable()
+        }
+        fn mint_jwt_svid(
+            &self,
+            _: EntryId,
+            _: Vec<String>,
+        ) -> BoxFuture<'static, Result<String, NodeApiError>> {
+            unavailable()
+        }
+    }
+
+    fn update(full: bool, entries: Vec<RegistrationEntry>) -> SyncUpdate {
+        SyncUpdate {
+            revision: 1,
+            full,
+            entries,
+            removed: Vec::new(),
+            bundle: None,
+            federated: None,
+            policy: None,
+        }
+    }
+
+    fn id(s: &str) -> SpiffeId {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_changed_entry_keeps_its_svid_until_re_signed_unless_its_identity_changed() {
+        let ca = test_support::TestCa::new("example.org");
+        let svid_for = |path: &str| {
+            let leaf = ca.leaf(&format!("spiffe://example.org/{path}"));
+            X509Svid::new(
+                leaf.chain,
+                PrivateKey::from_pkcs8_der(&leaf.key_der).unwrap(),
+            )
+            .unwrap()
+        };
+        let svid = svid_for("web");
+        let uid = Selector::new("unix", "uid:0").unwrap();
+        let caller: workload_api::Selectors = [uid.clone()].into_iter().collect();
+        let entry = RegistrationEntry::new(
+            id("spiffe://example.org/web"),
+            id("spiffe://example.org/node"),
+            vec![uid],
+        )
+        .unwrap();
+        let cache = AgentCache::new(Arc::new(NoServer));
+        cache.apply(update(true, vec![entry.clone()]));
+        cache.put_svids(vec![(entry.id.clone(), svid)]);
+        let due = |cache: &AgentCache| cache.entries()[0].1.as_ref().map(|(_, due)| *due);
+        assert!(due(&cache).unwrap() > SystemTime::now());
+
+        // A new hint: the SVID stays, with the new hint, and is due now.
+        for full in [false, true] {
+            let hint = format!("new-{full}");
+            cache.apply(update(full, vec![entry.clone().with_hint(hint.clone())]));
+            let got = cache.identity(&caller);
+            assert_eq!(got.svids.len(), 1, "full: {full}");
+            assert_eq!(got.svids[0].hint.as_deref(), Some(hint.as_str()));
+            assert!(due(&cache).unwrap() <= SystemTime::now(), "full: {full}");
+        }
+
+        // Another identity: the old SVID is withdrawn at once.
+        let mut other = entry.clone();
+        other.spiffe_id = id("spiffe://example.org/other");
+        cache.apply(update(false, vec![other]));
+        assert!(cache.identity(&caller).svids.is_empty());
+        assert_eq!(due(&cache), None);
+
+        // A refused node's workloads lose everything.
+        cache.put_svids(vec![(entry.id.clone(), svid_for("other"))]);
+        assert_eq!(cache.svid_count(), 1);
+        cache.withdraw_all();
+        assert_eq!((cache.entry_count(), cache.svid_count()), (0, 0));
+        assert!(cache.identity(&caller).svids.is_empty());
     }
 }

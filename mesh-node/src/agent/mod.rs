@@ -382,6 +382,8 @@ impl Agent {
                 self.metrics.error("refused");
                 tracing::error!(%reason, "the server refused this node");
                 self.set_health(AgentHealth::Refused { reason });
+                // A node the server no longer trusts vouches for nobody.
+                self.cache.withdraw_all();
                 self.try_reattest().await;
             }
             other => {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +27,31 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `mesh-node`, run directly or, with `netns`, through `ip netns exec`
+/// (which execs it, so the child is `mesh-node` itself).
+pub(crate) fn command(netns: Option<&str>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, BIN]);
+            cmd
+        }
+        None => Command::new(BIN),
+    }
+}
+
+/// Waits until `socket` accepts connections, failing the test at once if
+/// `proc` exits first.
+pub(crate) fn wait_for_socket(proc: &mut Proc, socket: &Path) {
+    let what = format!("the {}'s socket {}", proc.name, socket.display());
+    wait_until(&what, 30, || {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!("the {} exited ({status}) before serving", proc.name);
+        }
+        std::os::unix::net::UnixStream::connect(socket).is_ok()
+    });
 }
 
 /// A free loopback TCP port.
@@ -70,25 +97,39 @@ pub(crate) struct Server {
     pub(crate) proc: Proc,
     pub(crate) dir: PathBuf,
     pub(crate) port: u16,
+    /// The node API address agents dial, `host:port`.
+    pub(crate) address: String,
 }
 
 /// Starts `mesh-node server` on a free port with state in `dir`.
 pub(crate) fn start_server(dir: &Path, port: u16) -> Server {
-    start_server_with(dir, port, "")
+    start_server_in(dir, &format!("127.0.0.1:{port}"), None, "")
 }
 
 /// Starts `mesh-node server` with `extra` top-level TOML in its config.
 pub(crate) fn start_server_with(dir: &Path, port: u16, extra: &str) -> Server {
+    start_server_in(dir, &format!("127.0.0.1:{port}"), None, extra)
+}
+
+/// Starts `mesh-node server` with its node API on `listen`, inside the
+/// network namespace `netns` if given, with state in `dir` and `extra`
+/// top-level TOML in its config.
+pub(crate) fn start_server_in(
+    dir: &Path,
+    listen: &str,
+    netns: Option<&str>,
+    extra: &str,
+) -> Server {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("server.toml");
     std::fs::write(
         &config,
         format!(
-            "trust_domain = \"example.org\"\nnode_api_listen = \"127.0.0.1:{port}\"\n{extra}\n[ca]\nx509_svid_ttl = \"1h\"\n"
+            "trust_domain = \"example.org\"\nnode_api_listen = \"{listen}\"\n{extra}\n[ca]\nx509_svid_ttl = \"1h\"\n"
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
+    let child = command(netns)
         .args(["server", "--config"])
         .arg(&config)
         .arg("--data-dir")
@@ -98,18 +139,21 @@ pub(crate) fn start_server_with(dir: &Path, port: u16, extra: &str) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let server = Server {
+    let port = listen
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("listen is host:port");
+    let mut server = Server {
         proc: Proc {
             child,
             name: "server",
         },
         dir: dir.join("data"),
         port,
+        address: listen.to_owned(),
     };
     let sock = server.dir.join("admin.sock");
-    wait_until("the server's admin socket", 30, || {
-        std::os::unix::net::UnixStream::connect(&sock).is_ok()
-    });
+    wait_for_socket(&mut server.proc, &sock);
     server
 }
 
@@ -127,37 +171,62 @@ pub(crate) fn start_agent(
     bundle: &Path,
     token: Option<&str>,
 ) -> Agent {
-    std::fs::create_dir_all(dir).unwrap();
-    let socket = dir.join("workload.sock");
-    let _ = std::fs::remove_file(&socket);
-    let mut cmd = Command::new(BIN);
+    start_agent_with(&AgentSpec {
+        dir,
+        server_address: &format!("127.0.0.1:{server_port}"),
+        bundle,
+        token,
+        socket: &dir.join("workload.sock"),
+        netns: None,
+    })
+}
+
+/// Where and how an agent runs.
+pub(crate) struct AgentSpec<'a> {
+    /// Its data directory.
+    pub(crate) dir: &'a Path,
+    /// The server's node API, `host:port`.
+    pub(crate) server_address: &'a str,
+    /// The bundle that authenticates the server.
+    pub(crate) bundle: &'a Path,
+    /// Written to `<dir>/join-token` when given.
+    pub(crate) token: Option<&'a str>,
+    /// The Workload API socket.
+    pub(crate) socket: &'a Path,
+    /// The network namespace to run in.
+    pub(crate) netns: Option<&'a str>,
+}
+
+/// Starts `mesh-node agent` as `spec` says and waits for its workload
+/// socket.
+pub(crate) fn start_agent_with(spec: &AgentSpec<'_>) -> Agent {
+    std::fs::create_dir_all(spec.dir).unwrap();
+    let _ = std::fs::remove_file(spec.socket);
+    let mut cmd = command(spec.netns);
     cmd.args(["agent", "--agent-data-dir"])
-        .arg(dir)
+        .arg(spec.dir)
         .arg("--server-address")
-        .arg(format!("127.0.0.1:{server_port}"))
+        .arg(spec.server_address)
         .arg("--trust-bundle")
-        .arg(bundle)
+        .arg(spec.bundle)
         .arg("--workload-socket")
-        .arg(&socket)
+        .arg(spec.socket)
         .env("MESH_NODE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    if let Some(t) = token {
-        std::fs::write(dir.join("join-token"), t).unwrap();
+    if let Some(t) = spec.token {
+        std::fs::write(spec.dir.join("join-token"), t).unwrap();
     }
     let child = cmd.spawn().unwrap();
-    let agent = Agent {
+    let mut agent = Agent {
         proc: Proc {
             child,
             name: "agent",
         },
-        dir: dir.to_owned(),
-        socket,
+        dir: spec.dir.to_owned(),
+        socket: spec.socket.to_owned(),
     };
-    let sock = agent.socket.clone();
-    wait_until("the agent's workload socket", 30, || {
-        std::os::unix::net::UnixStream::connect(&sock).is_ok()
-    });
+    wait_for_socket(&mut agent.proc, spec.socket);
     agent
 }
 
