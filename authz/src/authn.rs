@@ -273,7 +273,7 @@ impl Authenticator {
                 return Err(JwtFailure::UnknownIssuer);
             }
             check_times(claims, now)?;
-            let aud = audiences(claims);
+            let aud = audiences(claims).ok_or(JwtFailure::AudienceNotString)?;
             let accepted: Vec<&Provider> = verifiers
                 .into_iter()
                 .filter(|p| {

@@ -1,7 +1,5 @@
 //! JWT signature verification against a provider's inline JWKS (RA-2).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
@@ -14,21 +12,10 @@ pub(crate) fn parse_jwks(text: &str) -> Option<JwkSet> {
 }
 
 /// Reads the payload without checking the signature, to route the token to
-/// the providers of its issuer.
+/// the providers of its issuer. The same reading as JWT-SVID validation
+/// (spiffe-core's `unverified_payload`).
 pub(crate) fn peek_claims(token: &str) -> Result<Map<String, Value>, JwtFailure> {
-    let mut parts = token.split('.');
-    let (Some(_), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtFailure::Malformed);
-    };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| JwtFailure::Malformed)?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(claims)) => Ok(claims),
-        _ => Err(JwtFailure::Malformed),
-    }
+    spiffe_core::jwt::unverified_payload(token).ok_or(JwtFailure::Malformed)
 }
 
 /// Verifies the signature with the key named by `kid` (or any key when the

@@ -76,6 +76,10 @@ pub enum JwtFailure {
         /// The claim: `exp`, `nbf` or `iat`.
         claim: &'static str,
     },
+    /// `aud` is present but neither a string nor a list of strings: the
+    /// token is invalid, never treated as if it had no audience.
+    #[error("Jwt payload [aud] field is not a string or a list of strings")]
+    AudienceNotString,
 }
 
 impl JwtFailure {
@@ -154,11 +158,9 @@ pub(crate) struct RequestIdentity {
     pub(crate) claims: Map<String, Value>,
 }
 
-/// `aud` as a list of strings (a string or a list of strings).
-pub(crate) fn audiences(claims: &Map<String, Value>) -> Vec<&str> {
-    match claims.get("aud") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    }
+/// `aud` as a list of strings (absent: none); `None` when it is neither a
+/// string nor a list of strings. spiffe-core's reading, shared with
+/// JWT-SVID validation.
+pub(crate) fn audiences(claims: &Map<String, Value>) -> Option<Vec<&str>> {
+    spiffe_core::jwt::audience_claim(claims)
 }

@@ -106,9 +106,12 @@ impl Matcher {
             Matcher::Path(PathMatch::Pattern(p)) => p.matches(cx.path),
             Matcher::Path(PathMatch::Template(t)) => t.matches(cx.path),
             Matcher::Header(name, p) => cx.header(name).is_some_and(|v| p.matches_present(v)),
-            Matcher::Audience(p) => cx
-                .jwt
-                .is_some_and(|j| jwt::audiences(&j.claims).iter().any(|a| p.matches(a))),
+            Matcher::Audience(p) => cx.jwt.is_some_and(|j| {
+                jwt::audiences(&j.claims)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|a| p.matches(a))
+            }),
             Matcher::Presenter(p) => cx.jwt.is_some_and(|j| {
                 j.claims
                     .get("azp")

@@ -347,3 +347,30 @@ fn ra_3_non_numeric_token_times_make_the_token_invalid() {
     );
     assert!(e.check(&with_token(json!({"iss": ISS}))).allowed);
 }
+
+/// `aud` is read as spiffe-core reads it for JWT-SVIDs: a string or a list
+/// of strings. Any other shape makes the token invalid (401), even for a
+/// provider with no audience list, instead of reading as "no audience" or
+/// as the strings that happen to be in the list.
+#[test]
+fn ra_3_aud_that_is_not_strings_makes_the_token_invalid() {
+    let e = engine(&basic_ra());
+    for aud in [json!(5), json!(["api", 5]), json!({"a": "b"}), json!(null)] {
+        let d = e.check(&with_token(json!({"iss": ISS, "sub": "a", "aud": aud})));
+        assert_eq!(
+            (d.response, d.reason),
+            (
+                Response::Http(401),
+                Reason::Jwt(JwtFailure::AudienceNotString)
+            ),
+            "aud: {aud}"
+        );
+    }
+    for aud in [json!("api"), json!(["api", "web"]), json!([])] {
+        assert!(
+            e.check(&with_token(json!({"iss": ISS, "sub": "a", "aud": aud})))
+                .allowed,
+            "aud: {aud}"
+        );
+    }
+}

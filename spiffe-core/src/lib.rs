@@ -30,6 +30,9 @@
 //! # Ok::<(), spiffe_core::IdError>(())
 //! ```
 
+#[doc(hidden)]
+#[path = "fuzz_hooks.rs"]
+pub mod __fuzz;
 mod bundle;
 mod conn;
 mod entry;

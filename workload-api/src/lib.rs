@@ -15,6 +15,9 @@
 //! (`docs/spec/spiffe.md`). The protobuf code is generated from `proto/workload.proto`,
 //! which has no `package`, so the paths are `/SpiffeWorkloadAPI/<Method>`.
 
+#[doc(hidden)]
+#[path = "fuzz_hooks.rs"]
+pub mod __fuzz;
 mod address;
 mod attest;
 mod client;

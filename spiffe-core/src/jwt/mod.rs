@@ -2,6 +2,7 @@
 
 mod alg;
 mod bundle;
+mod claims;
 mod error;
 mod jwk;
 mod sign;
@@ -9,6 +10,7 @@ mod svid;
 
 pub use alg::JwtAlgorithm;
 pub use bundle::{JwtBundle, JwtBundleLookup};
+pub use claims::{audience_claim, compact_segments, decode_payload, unverified_payload};
 pub use error::JwtError;
 pub use jwk::{EcCurve, Jwk, JwtKey};
 pub(crate) use sign::rsa_public_key;

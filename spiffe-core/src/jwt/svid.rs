@@ -6,7 +6,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::jwk::VerifyFail;
-use super::{JwtAlgorithm, JwtBundleLookup, JwtError, b64url};
+use super::{
+    JwtAlgorithm, JwtBundleLookup, JwtError, audience_claim, b64url, compact_segments,
+    decode_payload,
+};
 use crate::SpiffeId;
 
 /// A JWT-SVID whose claims have been read (and, through
@@ -58,10 +61,7 @@ struct Parts<'a> {
 }
 
 fn split(token: &str) -> Result<Parts<'_>, JwtError> {
-    let mut it = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
-        return Err(JwtError::NotCompact);
-    };
+    let (h, p, s) = compact_segments(token).ok_or(JwtError::NotCompact)?;
     let malformed = |part, reason: &str| JwtError::Malformed {
         part,
         reason: reason.to_owned(),
@@ -90,9 +90,8 @@ fn split(token: &str) -> Result<Parts<'_>, JwtError> {
             typ: typ.chars().take(32).collect(),
         });
     }
-    let payload = b64url(p).ok_or_else(|| malformed("payload", "not base64url"))?;
-    let claims: Map<String, Value> =
-        serde_json::from_slice(&payload).map_err(|_| malformed("payload", "not a JSON object"))?;
+    let claims =
+        decode_payload(p).ok_or_else(|| malformed("payload", "not a base64url JSON object"))?;
     Ok(Parts {
         signing_input: &token[..h.len() + 1 + p.len()],
         alg,
@@ -121,19 +120,10 @@ fn numeric_date(
 }
 
 fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, JwtError> {
-    let aud = match claims.get("aud") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .ok_or(JwtError::MissingAudience)?,
-        _ => return Err(JwtError::MissingAudience),
-    };
-    if aud.is_empty() {
-        return Err(JwtError::MissingAudience);
+    match audience_claim(claims) {
+        Some(aud) if !aud.is_empty() => Ok(aud.into_iter().map(str::to_owned).collect()),
+        _ => Err(JwtError::MissingAudience),
     }
-    Ok(aud)
 }
 
 impl JwtSvid {

@@ -55,6 +55,9 @@ pub(crate) struct CertInfo<'a> {
     pub(crate) key_usage: Option<u16>,
     /// extendedKeyUsage, `None` when the extension is absent.
     pub(crate) eku: Option<Eku>,
+    /// notBefore (read so that a malformed one is refused; verification
+    /// leaves the time check to webpki).
+    pub(crate) not_before: SystemTime,
     /// notAfter.
     pub(crate) not_after: SystemTime,
     /// The SPKI algorithm OID.
@@ -92,12 +95,11 @@ fn read(der: &[u8]) -> Option<CertInfo<'_>> {
     tbs.expect(tag::SEQUENCE)?; // signature
     tbs.expect(tag::SEQUENCE)?; // issuer
     let mut validity = Reader::new(tbs.expect(tag::SEQUENCE)?);
-    validity.any()?; // notBefore
-    let not_after = match validity.any()? {
-        (tag::UTC_TIME, v, _) => time(v, false)?,
-        (tag::GENERALIZED_TIME, v, _) => time(v, true)?,
-        _ => return None,
-    };
+    let not_before = validity_time(&mut validity)?;
+    let not_after = validity_time(&mut validity)?;
+    if !validity.is_empty() {
+        return None;
+    }
     let subject_empty = tbs.expect(tag::SEQUENCE)?.is_empty();
     let mut spki = Reader::new(tbs.expect(tag::SEQUENCE)?);
     let mut alg = Reader::new(spki.expect(tag::SEQUENCE)?);
@@ -114,6 +116,7 @@ fn read(der: &[u8]) -> Option<CertInfo<'_>> {
         is_ca: false,
         key_usage: None,
         eku: None,
+        not_before,
         not_after,
         key_algorithm,
         key_parameters,
@@ -180,6 +183,15 @@ fn extension<'a>(
         _ => return Some(()),
     }
     v.is_empty().then_some(())
+}
+
+/// One Time of a Validity: UTCTime or GeneralizedTime.
+fn validity_time(validity: &mut Reader<'_>) -> Option<SystemTime> {
+    match validity.any()? {
+        (tag::UTC_TIME, v, _) => time(v, false),
+        (tag::GENERALIZED_TIME, v, _) => time(v, true),
+        _ => None,
+    }
 }
 
 /// Parses `YYMMDDHHMMSSZ` (UTCTime) or `YYYYMMDDHHMMSSZ` (GeneralizedTime).
@@ -340,6 +352,10 @@ mod tests {
                 theirs.validity().not_after.timestamp() as u64
             );
             assert_eq!(
+                secs(ours.not_before),
+                theirs.validity().not_before.timestamp() as u64
+            );
+            assert_eq!(
                 ours.public_key,
                 theirs.public_key().subject_public_key.data.as_ref()
             );
@@ -367,6 +383,29 @@ mod tests {
             }
         }
         assert!(refused > 0);
+    }
+
+    /// notBefore is read, not skipped: a certificate whose notBefore is not
+    /// a time is malformed (webpki refuses it too), even though the rules
+    /// only compare notAfter.
+    #[test]
+    fn malformed_not_before_is_refused() {
+        let ca = test_support::TestCa::new("example.org");
+        let der = ca.leaf("spiffe://example.org/w").chain[0].to_vec();
+        let at = der
+            .windows(2)
+            .position(|w| w == [tag::UTC_TIME, 13] || w == [tag::GENERALIZED_TIME, 15])
+            .expect("a certificate has a validity time");
+        assert!(parse(&der, 0).is_ok());
+        let mut bad = der.clone();
+        bad[at + 3] = b'x';
+        assert!(parse(&bad, 0).is_err(), "a non-digit in notBefore");
+        let mut wrong_tag = der;
+        wrong_tag[at] = 0x04;
+        assert!(
+            parse(&wrong_tag, 0).is_err(),
+            "notBefore that is not a time"
+        );
     }
 
     #[test]

@@ -83,7 +83,7 @@ fn hint(h: String) -> Option<String> {
     (!h.is_empty()).then_some(h)
 }
 
-pub(super) fn x509_context(msg: proto::X509svidResponse) -> Result<X509Context, M> {
+pub(crate) fn x509_context(msg: proto::X509svidResponse) -> Result<X509Context, M> {
     if msg.svids.is_empty() {
         return Err(M::NoSvids);
     }
@@ -119,7 +119,7 @@ pub(super) fn x509_context(msg: proto::X509svidResponse) -> Result<X509Context, 
     Ok(X509Context { svids, bundles })
 }
 
-pub(super) fn x509_bundles(msg: proto::X509BundlesResponse) -> Result<BundleSet, M> {
+pub(crate) fn x509_bundles(msg: proto::X509BundlesResponse) -> Result<BundleSet, M> {
     let mut set = BundleSet::new();
     for (key, der) in msg.bundles {
         set.insert_x509(X509Bundle::from_der(td_key(&key)?, &der)?);
@@ -127,7 +127,7 @@ pub(super) fn x509_bundles(msg: proto::X509BundlesResponse) -> Result<BundleSet,
     Ok(set)
 }
 
-pub(super) fn jwt_bundles(msg: proto::JwtBundlesResponse) -> Result<BundleSet, M> {
+pub(crate) fn jwt_bundles(msg: proto::JwtBundlesResponse) -> Result<BundleSet, M> {
     let mut set = BundleSet::new();
     for (key, jwks) in msg.bundles {
         set.insert_jwt(JwtBundle::from_jwks(td_key(&key)?, &jwks)?);
@@ -135,7 +135,7 @@ pub(super) fn jwt_bundles(msg: proto::JwtBundlesResponse) -> Result<BundleSet, M
     Ok(set)
 }
 
-pub(super) fn jwt_svids(msg: proto::JwtsvidResponse) -> Result<Vec<FetchedJwtSvid>, M> {
+pub(crate) fn jwt_svids(msg: proto::JwtsvidResponse) -> Result<Vec<FetchedJwtSvid>, M> {
     if msg.svids.is_empty() {
         return Err(M::NoSvids);
     }
@@ -159,7 +159,7 @@ pub(super) fn jwt_svids(msg: proto::JwtsvidResponse) -> Result<Vec<FetchedJwtSvi
     Ok(out)
 }
 
-pub(super) fn validated(msg: proto::ValidateJwtsvidResponse) -> Result<ValidatedJwtSvid, M> {
+pub(crate) fn validated(msg: proto::ValidateJwtsvidResponse) -> Result<ValidatedJwtSvid, M> {
     let spiffe_id = spiffe_id(nonempty(&msg.spiffe_id, "spiffe_id")?)?;
     let claims = msg.claims.ok_or(M::EmptyField { field: "claims" })?;
     Ok(ValidatedJwtSvid {

@@ -1,6 +1,6 @@
 //! [`WorkloadApiClient`]: one-shot fetches and watch streams for every RPC.
 
-mod convert;
+pub(crate) mod convert;
 mod error;
 mod options;
 
