@@ -140,7 +140,7 @@ impl Agent {
                     RegistrationEntry::new(
                         svid.spiffe_id().clone(),
                         svid.spiffe_id().clone(),
-                        workload.selectors.iter().cloned().collect(),
+                        workload.selectors.to_vec(),
                     )
                     .map_err(|e| e.to_string())?
                     .with_hint(workload.hint.clone()),
