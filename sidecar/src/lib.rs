@@ -1,0 +1,4 @@
+//! The mesh data plane as a library.
+#![deny(missing_docs)]
+
+pub mod endpoint;
