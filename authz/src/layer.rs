@@ -100,7 +100,8 @@ impl<S> tower::Layer<S> for AuthzLayer {
 
 /// Service that decides each request before the inner service sees it:
 /// denied requests get `403 RBAC: access denied` (or the 400/401/403 of
-/// §0), allowed ones carry [`Authorized`] and the normalised path (M-9).
+/// §0) with the [`Decision`] in the response's extensions, allowed ones
+/// carry [`Authorized`] and the normalised path (M-9).
 ///
 /// Every request must carry the [`ConnectionFacts`] of its connection in
 /// its extensions (mtls-tower inserts them); a request without them is
@@ -157,6 +158,8 @@ fn denial<B>(decision: &Decision) -> http::Response<AuthzBody<B>> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain"),
     );
+    // Who answered and why, for the caller's metrics and access log.
+    resp.extensions_mut().insert(decision.clone());
     resp
 }
 

@@ -27,5 +27,6 @@ mod pem;
 pub mod policy_feed;
 mod proto;
 pub mod server;
+pub mod sidecar;
 
 pub use fsutil::FsError;

@@ -29,6 +29,8 @@ enum Command {
     Server(run::ServerArgs),
     /// Run the node agent, or manage attested agents (list, show, evict).
     Agent(AgentCommand),
+    /// Run the sidecar proxy (inbound 15006, outbound 15001, admin 15000).
+    Sidecar(run::SidecarArgs),
     /// Manage registration entries.
     #[command(subcommand)]
     Entry(admin::EntryCommand),
@@ -146,6 +148,7 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Server(args) => run::server(args),
+        Command::Sidecar(args) => run::sidecar(args),
         Command::Agent(AgentCommand {
             action: Some(action),
             ..

@@ -78,6 +78,71 @@ pub(crate) struct AgentArgs {
     log_format: LogFormat,
 }
 
+/// Arguments of `mesh-node sidecar`.
+#[derive(Debug, Args)]
+pub(crate) struct SidecarArgs {
+    /// Configuration file (TOML); every field has a default.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Overrides `sources.workload_socket`.
+    #[arg(long, value_name = "PATH")]
+    workload_socket: Option<PathBuf>,
+    /// Overrides `sources.feed_socket`.
+    #[arg(long, value_name = "PATH")]
+    feed_socket: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// Logging whose filter the sidecar's `/logging` endpoint can change.
+fn init_reloadable_logging(format: LogFormat) -> Option<mesh_sidecar::runtime::LogLevelSetter> {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_NODE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match format {
+        LogFormat::Text => registry.with(layer).try_init().is_ok(),
+        LogFormat::Json => registry.with(layer.json()).try_init().is_ok(),
+    };
+    installed.then(|| {
+        std::sync::Arc::new(move |level: &str| {
+            let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            handle.reload(filter).map_err(|e| e.to_string())
+        }) as mesh_sidecar::runtime::LogLevelSetter
+    })
+}
+
+pub(crate) fn sidecar(args: SidecarArgs) -> ExitCode {
+    let set_level = init_reloadable_logging(args.log_format);
+    block_on("sidecar", async move {
+        let mut config = crate::sidecar::SidecarRoleConfig::load(args.config.as_deref())
+            .map_err(|e| e.to_string())?;
+        if let Some(s) = args.workload_socket {
+            config.sources.workload_socket = Some(s);
+        }
+        if let Some(s) = args.feed_socket {
+            config.sources.feed_socket = Some(s);
+        }
+        let (handle, task) = crate::sidecar::build(config, set_level)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            inbound = %handle.addresses.inbound,
+            outbound = %handle.addresses.outbound,
+            admin = %handle.addresses.admin,
+            "sidecar running"
+        );
+        let task = tokio::spawn(task);
+        terminated().await;
+        tracing::info!("SIGTERM: draining");
+        handle.shutdown.shutdown();
+        task.await.map_err(|e| e.to_string())
+    })
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_NODE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -1,0 +1,619 @@
+//! The inbound side: terminate mTLS, decide, forward to the local
+//! application.
+//!
+//! Per connection: find the destination port (the original destination
+//! under transparent interception, else the configured application's),
+//! read the effective PeerAuthentication mode for it, look at the first
+//! bytes (TLS or not), complete the mTLS handshake with a deadline, then
+//! detect HTTP/2, HTTP/1.x or opaque TCP (unless the port declares its
+//! protocol). HTTP requests go through the authz layer one by one; a TCP
+//! connection is decided once and re-checked on every policy update.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use authz::{AuthzLayer, MtlsMode, Request as AuthzRequest};
+use http::header::{HeaderName, HeaderValue};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use spiffe_core::ConnectionFacts;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tower::{Layer, ServiceExt};
+
+use crate::body::{BodyStats, Counted, ProxyBody, boxed, text};
+use crate::config::AppProtocol;
+use crate::detect::{Detected, Prefixed, detect};
+use crate::runtime::Shared;
+use crate::telemetry::{AccessLogEntry, RequestLabels};
+
+static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// Where an inbound connection goes: the application address, the port
+/// policies see, and its declared protocol.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AppTarget {
+    pub(crate) addr: SocketAddr,
+    pub(crate) protocol: AppProtocol,
+}
+
+impl Shared {
+    fn app_target(&self, tcp: &TcpStream) -> AppTarget {
+        let inbound = &self.config.inbound;
+        if inbound.transparent
+            && let Ok(dst) = crate::intercept::original_dst(tcp)
+            && Some(dst) != tcp.local_addr().ok()
+        {
+            let protocol = inbound.ports.get(&dst.port()).copied().unwrap_or_default();
+            return AppTarget {
+                addr: SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), dst.port()),
+                protocol,
+            };
+        }
+        AppTarget {
+            addr: inbound.app,
+            protocol: inbound.protocol,
+        }
+    }
+}
+
+/// Serves one accepted inbound connection to its end.
+///
+/// `handshake_permit` bounds concurrent handshakes: it is released once
+/// the connection is past detection and TLS.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    mut tcp: TcpStream,
+    remote: SocketAddr,
+    handshake_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let Ok(local) = tcp.local_addr() else { return };
+    let app = shared.app_target(&tcp);
+    // Policies see the workload's port, as under Istio's interception.
+    let local = SocketAddr::new(local.ip(), app.addr.port());
+    let mode = shared.policies.engine().mtls_mode(app.addr.port());
+    let limits = &shared.config.limits;
+
+    let (first, sniffed) = match detect(&mut tcp, limits.detect_timeout).await {
+        Ok(d) => d,
+        Err(_) => return,
+    };
+    let io = Prefixed::new(sniffed, tcp);
+    let tls = first == Detected::Tls && mode != MtlsMode::Disable;
+    if !tls {
+        if mode == MtlsMode::Strict {
+            shared.refuse_plaintext(remote, local);
+            return;
+        }
+        let facts = ConnectionFacts::new(local, remote);
+        drop(handshake_permit);
+        after_transport(shared, io, facts, app, None).await;
+        return;
+    }
+
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.server_tls.rustls().clone());
+    let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(io)).await;
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            shared.handshake_failed("inbound", &e);
+            return;
+        }
+        Err(_) => {
+            shared
+                .metrics
+                .handshake_failed("inbound", "handshake_timeout");
+            return;
+        }
+    };
+    drop(handshake_permit);
+    let conn = stream.get_ref().1;
+    let Some(peer) = shared.server_tls.peer_identity(conn) else {
+        shared
+            .metrics
+            .handshake_failed("inbound", "no_client_certificate");
+        return;
+    };
+    let mut facts = ConnectionFacts::new(local, remote)
+        .with_tls()
+        .with_peer(peer);
+    if let Some(sni) = conn.server_name() {
+        facts = facts.with_sni(sni);
+    }
+    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+    if let Some(alpn) = &alpn {
+        facts = facts.with_alpn(alpn.clone());
+    }
+    let hint = (alpn.as_deref() == Some(b"h2")).then_some(Detected::Http2);
+    after_transport(shared, stream, facts, app, hint).await;
+}
+
+/// Protocol detection (or the port's declaration), then HTTP or TCP.
+async fn after_transport<S>(
+    shared: Arc<Shared>,
+    mut io: S,
+    facts: ConnectionFacts,
+    app: AppTarget,
+    hint: Option<Detected>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let declared = match app.protocol {
+        AppProtocol::Tcp => Some(Detected::Tcp),
+        AppProtocol::Http2 | AppProtocol::Grpc => Some(Detected::Http2),
+        AppProtocol::Http | AppProtocol::Auto => None,
+    };
+    let (proto, sniffed) = match declared.or(hint) {
+        Some(p) => (p, bytes::Bytes::new()),
+        None => match detect(&mut io, shared.config.limits.detect_timeout).await {
+            Ok(d) => d,
+            Err(_) => return,
+        },
+    };
+    let io = Prefixed::new(sniffed, io);
+    match proto {
+        Detected::Http1 | Detected::Http2 => serve_http(shared, io, facts, app).await,
+        Detected::Tcp | Detected::Tls => serve_tcp(shared, io, facts, app).await,
+    }
+}
+
+async fn serve_http<S>(shared: Arc<Shared>, io: S, facts: ConnectionFacts, app: AppTarget)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let authz = AuthzLayer::new(shared.policies.engine().clone());
+    let forward = Forward {
+        shared: shared.clone(),
+        app,
+    };
+    let service = authz.layer(forward);
+    let facts = Arc::new(facts);
+    let drain_source = shared.clone();
+    let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let service = service.clone();
+        let shared = shared.clone();
+        let facts = facts.clone();
+        async move {
+            let started = Instant::now();
+            let request_bytes = Arc::new(AtomicU64::new(0));
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(ConnectionFacts::clone(&facts));
+            let info = RequestInfo::of(&parts);
+            let req = http::Request::from_parts(
+                parts,
+                boxed(Counted::new(body, request_bytes.clone())),
+            );
+            let resp = match service.oneshot(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            Ok::<_, std::convert::Infallible>(shared.record_inbound(
+                &facts,
+                info,
+                started,
+                request_bytes,
+                resp.map(boxed),
+            ))
+        }
+    });
+    let builder = server_builder(&drain_source.config.limits);
+    let conn = builder.serve_connection(TokioIo::new(io), hyper_service);
+    let shared = drain_source;
+    let mut drain = shared.drain.subscribe();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = drain.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// The HTTP server settings both listeners use: the limits that bound a
+/// slow or oversized request head.
+pub(crate) fn server_builder(
+    limits: &crate::config::Limits,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// What the access log and metrics need from a request head.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestInfo {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) authority: String,
+    pub(crate) grpc: bool,
+}
+
+impl RequestInfo {
+    pub(crate) fn of(parts: &http::request::Parts) -> Self {
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        RequestInfo {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            authority,
+            grpc: is_grpc(&parts.headers),
+        }
+    }
+}
+
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Headers that describe one hop and never travel further.
+pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    if headers
+        .get(http::header::TE)
+        .is_some_and(|v| v.as_bytes() != b"trailers")
+    {
+        headers.remove(http::header::TE);
+    }
+}
+
+/// The service behind the authz layer: forwards to the application.
+#[derive(Clone)]
+struct Forward {
+    shared: Arc<Shared>,
+    app: AppTarget,
+}
+
+impl tower::Service<http::Request<ProxyBody>> for Forward {
+    type Response = http::Response<ProxyBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<ProxyBody>) -> Self::Future {
+        let shared = self.shared.clone();
+        let app = self.app;
+        Box::pin(async move { Ok(forward(&shared, app, req).await) })
+    }
+}
+
+/// Sends an authorized request to the local application.
+async fn forward(
+    shared: &Shared,
+    app: AppTarget,
+    mut req: http::Request<ProxyBody>,
+) -> http::Response<ProxyBody> {
+    let policy = req
+        .extensions()
+        .get::<authz::Authorized>()
+        .and_then(|a| a.policy.clone());
+    let peer = req
+        .extensions()
+        .get::<ConnectionFacts>()
+        .and_then(|f| f.peer())
+        .map(|p| p.spiffe_id().to_string());
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    // Only this sidecar vouches for the client: whatever arrived is dropped.
+    headers.remove(&XFCC);
+    if let Some(peer) = &peer {
+        let by = shared.local_id().unwrap_or_default();
+        if let Ok(v) = HeaderValue::try_from(format!("By={by};URI={peer}")) {
+            headers.insert(XFCC.clone(), v);
+        }
+    }
+    if !headers.contains_key(http::header::HOST)
+        && let Some(a) = req.uri().authority()
+        && let Ok(v) = HeaderValue::try_from(a.as_str())
+    {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let uri = format!("http://{}{}", app.addr, path);
+    match uri.parse() {
+        Ok(u) => *req.uri_mut() = u,
+        Err(_) => return status(400, "bad request target"),
+    }
+    let h2 = match app.protocol {
+        AppProtocol::Http2 | AppProtocol::Grpc => true,
+        AppProtocol::Http => false,
+        AppProtocol::Auto | AppProtocol::Tcp => {
+            req.version() == http::Version::HTTP_2 && is_grpc(req.headers())
+        }
+    };
+    let result = if h2 {
+        *req.version_mut() = http::Version::HTTP_2;
+        shared.app_h2.request(req).await
+    } else {
+        *req.version_mut() = http::Version::HTTP_11;
+        shared.app_h1.request(req).await
+    };
+    match result {
+        Ok(resp) => {
+            let mut resp = resp.map(boxed);
+            strip_hop_by_hop(resp.headers_mut());
+            resp.extensions_mut().insert(Allowed { policy });
+            resp
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, app = %app.addr, "application unreachable");
+            status(503, "upstream connect error")
+        }
+    }
+}
+
+/// Marks a response that the application produced after an allow.
+#[derive(Debug, Clone)]
+pub(crate) struct Allowed {
+    pub(crate) policy: Option<String>,
+}
+
+pub(crate) fn status(code: u16, msg: &'static str) -> http::Response<ProxyBody> {
+    let mut resp = http::Response::new(text(msg));
+    *resp.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+impl Shared {
+    fn refuse_plaintext(&self, remote: SocketAddr, local: SocketAddr) {
+        self.metrics
+            .handshake_failed("inbound", "plaintext_under_strict");
+        self.metrics
+            .authz_denied("destination", "none", "plaintext under STRICT mTLS");
+        let mut entry = AccessLogEntry::now("tcp", "destination");
+        entry.source_address = remote.to_string();
+        entry.destination_address = local.to_string();
+        entry.decision = "deny".to_owned();
+        entry.reason = Some("plaintext connection refused: mTLS mode is STRICT".to_owned());
+        self.access_log.log(&entry);
+    }
+
+    fn handshake_failed(&self, direction: &str, e: &std::io::Error) {
+        let reason = match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(rustls::Error::InvalidCertificate(c)) => format!("invalid_certificate: {c:?}"),
+            Some(rustls::Error::NoCertificatesPresented) => "no_client_certificate".to_owned(),
+            Some(rustls::Error::AlertReceived(a)) => format!("alert_received: {a:?}"),
+            Some(other) => format!("{other:?}").chars().take(48).collect(),
+            None => format!("{:?}", e.kind()),
+        };
+        self.metrics.handshake_failed(direction, &reason);
+    }
+
+    /// Metrics and the access-log line for one inbound request, recorded
+    /// when its response body ends.
+    fn record_inbound(
+        self: &Arc<Self>,
+        facts: &ConnectionFacts,
+        info: RequestInfo,
+        started: Instant,
+        request_bytes: Arc<AtomicU64>,
+        resp: http::Response<ProxyBody>,
+    ) -> http::Response<ProxyBody> {
+        let code = resp.status().as_u16();
+        let (decision, policy, reason) = if let Some(a) = resp.extensions().get::<Allowed>() {
+            ("allow", a.policy.clone(), None)
+        } else if let Some(d) = resp.extensions().get::<authz::Decision>() {
+            ("deny", d.policy.clone(), Some(d.reason.to_string()))
+        } else {
+            ("allow", None, None)
+        };
+        if decision == "deny" {
+            self.metrics.authz_denied(
+                "destination",
+                policy.as_deref().unwrap_or("none"),
+                reason.as_deref().unwrap_or(""),
+            );
+        }
+        let header_grpc = crate::body::grpc_status(resp.headers());
+        let mut labels = self.labels_inbound(facts, &info);
+        let shared = self.clone();
+        let facts = facts.clone();
+        let (parts, body) = resp.into_parts();
+        let body = Counted::on_done(body, move |stats: BodyStats| {
+            let grpc = stats.grpc_status.or(header_grpc);
+            labels.response_code = code.to_string();
+            if info.grpc {
+                labels.grpc_response_status = grpc.map_or("unknown".to_owned(), |g| g.to_string());
+            }
+            let elapsed = started.elapsed();
+            let req_bytes = request_bytes.load(Ordering::Relaxed);
+            shared
+                .metrics
+                .request(&labels, elapsed, req_bytes, stats.bytes);
+            let mut entry = AccessLogEntry::now("http", "destination");
+            entry.source_principal = labels.source_principal.clone();
+            entry.destination_principal = labels.destination_principal.clone();
+            entry.source_address = facts.remote_addr().to_string();
+            entry.destination_address = facts.local_addr().to_string();
+            entry.method = Some(info.method);
+            entry.path = Some(info.path);
+            entry.authority = Some(info.authority);
+            entry.protocol = labels.request_protocol.clone();
+            entry.status = Some(code);
+            entry.request_bytes = req_bytes;
+            entry.response_bytes = stats.bytes;
+            entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
+            entry.decision = decision.to_owned();
+            entry.policy = policy;
+            entry.reason = reason;
+            shared.access_log.log(&entry);
+        });
+        http::Response::from_parts(parts, boxed(body))
+    }
+
+    fn labels_inbound(&self, facts: &ConnectionFacts, info: &RequestInfo) -> RequestLabels {
+        let mut labels = self.base_labels("destination");
+        labels.source_principal = facts
+            .peer()
+            .map_or("unknown".to_owned(), |p| p.spiffe_id().to_string());
+        if let Some(peer) = facts.peer() {
+            let (ns, sa) = namespace_and_account(peer.spiffe_id().path());
+            labels.source_workload_namespace = ns;
+            labels.source_workload = sa;
+        }
+        labels.destination_principal = self.local_id().unwrap_or_else(|| "unknown".to_owned());
+        labels.destination_workload = self.config.workload.name.clone();
+        labels.destination_workload_namespace = self.config.workload.namespace.clone();
+        labels.destination_service_name = self.config.workload.service.clone();
+        labels.destination_service_namespace = self.config.workload.namespace.clone();
+        labels.destination_service = format!(
+            "{}.{}",
+            self.config.workload.service, self.config.workload.namespace
+        );
+        labels.request_protocol = if info.grpc { "grpc" } else { "http" }.to_owned();
+        labels.connection_security_policy = if facts.is_tls() {
+            "mutual_tls"
+        } else {
+            "none"
+        }
+        .to_owned();
+        labels
+    }
+}
+
+/// `(namespace, service account)` from an Istio-shaped SPIFFE ID path
+/// (`/ns/NS/sa/SA`); `unknown` for other shapes.
+pub(crate) fn namespace_and_account(path: &str) -> (String, String) {
+    let mut parts = path.trim_start_matches('/').split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("ns"), Some(ns), Some("sa"), Some(sa)) => (ns.to_owned(), sa.to_owned()),
+        _ => ("unknown".to_owned(), "unknown".to_owned()),
+    }
+}
+
+/// Opaque TCP: decided once, re-checked on every policy update, copied
+/// both ways with an idle timeout.
+async fn serve_tcp<S>(shared: Arc<Shared>, io: S, facts: ConnectionFacts, app: AppTarget)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let engine = shared.policies.engine().clone();
+    let request = AuthzRequest::tcp().connection(&facts);
+    let decision = engine.check(&request);
+    let mut labels = shared.base_labels("destination");
+    labels.request_protocol = "tcp".to_owned();
+    labels.source_principal = facts
+        .peer()
+        .map_or("unknown".to_owned(), |p| p.spiffe_id().to_string());
+    labels.destination_principal = shared.local_id().unwrap_or_else(|| "unknown".to_owned());
+    labels.destination_workload = shared.config.workload.name.clone();
+    labels.destination_workload_namespace = shared.config.workload.namespace.clone();
+    labels.destination_service_name = shared.config.workload.service.clone();
+    labels.connection_security_policy =
+        if facts.is_tls() { "mutual_tls" } else { "none" }.to_owned();
+    let mut entry = AccessLogEntry::now("tcp", "destination");
+    entry.source_principal = labels.source_principal.clone();
+    entry.destination_principal = labels.destination_principal.clone();
+    entry.source_address = facts.remote_addr().to_string();
+    entry.destination_address = facts.local_addr().to_string();
+    entry.upstream = Some(app.addr.to_string());
+    entry.policy = decision.policy.clone();
+    if !decision.allowed {
+        shared.metrics.authz_denied(
+            "destination",
+            decision.policy.as_deref().unwrap_or("none"),
+            &decision.reason.to_string(),
+        );
+        entry.decision = "deny".to_owned();
+        entry.reason = Some(decision.reason.to_string());
+        shared.access_log.log(&entry);
+        return;
+    }
+    let upstream = match tokio::time::timeout(
+        shared.config.limits.handshake_timeout,
+        TcpStream::connect(app.addr),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        _ => {
+            entry.decision = "allow".to_owned();
+            entry.reason = Some("application unreachable".to_owned());
+            shared.access_log.log(&entry);
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    shared.metrics.tcp_opened(&labels);
+    let started = Instant::now();
+    let outcome = crate::tcp::splice(
+        io,
+        upstream,
+        shared.config.limits.tcp_idle_timeout,
+        shared.policies.subscribe(),
+        || engine.check(&request).allowed,
+        shared.drain_hard.subscribe(),
+    )
+    .await;
+    shared
+        .metrics
+        .tcp_closed(&labels, outcome.to_upstream, outcome.to_downstream);
+    entry.decision = "allow".to_owned();
+    entry.request_bytes = outcome.to_upstream;
+    entry.response_bytes = outcome.to_downstream;
+    entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    entry.reason = outcome.closed_by.map(str::to_owned);
+    shared.access_log.log(&entry);
+}

@@ -1,0 +1,429 @@
+//! The outbound side: take the application's call, find the service,
+//! pick an endpoint, originate mTLS that requires its registered identity.
+//!
+//! Three ways in: the application uses the listener as its `HTTP_PROXY`
+//! (absolute-form requests, `CONNECT` for TCP); it sends ordinary requests
+//! with `Host: service.namespace[:port]`; or iptables redirects its
+//! connections here and the original destination names the endpoint.
+//!
+//! HTTP travels over the pooled HTTP/2 connection of the chosen endpoint.
+//! Opaque TCP (`CONNECT`, or a redirected connection that is not HTTP)
+//! gets an mTLS connection of its own, without ALPN, that the peer's
+//! inbound detects as TCP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use http::header::HeaderValue;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::balance::Outcome;
+use crate::body::{BodyStats, Counted, ProxyBody, boxed};
+use crate::detect::{Detected, Prefixed, detect};
+use crate::endpoint::{ServiceKey, Target, route};
+use crate::inbound::{RequestInfo, status, strip_hop_by_hop};
+use crate::runtime::Shared;
+use crate::telemetry::{AccessLogEntry, RequestLabels};
+
+/// The header that says why the sidecar itself answered.
+pub const ERROR_HEADER: &str = "x-mesh-error";
+
+fn mesh_error(code: u16, why: String) -> http::Response<ProxyBody> {
+    let mut resp = status(code, "mesh sidecar could not deliver the request");
+    if let Ok(v) = HeaderValue::try_from(why) {
+        resp.headers_mut().insert(ERROR_HEADER, v);
+    }
+    resp
+}
+
+/// Serves one connection from the application.
+pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let mut original = None;
+    if shared.config.outbound.transparent
+        && let Ok(dst) = crate::intercept::original_dst(&tcp)
+        && Some(dst) != tcp.local_addr().ok()
+    {
+        original = Some(dst);
+    }
+    let mut sniffed = bytes::Bytes::new();
+    if let Some(dst) = original {
+        let Ok((proto, bytes)) = detect(&mut tcp, shared.config.limits.detect_timeout).await
+        else {
+            return;
+        };
+        sniffed = bytes;
+        if !matches!(proto, Detected::Http1 | Detected::Http2) {
+            let io = Prefixed::new(sniffed, tcp);
+            tunnel_to_address(shared, io, dst, remote).await;
+            return;
+        }
+    }
+    let io = Prefixed::new(sniffed, tcp);
+    let svc = hyper::service::service_fn({
+        let shared = shared.clone();
+        move |req: http::Request<Incoming>| {
+            let shared = shared.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(handle(shared, req, original, remote).await)
+            }
+        }
+    });
+    let builder = crate::inbound::server_builder(&shared.config.limits);
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await;
+}
+
+/// One request from the application.
+async fn handle(
+    shared: Arc<Shared>,
+    req: http::Request<Incoming>,
+    original: Option<SocketAddr>,
+    remote: SocketAddr,
+) -> http::Response<ProxyBody> {
+    if req.method() == http::Method::CONNECT {
+        return connect(shared, req, remote);
+    }
+    let started = Instant::now();
+    // The absolute-form target (or HTTP/2 `:authority`) names the
+    // service; when it is only this listener's address (an HTTP/2 client
+    // dialling the sidecar), the `Host` header does.
+    let uri_authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let host_header = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let namespace = shared.config.workload.namespace.clone();
+    let mut authority = uri_authority.clone().or(host_header.clone());
+    let mut routed = None;
+    for candidate in [&uri_authority, &host_header].into_iter().flatten() {
+        if let Some((key, _)) = route(candidate, &namespace) {
+            authority = Some(candidate.clone());
+            routed = Some(key);
+            break;
+        }
+    }
+    let routed = routed.or_else(|| {
+        original
+            .and_then(|dst| shared.endpoints.by_address(dst))
+            .map(|(k, _)| k)
+    });
+    let Some(key) = routed else {
+        return mesh_error(
+            503,
+            format!(
+                "no mesh service named by {}",
+                authority.as_deref().unwrap_or("(no authority)")
+            ),
+        );
+    };
+    let Some(balancer) = shared.endpoints.service(&key) else {
+        return mesh_error(503, format!("unknown service {key}"));
+    };
+    let (mut parts, body) = req.into_parts();
+    let mut info = RequestInfo::of(&parts);
+    if let Some(a) = &authority {
+        info.authority = a.clone();
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(http::header::HOST);
+    let authority = info.authority.clone();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    parts.uri = match format!("http://{authority}{path}").parse() {
+        Ok(u) => u,
+        Err(_) => return mesh_error(400, "request target is not a valid URI".to_owned()),
+    };
+    parts.version = http::Version::HTTP_2;
+    let replay = hyper::body::Body::is_end_stream(&body).then(|| Replay {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+    });
+    let request_bytes = Arc::new(AtomicU64::new(0));
+    let mut pending = Some(http::Request::from_parts(
+        parts,
+        boxed(Counted::new(body, request_bytes.clone())),
+    ));
+    let mut excluded: Vec<SocketAddr> = Vec::new();
+    let attempts = shared.config.outbound.retries + 1;
+    let timeout = shared.config.outbound.request_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_error = String::from("no endpoint available");
+    for _ in 0..attempts {
+        let Some(req) = pending.take() else { break };
+        let Some(pick) = balancer.pick(&excluded) else {
+            drop(req);
+            break;
+        };
+        let target = pick.target().clone();
+        let sender = match tokio::time::timeout_at(deadline, shared.pool.get(&target)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                pick.finish(Outcome::ConnectFailure);
+                excluded.push(target.addr);
+                last_error = e.to_string();
+                pending = Some(req);
+                continue;
+            }
+            Err(_) => {
+                pick.finish(Outcome::ConnectFailure);
+                return mesh_error(504, format!("timed out connecting to {}", target.addr));
+            }
+        };
+        let mut sender = sender;
+        match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
+            Err(_) => {
+                pick.finish(Outcome::Failure);
+                return mesh_error(504, format!("request to {key} timed out after {timeout:?}"));
+            }
+            Ok(Ok(resp)) => {
+                let code = resp.status().as_u16();
+                let outcome = if code >= 500 {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
+                return shared.record_outbound(
+                    &key,
+                    &target,
+                    info,
+                    started,
+                    request_bytes,
+                    resp.map(boxed),
+                    pick,
+                    outcome,
+                );
+            }
+            Ok(Err(mut e)) => {
+                last_error = e.error().to_string();
+                // Not sent (the connection was not ready): the request
+                // comes back whole. Refused before processing (HTTP/2
+                // REFUSED_STREAM): rebuilt when it had no body.
+                let again = e.take_message().or_else(|| {
+                    (refused_stream(e.error()) && replay.is_some())
+                        .then(|| replay.as_ref().map(|r| r.rebuild()))
+                        .flatten()
+                });
+                match again {
+                    Some(req) => {
+                        pick.finish(Outcome::ConnectFailure);
+                        excluded.push(target.addr);
+                        pending = Some(req);
+                    }
+                    None => {
+                        pick.finish(Outcome::Failure);
+                        return mesh_error(502, format!("{key} via {}: {last_error}", target.addr));
+                    }
+                }
+            }
+        }
+    }
+    mesh_error(503, format!("{key}: {last_error}"))
+}
+
+/// Whether the peer refused the stream before processing it.
+fn refused_stream(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A request without a body, kept so that it can be sent again.
+struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn rebuild(&self) -> http::Request<ProxyBody> {
+        let mut req = http::Request::new(crate::body::text(""));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        *req.version_mut() = http::Version::HTTP_2;
+        req
+    }
+}
+
+/// `CONNECT host:port`: answer 200, then tunnel the upgraded connection
+/// over its own mTLS connection to an endpoint of the service.
+fn connect(
+    shared: Arc<Shared>,
+    req: http::Request<Incoming>,
+    remote: SocketAddr,
+) -> http::Response<ProxyBody> {
+    let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
+        return mesh_error(400, "CONNECT needs host:port".to_owned());
+    };
+    let namespace = shared.config.workload.namespace.clone();
+    let Some((key, _)) = route(&authority, &namespace) else {
+        return mesh_error(503, format!("no mesh service named by {authority}"));
+    };
+    if shared.endpoints.service(&key).is_none() {
+        return mesh_error(503, format!("unknown service {key}"));
+    }
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => tunnel(shared, TokioIo::new(upgraded), key, remote).await,
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    http::Response::new(crate::body::text(""))
+}
+
+async fn tunnel_to_address<S>(shared: Arc<Shared>, io: S, dst: SocketAddr, remote: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match shared.endpoints.by_address(dst) {
+        Some((key, _)) => tunnel(shared, io, key, remote).await,
+        None => {
+            tracing::debug!(%dst, "transparent TCP to an address of no mesh service: closed");
+        }
+    }
+}
+
+/// Opaque TCP to one endpoint of `key`, retried on connect failure.
+async fn tunnel<S>(shared: Arc<Shared>, io: S, key: ServiceKey, remote: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(balancer) = shared.endpoints.service(&key) else {
+        return;
+    };
+    let mut excluded = Vec::new();
+    for _ in 0..=shared.config.outbound.retries {
+        let Some(pick) = balancer.pick(&excluded) else {
+            return;
+        };
+        let target = pick.target().clone();
+        let stream = match crate::pool::connect_tls(&shared.tcp_connector, &target).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "TCP tunnel connect failed");
+                pick.finish(Outcome::ConnectFailure);
+                excluded.push(target.addr);
+                continue;
+            }
+        };
+        let mut labels = shared.labels_outbound(&key, &target);
+        labels.request_protocol = "tcp".to_owned();
+        shared.metrics.tcp_opened(&labels);
+        let started = Instant::now();
+        let (_never, no_policy) = tokio::sync::watch::channel(0u64);
+        let outcome = crate::tcp::splice(
+            io,
+            TokioIo::new(stream),
+            shared.config.limits.tcp_idle_timeout,
+            no_policy,
+            || true,
+            shared.drain_hard.subscribe(),
+        )
+        .await;
+        pick.finish(Outcome::Success);
+        shared
+            .metrics
+            .tcp_closed(&labels, outcome.to_upstream, outcome.to_downstream);
+        let mut entry = AccessLogEntry::now("tcp", "source");
+        entry.source_principal = labels.source_principal.clone();
+        entry.destination_principal = labels.destination_principal.clone();
+        entry.source_address = remote.to_string();
+        entry.destination_address = key.to_string();
+        entry.upstream = Some(target.addr.to_string());
+        entry.request_bytes = outcome.to_upstream;
+        entry.response_bytes = outcome.to_downstream;
+        entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        entry.decision = "allow".to_owned();
+        entry.reason = outcome.closed_by.map(str::to_owned);
+        shared.access_log.log(&entry);
+        return;
+    }
+}
+
+impl Shared {
+    pub(crate) fn labels_outbound(&self, key: &ServiceKey, target: &Target) -> RequestLabels {
+        let mut labels = self.base_labels("source");
+        labels.source_principal = self.local_id().unwrap_or_else(|| "unknown".to_owned());
+        labels.source_workload = self.config.workload.name.clone();
+        labels.source_workload_namespace = self.config.workload.namespace.clone();
+        labels.destination_principal = target.identity.to_string();
+        let (ns, sa) = crate::inbound::namespace_and_account(target.identity.path());
+        labels.destination_workload = sa;
+        labels.destination_workload_namespace = ns;
+        labels.destination_service = key.to_string();
+        labels.destination_service_name = key.name.clone();
+        labels.destination_service_namespace = key.namespace.clone();
+        labels.connection_security_policy = "mutual_tls".to_owned();
+        labels
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_outbound(
+        self: &Arc<Self>,
+        key: &ServiceKey,
+        target: &Target,
+        info: RequestInfo,
+        started: Instant,
+        request_bytes: Arc<AtomicU64>,
+        resp: http::Response<ProxyBody>,
+        pick: crate::balance::Pick,
+        outcome: Outcome,
+    ) -> http::Response<ProxyBody> {
+        let code = resp.status().as_u16();
+        let header_grpc = crate::body::grpc_status(resp.headers());
+        let mut labels = self.labels_outbound(key, target);
+        labels.request_protocol = if info.grpc { "grpc" } else { "http" }.to_owned();
+        let shared = self.clone();
+        let upstream = target.addr;
+        // The endpoint's latency is the time to response headers.
+        pick.finish(outcome);
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = Counted::on_done(body, move |stats: BodyStats| {
+            labels.response_code = code.to_string();
+            if info.grpc {
+                labels.grpc_response_status = stats
+                    .grpc_status
+                    .or(header_grpc)
+                    .map_or("unknown".to_owned(), |g| g.to_string());
+            }
+            let elapsed = started.elapsed();
+            let req_bytes = request_bytes.load(std::sync::atomic::Ordering::Relaxed);
+            shared
+                .metrics
+                .request(&labels, elapsed, req_bytes, stats.bytes);
+            let mut entry = AccessLogEntry::now("http", "source");
+            entry.source_principal = labels.source_principal.clone();
+            entry.destination_principal = labels.destination_principal.clone();
+            entry.destination_address = labels.destination_service.clone();
+            entry.method = Some(info.method);
+            entry.path = Some(info.path);
+            entry.authority = Some(info.authority);
+            entry.protocol = labels.request_protocol.clone();
+            entry.status = Some(code);
+            entry.request_bytes = req_bytes;
+            entry.response_bytes = stats.bytes;
+            entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
+            entry.upstream = Some(upstream.to_string());
+            entry.decision = "allow".to_owned();
+            shared.access_log.log(&entry);
+        });
+        http::Response::from_parts(parts, boxed(body))
+    }
+}

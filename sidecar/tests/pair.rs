@@ -1,0 +1,261 @@
+//! A client sidecar and a server sidecar on loopback, end to end: the ways
+//! into the outbound side, the protocols, authorization and mTLS modes.
+
+mod support;
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DENY_ADMIN: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - to:
+    - operation: {paths: ["/admin*"]}
+"#;
+
+const STRICT: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: default}
+spec:
+  mtls: {mode: STRICT}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_named_request_crosses_the_pair_with_the_verified_peer_in_xfcc() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, "").await;
+    let (status, _, body) = get_via(pair.client.addrs.outbound, "server.default:9080", "/hello").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("path=/hello"), "{body}");
+    assert!(body.contains("host=server.default:9080"), "{body}");
+    assert!(
+        body.contains(&format!("xfcc=By={SERVER_ID};URI={CLIENT_ID}")),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xfcc_sent_by_the_application_is_replaced() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, "").await;
+    let req = http::Request::get(format!("http://{}/x", pair.client.addrs.outbound))
+        .header("host", "server.default")
+        .header("x-forwarded-client-cert", "URI=spiffe://example.org/ns/default/sa/admin")
+        .body(empty())
+        .unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(!body.contains("sa/admin"), "forged XFCC reached the app: {body}");
+    assert!(body.contains(&format!("URI={CLIENT_ID}")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_proxy_requests_are_routed() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, "").await;
+    // What an application with HTTP_PROXY set sends.
+    let mut tcp = TcpStream::connect(pair.client.addrs.outbound).await.unwrap();
+    tcp.write_all(
+        b"GET http://server.default.svc.cluster.local:9080/p?q=1 HTTP/1.1\r\nHost: server.default.svc.cluster.local:9080\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("path=/p"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_services_get_503_with_a_reason_at_once() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, "").await;
+    let (status, headers, _) = get_via(pair.client.addrs.outbound, "nosuch.default", "/").await;
+    assert_eq!(status, 503);
+    let why = headers.get("x-mesh-error").unwrap().to_str().unwrap();
+    assert!(why.contains("unknown service nosuch.default"), "{why}");
+    let (status, headers, _) = get_via(pair.client.addrs.outbound, "127.0.0.1:9", "/").await;
+    assert_eq!(status, 503);
+    assert!(headers.contains_key("x-mesh-error"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_policy_answers_403_rbac_and_allows_the_rest() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, DENY_ADMIN).await;
+    let (status, _, body) = get_via(pair.client.addrs.outbound, "server.default", "/admin/x").await;
+    assert_eq!(status, 403);
+    assert_eq!(body, "RBAC: access denied");
+    // M-9 through the sidecar: the normalised path is what is decided.
+    let (status, _, _) =
+        get_via(pair.client.addrs.outbound, "server.default", "/public/../admin/x").await;
+    assert_eq!(status, 403);
+    let (status, _, _) = get_via(pair.client.addrs.outbound, "server.default", "/public").await;
+    assert_eq!(status, 200);
+    let metrics = reqwest_text(pair.server.addrs.admin, "/stats/prometheus").await;
+    assert!(
+        metrics.contains("mesh_authz_denials_total"),
+        "denials not counted:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_update_applies_to_the_next_request() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, "").await;
+    let (status, _, _) = get_via(pair.client.addrs.outbound, "server.default", "/admin").await;
+    assert_eq!(status, 200);
+    let set = authz::PolicySet::from_yaml_str("deny.yaml", DENY_ADMIN).unwrap();
+    pair.server.policies.update(&set, "v2");
+    let (status, _, _) = get_via(pair.client.addrs.outbound, "server.default", "/admin").await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_h2_keeps_trailers_end_to_end() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|c| c.inbound.protocol = mesh_sidecar::config::AppProtocol::Grpc, "").await;
+    let req = http::Request::post(format!("http://{}/grpc", pair.client.addrs.outbound))
+        .header("host", "server.default")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(empty())
+        .unwrap();
+    let resp = h2_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers lost");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(trailers.get("grpc-message").unwrap(), "fine");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnels_tcp_over_its_own_mtls_connection() {
+    let _limit = test_support::time_limit(30);
+    let echo = echo().await;
+    let pair = pair(
+        |c| {
+            c.inbound.app = echo;
+            c.inbound.protocol = mesh_sidecar::config::AppProtocol::Tcp;
+        },
+        "",
+    )
+    .await;
+    let mut tcp = TcpStream::connect(pair.client.addrs.outbound).await.unwrap();
+    tcp.write_all(b"CONNECT server.default:7000 HTTP/1.1\r\nHost: server.default:7000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 19];
+    tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head[..12], b"HTTP/1.1 200");
+    // Skip the rest of the response head.
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"\r\n\r\n") && !(head.ends_with(b"\r\n") && rest == b"\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.unwrap();
+        rest.push(b[0]);
+    }
+    tcp.write_all(b"opaque bytes").await.unwrap();
+    let mut back = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"opaque bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_refuses_plaintext_permissive_accepts_it() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, STRICT).await;
+    let mut tcp = TcpStream::connect(pair.server.addrs.inbound).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "STRICT answered plaintext: {:?}", String::from_utf8_lossy(&buf));
+    // Through the client sidecar (mTLS) it still works.
+    let (status, _, _) = get_via(pair.client.addrs.outbound, "server.default", "/").await;
+    assert_eq!(status, 200);
+
+    let permissive = support::pair(|_| {}, "").await;
+    let mut tcp = TcpStream::connect(permissive.server.addrs.inbound).await.unwrap();
+    tcp.write_all(b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("xfcc=-"), "plaintext must carry no identity: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_with_another_identity_is_refused() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, "").await;
+    pair.client.endpoints.set_service(
+        mesh_sidecar::endpoint::ServiceKey::new("server", "default"),
+        vec![mesh_sidecar::endpoint::Target {
+            addr: pair.server.addrs.inbound,
+            identity: "spiffe://example.org/ns/default/sa/someone-else".parse().unwrap(),
+        }],
+    );
+    let (status, headers, _) = get_via(pair.client.addrs.outbound, "server.default", "/").await;
+    assert_eq!(status, 503);
+    let why = headers.get("x-mesh-error").unwrap().to_str().unwrap();
+    assert!(why.contains("expected spiffe://example.org/ns/default/sa/someone-else"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reports_readiness_certs_and_clusters() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, "").await;
+    let ready = reqwest_text(pair.client.addrs.admin, "/healthz/ready").await;
+    assert_eq!(ready.trim(), "LIVE");
+    let certs = reqwest_text(pair.client.addrs.admin, "/certs").await;
+    assert!(certs.contains(CLIENT_ID), "{certs}");
+    let clusters = reqwest_text(pair.client.addrs.admin, "/clusters").await;
+    assert!(clusters.contains("server.default"), "{clusters}");
+    assert!(clusters.contains(&pair.server.addrs.inbound.to_string()), "{clusters}");
+    let dump = reqwest_text(pair.client.addrs.admin, "/config_dump").await;
+    assert!(!dump.contains("PRIVATE KEY"), "{dump}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_inbound_and_exits() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, "").await;
+    let (status, _, _) = get_via(pair.client.addrs.outbound, "server.default", "/").await;
+    assert_eq!(status, 200);
+    pair.server.shutdown.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), pair.server.task)
+        .await
+        .expect("sidecar did not exit after the drain time")
+        .unwrap();
+    assert!(
+        TcpStream::connect(pair.server.addrs.inbound).await.is_err(),
+        "inbound still accepting after shutdown"
+    );
+}
+
+async fn reqwest_text(addr: std::net::SocketAddr, path: &str) -> String {
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .body(empty())
+        .unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
