@@ -1,4 +1,5 @@
 //! The mesh data plane as a library.
 #![deny(missing_docs)]
 
+pub mod balance;
 pub mod endpoint;
