@@ -167,7 +167,9 @@ pub async fn build(
                 .map_err(|e: workload_api::AddressError| SidecarError::Address(e.to_string()))?;
             let (source, task) = workload_api::X509Source::new(address);
             tasks.push(tokio::spawn(async move {
-                task.await;
+                if let Err(e) = task.await {
+                    tracing::error!(error = %e, "Workload API source stopped");
+                }
             }));
             Identity::from_source(Arc::new(source))
         }
@@ -223,19 +225,20 @@ pub async fn build(
                     service: k.name,
                     namespace: k.namespace,
                 })
-                .ok_or_else(|| SidecarError::Discovery(format!("calls: `{c}` is not name.namespace")))
+                .ok_or_else(|| {
+                    SidecarError::Discovery(format!("calls: `{c}` is not name.namespace"))
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     match &feed {
-        Some(feed) => {
-            if !calls.is_empty() {
-                tasks.push(tokio::spawn(follow_endpoints(
-                    feed.clone(),
-                    calls,
-                    endpoints.clone(),
-                )));
-            }
+        Some(feed) if !calls.is_empty() => {
+            tasks.push(tokio::spawn(follow_endpoints(
+                feed.clone(),
+                calls,
+                endpoints.clone(),
+            )));
         }
+        Some(_) => {}
         None if !calls.is_empty() || sources.register.is_some() => {
             return Err(SidecarError::Discovery(
                 "calls and register need feed_socket".to_owned(),

@@ -49,7 +49,11 @@ pub(crate) async fn serve(
     }
 }
 
-fn respond(code: StatusCode, content_type: &'static str, body: String) -> http::Response<ProxyBody> {
+fn respond(
+    code: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> http::Response<ProxyBody> {
     let mut resp = http::Response::new(text(body));
     *resp.status_mut() = code;
     resp.headers_mut().insert(
@@ -175,8 +179,12 @@ fn certs(shared: &Shared) -> serde_json::Value {
         .bundle_set()
         .iter()
         .map(|b| {
-            let authorities: Vec<String> =
-                b.x509().authorities().iter().map(|a| fingerprint(a)).collect();
+            let authorities: Vec<String> = b
+                .x509()
+                .authorities()
+                .iter()
+                .map(|a| fingerprint(a))
+                .collect();
             serde_json::json!({
                 "trust_domain": b.trust_domain().to_string(),
                 "x509_authorities_sha256": authorities,

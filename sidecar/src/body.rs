@@ -123,8 +123,7 @@ impl<B: Body<Data = Bytes>> Body for Counted<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.counter
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    this.counter.fetch_add(data.len() as u64, Ordering::Relaxed);
                 } else if let Some(trailers) = frame.trailers_ref() {
                     *this.grpc_status = grpc_status(trailers);
                 }
@@ -166,9 +165,12 @@ mod tests {
     #[tokio::test]
     async fn counts_bytes_and_reports_once_at_the_end() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let body = Counted::on_done(http_body_util::Full::new(Bytes::from_static(b"hello")), move |s| {
-            tx.send(s.bytes).unwrap();
-        });
+        let body = Counted::on_done(
+            http_body_util::Full::new(Bytes::from_static(b"hello")),
+            move |s| {
+                tx.send(s.bytes).unwrap();
+            },
+        );
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello");
         assert_eq!(rx.try_recv().unwrap(), 5);
@@ -178,9 +180,12 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_body_still_reports() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let body = Counted::on_done(http_body_util::Full::new(Bytes::from_static(b"x")), move |s| {
-            tx.send(s.bytes).unwrap();
-        });
+        let body = Counted::on_done(
+            http_body_util::Full::new(Bytes::from_static(b"x")),
+            move |s| {
+                tx.send(s.bytes).unwrap();
+            },
+        );
         drop(body);
         assert_eq!(rx.try_recv().unwrap(), 0);
     }

@@ -154,13 +154,29 @@ mod tests {
     #[test]
     fn route_names_services_the_istio_ways() {
         let k = |n: &str, ns: &str| ServiceKey::new(n, ns);
-        assert_eq!(route("reviews.bookinfo:9080", "x"), Some((k("reviews", "bookinfo"), Some(9080))));
-        assert_eq!(route("reviews.bookinfo", "x"), Some((k("reviews", "bookinfo"), None)));
-        assert_eq!(route("reviews.bookinfo.svc.cluster.local:80", "x"), Some((k("reviews", "bookinfo"), Some(80))));
-        assert_eq!(route("reviews", "bookinfo"), Some((k("reviews", "bookinfo"), None)));
+        assert_eq!(
+            route("reviews.bookinfo:9080", "x"),
+            Some((k("reviews", "bookinfo"), Some(9080)))
+        );
+        assert_eq!(
+            route("reviews.bookinfo", "x"),
+            Some((k("reviews", "bookinfo"), None))
+        );
+        assert_eq!(
+            route("reviews.bookinfo.svc.cluster.local:80", "x"),
+            Some((k("reviews", "bookinfo"), Some(80)))
+        );
+        assert_eq!(
+            route("reviews", "bookinfo"),
+            Some((k("reviews", "bookinfo"), None))
+        );
         assert_eq!(route("127.0.0.1:9080", "x"), None);
         assert_eq!(route("[::1]:9080", "x"), None);
-        assert_eq!(route("a.b.c", "x"), None, "three labels without svc are not a mesh name");
+        assert_eq!(
+            route("a.b.c", "x"),
+            None,
+            "three labels without svc are not a mesh name"
+        );
         assert_eq!(route("", "x"), None);
         assert_eq!(route("bad host:1", "x"), None);
     }

@@ -145,9 +145,13 @@ impl FileIdentity {
                 _ = stop.changed() => return,
             }
             match self.reload_if_changed() {
-                Ok(true) => tracing::info!(cert = %self.files.cert.display(), "identity files reloaded"),
+                Ok(true) => {
+                    tracing::info!(cert = %self.files.cert.display(), "identity files reloaded")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "identity files changed but do not load; keeping the previous identity"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "identity files changed but do not load; keeping the previous identity")
+                }
             }
         }
     }

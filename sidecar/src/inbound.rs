@@ -27,7 +27,10 @@ use crate::body::{BodyStats, Counted, ProxyBody, boxed, text};
 use crate::config::AppProtocol;
 use crate::detect::{Detected, Prefixed, detect};
 use crate::runtime::Shared;
-use crate::telemetry::{AccessLogEntry, RequestLabels};
+use crate::telemetry::{
+    AccessDecision, AccessLogEntry, Direction, EntryKind, Reporter, RequestLabels, RequestProtocol,
+    SecurityPolicy,
+};
 
 static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
@@ -99,13 +102,13 @@ pub(crate) async fn serve(
     let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            shared.handshake_failed("inbound", &e);
+            shared.handshake_failed(&e);
             return;
         }
         Err(_) => {
             shared
                 .metrics
-                .handshake_failed("inbound", "handshake_timeout");
+                .tls_handshake_failed(Direction::Inbound, "handshake_timeout");
             return;
         }
     };
@@ -114,7 +117,7 @@ pub(crate) async fn serve(
     let Some(peer) = shared.server_tls.peer_identity(conn) else {
         shared
             .metrics
-            .handshake_failed("inbound", "no_client_certificate");
+            .tls_handshake_failed(Direction::Inbound, "no_client_certificate");
         return;
     };
     let mut facts = ConnectionFacts::new(local, remote)
@@ -182,10 +185,8 @@ where
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(ConnectionFacts::clone(&facts));
             let info = RequestInfo::of(&parts);
-            let req = http::Request::from_parts(
-                parts,
-                boxed(Counted::new(body, request_bytes.clone())),
-            );
+            let req =
+                http::Request::from_parts(parts, boxed(Counted::new(body, request_bytes.clone())));
             let resp = match service.oneshot(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
@@ -416,29 +417,39 @@ pub(crate) fn status(code: u16, msg: &'static str) -> http::Response<ProxyBody> 
 impl Shared {
     fn refuse_plaintext(&self, remote: SocketAddr, local: SocketAddr) {
         self.metrics
-            .handshake_failed("inbound", "plaintext_under_strict");
-        self.metrics
-            .authz_denied("destination", "none", "plaintext under STRICT mTLS");
-        let mut entry = AccessLogEntry::now("tcp", "destination");
-        entry.source_address = remote.to_string();
-        entry.destination_address = local.to_string();
-        entry.decision = "deny".to_owned();
-        entry.reason = Some("plaintext connection refused: mTLS mode is STRICT".to_owned());
+            .tls_handshake_failed(Direction::Inbound, "plaintext_under_strict");
+        self.metrics.authz_denied(
+            Reporter::Destination,
+            None,
+            reason_label(&authz::Reason::StrictMtlsPlaintext),
+        );
+        let mut entry = AccessLogEntry::new(
+            EntryKind::Tcp,
+            Reporter::Destination,
+            AccessDecision::Deny,
+            remote,
+            local,
+        );
+        entry.reason = Some(authz::Reason::StrictMtlsPlaintext.to_string());
         self.access_log.log(&entry);
     }
 
-    fn handshake_failed(&self, direction: &str, e: &std::io::Error) {
+    fn handshake_failed(&self, e: &std::io::Error) {
         let reason = match e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            Some(rustls::Error::InvalidCertificate(c)) => format!("invalid_certificate: {c:?}"),
-            Some(rustls::Error::NoCertificatesPresented) => "no_client_certificate".to_owned(),
-            Some(rustls::Error::AlertReceived(a)) => format!("alert_received: {a:?}"),
-            Some(other) => format!("{other:?}").chars().take(48).collect(),
-            None => format!("{:?}", e.kind()),
+            Some(rustls::Error::InvalidCertificate(_)) => "invalid_certificate",
+            Some(rustls::Error::NoCertificatesPresented) => "no_client_certificate",
+            Some(rustls::Error::AlertReceived(_)) => "alert_received",
+            Some(rustls::Error::InvalidMessage(_)) => "invalid_message",
+            Some(rustls::Error::PeerIncompatible(_)) => "peer_incompatible",
+            Some(_) => "tls_error",
+            None if e.kind() == std::io::ErrorKind::UnexpectedEof => "peer_closed",
+            None => "io_error",
         };
-        self.metrics.handshake_failed(direction, &reason);
+        self.metrics
+            .tls_handshake_failed(Direction::Inbound, reason);
     }
 
     /// Metrics and the access-log line for one inbound request, recorded
@@ -453,49 +464,57 @@ impl Shared {
     ) -> http::Response<ProxyBody> {
         let code = resp.status().as_u16();
         let (decision, policy, reason) = if let Some(a) = resp.extensions().get::<Allowed>() {
-            ("allow", a.policy.clone(), None)
+            (AccessDecision::Allow, a.policy.clone(), None)
         } else if let Some(d) = resp.extensions().get::<authz::Decision>() {
-            ("deny", d.policy.clone(), Some(d.reason.to_string()))
-        } else {
-            ("allow", None, None)
-        };
-        if decision == "deny" {
             self.metrics.authz_denied(
-                "destination",
-                policy.as_deref().unwrap_or("none"),
-                reason.as_deref().unwrap_or(""),
+                Reporter::Destination,
+                d.policy.as_deref(),
+                reason_label(&d.reason),
             );
-        }
+            (
+                AccessDecision::Deny,
+                d.policy.clone(),
+                Some(d.reason.to_string()),
+            )
+        } else {
+            (AccessDecision::Allow, None, None)
+        };
         let header_grpc = crate::body::grpc_status(resp.headers());
-        let mut labels = self.labels_inbound(facts, &info);
+        let mut labels = self.labels_inbound(facts, info.grpc);
         let shared = self.clone();
-        let facts = facts.clone();
+        let (remote, local) = (facts.remote_addr(), facts.local_addr());
         let (parts, body) = resp.into_parts();
         let body = Counted::on_done(body, move |stats: BodyStats| {
-            let grpc = stats.grpc_status.or(header_grpc);
-            labels.response_code = code.to_string();
+            labels.response_code = code;
             if info.grpc {
-                labels.grpc_response_status = grpc.map_or("unknown".to_owned(), |g| g.to_string());
+                labels.grpc_response_status = stats
+                    .grpc_status
+                    .or(header_grpc)
+                    .map(|g| g.to_string())
+                    .unwrap_or_default();
             }
             let elapsed = started.elapsed();
             let req_bytes = request_bytes.load(Ordering::Relaxed);
             shared
                 .metrics
                 .request(&labels, elapsed, req_bytes, stats.bytes);
-            let mut entry = AccessLogEntry::now("http", "destination");
+            let mut entry = AccessLogEntry::new(
+                EntryKind::Http,
+                Reporter::Destination,
+                decision,
+                remote,
+                local,
+            );
             entry.source_principal = labels.source_principal.clone();
             entry.destination_principal = labels.destination_principal.clone();
-            entry.source_address = facts.remote_addr().to_string();
-            entry.destination_address = facts.local_addr().to_string();
             entry.method = Some(info.method);
             entry.path = Some(info.path);
             entry.authority = Some(info.authority);
-            entry.protocol = labels.request_protocol.clone();
+            entry.protocol = Some(labels.request_protocol.as_str().to_owned());
             entry.status = Some(code);
             entry.request_bytes = req_bytes;
             entry.response_bytes = stats.bytes;
-            entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
-            entry.decision = decision.to_owned();
+            entry.duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
             entry.policy = policy;
             entry.reason = reason;
             shared.access_log.log(&entry);
@@ -503,33 +522,50 @@ impl Shared {
         http::Response::from_parts(parts, boxed(body))
     }
 
-    fn labels_inbound(&self, facts: &ConnectionFacts, info: &RequestInfo) -> RequestLabels {
-        let mut labels = self.base_labels("destination");
-        labels.source_principal = facts
-            .peer()
-            .map_or("unknown".to_owned(), |p| p.spiffe_id().to_string());
+    /// The labels of traffic this sidecar receives.
+    fn labels_inbound(&self, facts: &ConnectionFacts, grpc: bool) -> RequestLabels {
+        let mut labels = RequestLabels {
+            reporter: Reporter::Destination,
+            ..RequestLabels::default()
+        };
+        labels.source_principal = facts.peer().map(|p| p.spiffe_id().clone());
         if let Some(peer) = facts.peer() {
             let (ns, sa) = namespace_and_account(peer.spiffe_id().path());
             labels.source_workload_namespace = ns;
             labels.source_workload = sa;
         }
-        labels.destination_principal = self.local_id().unwrap_or_else(|| "unknown".to_owned());
-        labels.destination_workload = self.config.workload.name.clone();
-        labels.destination_workload_namespace = self.config.workload.namespace.clone();
-        labels.destination_service_name = self.config.workload.service.clone();
-        labels.destination_service_namespace = self.config.workload.namespace.clone();
-        labels.destination_service = format!(
-            "{}.{}",
-            self.config.workload.service, self.config.workload.namespace
-        );
-        labels.request_protocol = if info.grpc { "grpc" } else { "http" }.to_owned();
-        labels.connection_security_policy = if facts.is_tls() {
-            "mutual_tls"
+        labels.destination_principal = self.local_spiffe_id();
+        let workload = &self.config.workload;
+        labels.destination_workload = workload.name.clone();
+        labels.destination_workload_namespace = workload.namespace.clone();
+        labels.destination_service_name = workload.service.clone();
+        labels.destination_service_namespace = workload.namespace.clone();
+        labels.destination_service = format!("{}.{}", workload.service, workload.namespace);
+        labels.request_protocol = if grpc {
+            RequestProtocol::Grpc
         } else {
-            "none"
-        }
-        .to_owned();
+            RequestProtocol::Http
+        };
+        labels.connection_security_policy = if facts.is_tls() {
+            SecurityPolicy::MutualTls
+        } else {
+            SecurityPolicy::None
+        };
         labels
+    }
+}
+
+/// A bounded label value for an authorization denial's reason.
+pub(crate) fn reason_label(reason: &authz::Reason) -> &'static str {
+    use authz::Reason;
+    match reason {
+        Reason::DenyMatched => "deny_matched",
+        Reason::NoAllowMatched => "no_allow_matched",
+        Reason::ExtAuthzDenied { .. } => "ext_authz_denied",
+        Reason::StrictMtlsPlaintext => "strict_mtls_plaintext",
+        Reason::Jwt(_) => "jwt",
+        Reason::BadRequest(_) => "bad_request",
+        _ => "other",
     }
 }
 
@@ -552,31 +588,30 @@ where
     let engine = shared.policies.engine().clone();
     let request = AuthzRequest::tcp().connection(&facts);
     let decision = engine.check(&request);
-    let mut labels = shared.base_labels("destination");
-    labels.request_protocol = "tcp".to_owned();
-    labels.source_principal = facts
-        .peer()
-        .map_or("unknown".to_owned(), |p| p.spiffe_id().to_string());
-    labels.destination_principal = shared.local_id().unwrap_or_else(|| "unknown".to_owned());
-    labels.destination_workload = shared.config.workload.name.clone();
-    labels.destination_workload_namespace = shared.config.workload.namespace.clone();
-    labels.destination_service_name = shared.config.workload.service.clone();
-    labels.connection_security_policy =
-        if facts.is_tls() { "mutual_tls" } else { "none" }.to_owned();
-    let mut entry = AccessLogEntry::now("tcp", "destination");
+    let mut labels = shared.labels_inbound(&facts, false);
+    labels.request_protocol = RequestProtocol::Tcp;
+    let verdict = if decision.allowed {
+        AccessDecision::Allow
+    } else {
+        AccessDecision::Deny
+    };
+    let mut entry = AccessLogEntry::new(
+        EntryKind::Tcp,
+        Reporter::Destination,
+        verdict,
+        facts.remote_addr(),
+        facts.local_addr(),
+    );
     entry.source_principal = labels.source_principal.clone();
     entry.destination_principal = labels.destination_principal.clone();
-    entry.source_address = facts.remote_addr().to_string();
-    entry.destination_address = facts.local_addr().to_string();
-    entry.upstream = Some(app.addr.to_string());
+    entry.upstream = Some(app.addr);
     entry.policy = decision.policy.clone();
     if !decision.allowed {
         shared.metrics.authz_denied(
-            "destination",
-            decision.policy.as_deref().unwrap_or("none"),
-            &decision.reason.to_string(),
+            Reporter::Destination,
+            decision.policy.as_deref(),
+            reason_label(&decision.reason),
         );
-        entry.decision = "deny".to_owned();
         entry.reason = Some(decision.reason.to_string());
         shared.access_log.log(&entry);
         return;
@@ -589,7 +624,7 @@ where
     {
         Ok(Ok(s)) => s,
         _ => {
-            entry.decision = "allow".to_owned();
+            entry.response_flags = "UF".to_owned();
             entry.reason = Some("application unreachable".to_owned());
             shared.access_log.log(&entry);
             return;
@@ -610,10 +645,9 @@ where
     shared
         .metrics
         .tcp_closed(&labels, outcome.to_upstream, outcome.to_downstream);
-    entry.decision = "allow".to_owned();
     entry.request_bytes = outcome.to_upstream;
     entry.response_bytes = outcome.to_downstream;
-    entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    entry.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     entry.reason = outcome.closed_by.map(str::to_owned);
     shared.access_log.log(&entry);
 }

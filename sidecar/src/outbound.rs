@@ -27,7 +27,10 @@ use crate::detect::{Detected, Prefixed, detect};
 use crate::endpoint::{ServiceKey, Target, route};
 use crate::inbound::{RequestInfo, status, strip_hop_by_hop};
 use crate::runtime::Shared;
-use crate::telemetry::{AccessLogEntry, RequestLabels};
+use crate::telemetry::{
+    AccessDecision, AccessLogEntry, EntryKind, Reporter, RequestLabels, RequestProtocol,
+    SecurityPolicy,
+};
 
 /// The header that says why the sidecar itself answered.
 pub const ERROR_HEADER: &str = "x-mesh-error";
@@ -52,8 +55,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
     }
     let mut sniffed = bytes::Bytes::new();
     if let Some(dst) = original {
-        let Ok((proto, bytes)) = detect(&mut tcp, shared.config.limits.detect_timeout).await
-        else {
+        let Ok((proto, bytes)) = detect(&mut tcp, shared.config.limits.detect_timeout).await else {
             return;
         };
         sniffed = bytes;
@@ -68,9 +70,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
         let shared = shared.clone();
         move |req: http::Request<Incoming>| {
             let shared = shared.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(handle(shared, req, original, remote).await)
-            }
+            async move { Ok::<_, std::convert::Infallible>(handle(shared, req, original, remote).await) }
         }
     });
     let builder = crate::inbound::server_builder(&shared.config.limits);
@@ -202,6 +202,7 @@ async fn handle(
                     resp.map(boxed),
                     pick,
                     outcome,
+                    remote,
                 );
             }
             Ok(Err(mut e)) => {
@@ -323,7 +324,7 @@ where
             }
         };
         let mut labels = shared.labels_outbound(&key, &target);
-        labels.request_protocol = "tcp".to_owned();
+        labels.request_protocol = RequestProtocol::Tcp;
         shared.metrics.tcp_opened(&labels);
         let started = Instant::now();
         let (_never, no_policy) = tokio::sync::watch::channel(0u64);
@@ -340,16 +341,20 @@ where
         shared
             .metrics
             .tcp_closed(&labels, outcome.to_upstream, outcome.to_downstream);
-        let mut entry = AccessLogEntry::now("tcp", "source");
+        let mut entry = AccessLogEntry::new(
+            EntryKind::Tcp,
+            Reporter::Source,
+            AccessDecision::Allow,
+            remote,
+            target.addr,
+        );
         entry.source_principal = labels.source_principal.clone();
         entry.destination_principal = labels.destination_principal.clone();
-        entry.source_address = remote.to_string();
-        entry.destination_address = key.to_string();
-        entry.upstream = Some(target.addr.to_string());
+        entry.authority = Some(key.to_string());
+        entry.upstream = Some(target.addr);
         entry.request_bytes = outcome.to_upstream;
         entry.response_bytes = outcome.to_downstream;
-        entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        entry.decision = "allow".to_owned();
+        entry.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         entry.reason = outcome.closed_by.map(str::to_owned);
         shared.access_log.log(&entry);
         return;
@@ -357,19 +362,23 @@ where
 }
 
 impl Shared {
+    /// The labels of traffic this sidecar originates.
     pub(crate) fn labels_outbound(&self, key: &ServiceKey, target: &Target) -> RequestLabels {
-        let mut labels = self.base_labels("source");
-        labels.source_principal = self.local_id().unwrap_or_else(|| "unknown".to_owned());
+        let mut labels = RequestLabels {
+            reporter: Reporter::Source,
+            ..RequestLabels::default()
+        };
+        labels.source_principal = self.local_spiffe_id();
         labels.source_workload = self.config.workload.name.clone();
         labels.source_workload_namespace = self.config.workload.namespace.clone();
-        labels.destination_principal = target.identity.to_string();
+        labels.destination_principal = Some(target.identity.clone());
         let (ns, sa) = crate::inbound::namespace_and_account(target.identity.path());
         labels.destination_workload = sa;
         labels.destination_workload_namespace = ns;
         labels.destination_service = key.to_string();
         labels.destination_service_name = key.name.clone();
         labels.destination_service_namespace = key.namespace.clone();
-        labels.connection_security_policy = "mutual_tls".to_owned();
+        labels.connection_security_policy = SecurityPolicy::MutualTls;
         labels
     }
 
@@ -384,11 +393,16 @@ impl Shared {
         resp: http::Response<ProxyBody>,
         pick: crate::balance::Pick,
         outcome: Outcome,
+        remote: SocketAddr,
     ) -> http::Response<ProxyBody> {
         let code = resp.status().as_u16();
         let header_grpc = crate::body::grpc_status(resp.headers());
         let mut labels = self.labels_outbound(key, target);
-        labels.request_protocol = if info.grpc { "grpc" } else { "http" }.to_owned();
+        labels.request_protocol = if info.grpc {
+            RequestProtocol::Grpc
+        } else {
+            RequestProtocol::Http
+        };
         let shared = self.clone();
         let upstream = target.addr;
         // The endpoint's latency is the time to response headers.
@@ -396,32 +410,37 @@ impl Shared {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let body = Counted::on_done(body, move |stats: BodyStats| {
-            labels.response_code = code.to_string();
+            labels.response_code = code;
             if info.grpc {
                 labels.grpc_response_status = stats
                     .grpc_status
                     .or(header_grpc)
-                    .map_or("unknown".to_owned(), |g| g.to_string());
+                    .map(|g| g.to_string())
+                    .unwrap_or_default();
             }
             let elapsed = started.elapsed();
             let req_bytes = request_bytes.load(std::sync::atomic::Ordering::Relaxed);
             shared
                 .metrics
                 .request(&labels, elapsed, req_bytes, stats.bytes);
-            let mut entry = AccessLogEntry::now("http", "source");
+            let mut entry = AccessLogEntry::new(
+                EntryKind::Http,
+                Reporter::Source,
+                AccessDecision::Allow,
+                remote,
+                upstream,
+            );
             entry.source_principal = labels.source_principal.clone();
             entry.destination_principal = labels.destination_principal.clone();
-            entry.destination_address = labels.destination_service.clone();
             entry.method = Some(info.method);
             entry.path = Some(info.path);
             entry.authority = Some(info.authority);
-            entry.protocol = labels.request_protocol.clone();
+            entry.protocol = Some(labels.request_protocol.as_str().to_owned());
             entry.status = Some(code);
             entry.request_bytes = req_bytes;
             entry.response_bytes = stats.bytes;
-            entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
-            entry.upstream = Some(upstream.to_string());
-            entry.decision = "allow".to_owned();
+            entry.duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+            entry.upstream = Some(upstream);
             shared.access_log.log(&entry);
         });
         http::Response::from_parts(parts, boxed(body))

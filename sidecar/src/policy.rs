@@ -107,9 +107,7 @@ impl PolicyDir {
         let listing = self
             .listing()
             .map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        if *self.seen.lock().unwrap_or_else(|e| e.into_inner()) == listing
-            && !listing.is_empty()
-        {
+        if *self.seen.lock().unwrap_or_else(|e| e.into_inner()) == listing && !listing.is_empty() {
             return Ok(None);
         }
         let paths: Vec<&PathBuf> = listing.iter().map(|(p, _, _)| p).collect();
@@ -140,7 +138,9 @@ impl PolicyDir {
                     tracing::info!(dir = %self.dir.display(), "policies reloaded");
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "policy files do not load; keeping the previous set"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "policy files do not load; keeping the previous set")
+                }
             }
         }
     }

@@ -51,7 +51,10 @@ pub struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("endpoints", &self.slots.lock().map(|s| s.len()).unwrap_or(0))
+            .field(
+                "endpoints",
+                &self.slots.lock().map(|s| s.len()).unwrap_or(0),
+            )
             .finish()
     }
 }
@@ -148,12 +151,13 @@ pub(crate) async fn connect_tls(
     connector: &MtlsConnector,
     target: &Target,
 ) -> Result<mtls_tower::MtlsStream, PoolError> {
-    let uri: http::Uri = format!("http://{}", target.addr)
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| PoolError::Connect {
-            addr: target.addr,
-            source: Box::new(e),
-        })?;
+    let uri: http::Uri =
+        format!("http://{}", target.addr)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| PoolError::Connect {
+                addr: target.addr,
+                source: Box::new(e),
+            })?;
     let stream = connector
         .connect(uri)
         .await

@@ -19,7 +19,7 @@ use crate::endpoint::{Endpoints, ServiceKey, Target};
 use crate::identity::Identity;
 use crate::policy::Policies;
 use crate::pool::Pool;
-use crate::telemetry::{AccessLog, Metrics, RequestLabels};
+use crate::telemetry::{AccessLog, Metrics};
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,11 +75,12 @@ impl Shared {
             .map(|s| s.spiffe_id().to_string())
     }
 
-    pub(crate) fn base_labels(&self, reporter: &str) -> RequestLabels {
-        RequestLabels {
-            reporter: reporter.to_owned(),
-            ..RequestLabels::default()
-        }
+    /// The sidecar's own SPIFFE ID, typed.
+    pub(crate) fn local_spiffe_id(&self) -> Option<spiffe_core::SpiffeId> {
+        self.identity
+            .svid
+            .x509_svid()
+            .map(|s| s.spiffe_id().clone())
     }
 }
 
@@ -176,21 +177,22 @@ impl Sidecar {
             set_log_level,
         } = parts;
         for (service, list) in &config.static_endpoints {
-            let (key, _) = crate::endpoint::route(service, &config.workload.namespace).ok_or_else(
-                || BuildError::StaticEndpoint {
-                    service: service.clone(),
-                    why: "not a service.namespace name".to_owned(),
-                },
-            )?;
+            let (key, _) =
+                crate::endpoint::route(service, &config.workload.namespace).ok_or_else(|| {
+                    BuildError::StaticEndpoint {
+                        service: service.clone(),
+                        why: "not a service.namespace name".to_owned(),
+                    }
+                })?;
             let mut targets = Vec::new();
             for e in list {
-                let identity =
-                    e.spiffe_id
-                        .parse()
-                        .map_err(|err| BuildError::StaticEndpoint {
-                            service: service.clone(),
-                            why: format!("{}: {err}", e.spiffe_id),
-                        })?;
+                let identity = e
+                    .spiffe_id
+                    .parse()
+                    .map_err(|err| BuildError::StaticEndpoint {
+                        service: service.clone(),
+                        why: format!("{}: {err}", e.spiffe_id),
+                    })?;
                 targets.push(Target {
                     addr: e.address,
                     identity,
@@ -297,14 +299,10 @@ impl Sidecar {
             policies_ready,
             set_log_level,
         ));
-        let outbound_task = tokio::spawn(accept_loop(
-            outbound,
-            shared.clone(),
-            None,
-            |s, t, r, _| {
+        let outbound_task =
+            tokio::spawn(accept_loop(outbound, shared.clone(), None, |s, t, r, _| {
                 tokio::spawn(crate::outbound::serve(s, t, r));
-            },
-        ));
+            }));
         let expiry_task = tokio::spawn(expiry_gauge(shared.clone()));
         // Inbound runs here so that it stops first.
         {
@@ -328,7 +326,6 @@ impl Sidecar {
         admin_task.abort();
         expiry_task.abort();
     }
-
 }
 
 impl ShutdownHandle {

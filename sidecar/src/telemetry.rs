@@ -92,7 +92,8 @@ pub enum RequestProtocol {
 }
 
 impl RequestProtocol {
-    fn as_str(self) -> &'static str {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
         match self {
             RequestProtocol::Http => "http",
             RequestProtocol::Grpc => "grpc",

@@ -33,7 +33,8 @@ spec:
 async fn host_named_request_crosses_the_pair_with_the_verified_peer_in_xfcc() {
     let _limit = test_support::time_limit(30);
     let pair = pair(|_| {}, "").await;
-    let (status, _, body) = get_via(pair.client.addrs.outbound, "server.default:9080", "/hello").await;
+    let (status, _, body) =
+        get_via(pair.client.addrs.outbound, "server.default:9080", "/hello").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("path=/hello"), "{body}");
     assert!(body.contains("host=server.default:9080"), "{body}");
@@ -49,13 +50,19 @@ async fn xfcc_sent_by_the_application_is_replaced() {
     let pair = pair(|_| {}, "").await;
     let req = http::Request::get(format!("http://{}/x", pair.client.addrs.outbound))
         .header("host", "server.default")
-        .header("x-forwarded-client-cert", "URI=spiffe://example.org/ns/default/sa/admin")
+        .header(
+            "x-forwarded-client-cert",
+            "URI=spiffe://example.org/ns/default/sa/admin",
+        )
         .body(empty())
         .unwrap();
     let resp = h1_client().request(req).await.unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let body = String::from_utf8_lossy(&body);
-    assert!(!body.contains("sa/admin"), "forged XFCC reached the app: {body}");
+    assert!(
+        !body.contains("sa/admin"),
+        "forged XFCC reached the app: {body}"
+    );
     assert!(body.contains(&format!("URI={CLIENT_ID}")), "{body}");
 }
 
@@ -64,7 +71,9 @@ async fn absolute_form_proxy_requests_are_routed() {
     let _limit = test_support::time_limit(30);
     let pair = pair(|_| {}, "").await;
     // What an application with HTTP_PROXY set sends.
-    let mut tcp = TcpStream::connect(pair.client.addrs.outbound).await.unwrap();
+    let mut tcp = TcpStream::connect(pair.client.addrs.outbound)
+        .await
+        .unwrap();
     tcp.write_all(
         b"GET http://server.default.svc.cluster.local:9080/p?q=1 HTTP/1.1\r\nHost: server.default.svc.cluster.local:9080\r\nConnection: close\r\n\r\n",
     )
@@ -97,8 +106,12 @@ async fn deny_policy_answers_403_rbac_and_allows_the_rest() {
     assert_eq!(status, 403);
     assert_eq!(body, "RBAC: access denied");
     // M-9 through the sidecar: the normalised path is what is decided.
-    let (status, _, _) =
-        get_via(pair.client.addrs.outbound, "server.default", "/public/../admin/x").await;
+    let (status, _, _) = get_via(
+        pair.client.addrs.outbound,
+        "server.default",
+        "/public/../admin/x",
+    )
+    .await;
     assert_eq!(status, 403);
     let (status, _, _) = get_via(pair.client.addrs.outbound, "server.default", "/public").await;
     assert_eq!(status, 200);
@@ -124,7 +137,11 @@ async fn policy_update_applies_to_the_next_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_h2_keeps_trailers_end_to_end() {
     let _limit = test_support::time_limit(30);
-    let pair = pair(|c| c.inbound.protocol = mesh_sidecar::config::AppProtocol::Grpc, "").await;
+    let pair = pair(
+        |c| c.inbound.protocol = mesh_sidecar::config::AppProtocol::Grpc,
+        "",
+    )
+    .await;
     let req = http::Request::post(format!("http://{}/grpc", pair.client.addrs.outbound))
         .header("host", "server.default")
         .header("content-type", "application/grpc")
@@ -152,20 +169,14 @@ async fn connect_tunnels_tcp_over_its_own_mtls_connection() {
         "",
     )
     .await;
-    let mut tcp = TcpStream::connect(pair.client.addrs.outbound).await.unwrap();
+    let mut tcp = TcpStream::connect(pair.client.addrs.outbound)
+        .await
+        .unwrap();
     tcp.write_all(b"CONNECT server.default:7000 HTTP/1.1\r\nHost: server.default:7000\r\n\r\n")
         .await
         .unwrap();
-    let mut head = [0u8; 19];
-    tcp.read_exact(&mut head).await.unwrap();
-    assert_eq!(&head[..12], b"HTTP/1.1 200");
-    // Skip the rest of the response head.
-    let mut rest = Vec::new();
-    while !rest.ends_with(b"\r\n\r\n") && !(head.ends_with(b"\r\n") && rest == b"\r\n") {
-        let mut b = [0u8; 1];
-        tcp.read_exact(&mut b).await.unwrap();
-        rest.push(b[0]);
-    }
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     tcp.write_all(b"opaque bytes").await.unwrap();
     let mut back = [0u8; 12];
     tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut back))
@@ -180,26 +191,38 @@ async fn strict_refuses_plaintext_permissive_accepts_it() {
     let _limit = test_support::time_limit(30);
     let pair = pair(|_| {}, STRICT).await;
     let mut tcp = TcpStream::connect(pair.server.addrs.inbound).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
         .await
         .unwrap()
         .unwrap_or(0);
-    assert_eq!(n, 0, "STRICT answered plaintext: {:?}", String::from_utf8_lossy(&buf));
+    assert_eq!(
+        n,
+        0,
+        "STRICT answered plaintext: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
     // Through the client sidecar (mTLS) it still works.
     let (status, _, _) = get_via(pair.client.addrs.outbound, "server.default", "/").await;
     assert_eq!(status, 200);
 
     let permissive = support::pair(|_| {}, "").await;
-    let mut tcp = TcpStream::connect(permissive.server.addrs.inbound).await.unwrap();
+    let mut tcp = TcpStream::connect(permissive.server.addrs.inbound)
+        .await
+        .unwrap();
     tcp.write_all(b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.contains("xfcc=-"), "plaintext must carry no identity: {out}");
+    assert!(
+        out.contains("xfcc=-"),
+        "plaintext must carry no identity: {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,13 +233,18 @@ async fn an_endpoint_with_another_identity_is_refused() {
         mesh_sidecar::endpoint::ServiceKey::new("server", "default"),
         vec![mesh_sidecar::endpoint::Target {
             addr: pair.server.addrs.inbound,
-            identity: "spiffe://example.org/ns/default/sa/someone-else".parse().unwrap(),
+            identity: "spiffe://example.org/ns/default/sa/someone-else"
+                .parse()
+                .unwrap(),
         }],
     );
     let (status, headers, _) = get_via(pair.client.addrs.outbound, "server.default", "/").await;
     assert_eq!(status, 503);
     let why = headers.get("x-mesh-error").unwrap().to_str().unwrap();
-    assert!(why.contains("expected spiffe://example.org/ns/default/sa/someone-else"), "{why}");
+    assert!(
+        why.contains("expected spiffe://example.org/ns/default/sa/someone-else"),
+        "{why}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +257,10 @@ async fn admin_reports_readiness_certs_and_clusters() {
     assert!(certs.contains(CLIENT_ID), "{certs}");
     let clusters = reqwest_text(pair.client.addrs.admin, "/clusters").await;
     assert!(clusters.contains("server.default"), "{clusters}");
-    assert!(clusters.contains(&pair.server.addrs.inbound.to_string()), "{clusters}");
+    assert!(
+        clusters.contains(&pair.server.addrs.inbound.to_string()),
+        "{clusters}"
+    );
     let dump = reqwest_text(pair.client.addrs.admin, "/config_dump").await;
     assert!(!dump.contains("PRIVATE KEY"), "{dump}");
 }
@@ -258,4 +289,16 @@ async fn reqwest_text(addr: std::net::SocketAddr, path: &str) -> String {
     let resp = h1_client().request(req).await.unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Reads a response head, byte by byte, up to the blank line.
+async fn read_head(tcp: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+        assert!(head.len() < 8192, "response head too long");
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }

@@ -109,7 +109,8 @@ fn init_reloadable_logging(format: LogFormat) -> Option<mesh_sidecar::runtime::L
     };
     installed.then(|| {
         std::sync::Arc::new(move |level: &str| {
-            let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            let filter =
+                tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
             handle.reload(filter).map_err(|e| e.to_string())
         }) as mesh_sidecar::runtime::LogLevelSetter
     })

@@ -137,9 +137,8 @@ async fn answer(req: http::Request<Incoming>) -> http::Response<ProxyBody> {
             Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
             Ok(Frame::trailers(trailers)),
         ];
-        let mut resp = http::Response::new(boxed(StreamBody::new(futures_util::stream::iter(
-            frames,
-        ))));
+        let mut resp =
+            http::Response::new(boxed(StreamBody::new(futures_util::stream::iter(frames))));
         resp.headers_mut()
             .insert("content-type", "application/grpc".parse().unwrap());
         return resp;
@@ -157,7 +156,12 @@ async fn answer(req: http::Request<Incoming>) -> http::Response<ProxyBody> {
         header("x-forwarded-client-cert"),
         req.version()
     );
-    let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     http::Response::new(boxed(Full::new(Bytes::from(format!("{text} body={body}")))))
 }
 
