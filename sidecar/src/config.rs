@@ -159,6 +159,10 @@ pub struct OutboundConfig {
     pub retries: u32,
     /// Endpoint choice and outlier ejection.
     pub balance: crate::balance::BalanceConfig,
+    /// The service (`name.namespace`) that requests go to when their
+    /// authority names none: a sidecar fronting one upstream, as in a
+    /// benchmark. Unset: such requests get a 503.
+    pub default_service: Option<String>,
 }
 
 impl Default for OutboundConfig {
@@ -169,6 +173,7 @@ impl Default for OutboundConfig {
             request_timeout: Duration::from_secs(15),
             retries: 2,
             balance: crate::balance::BalanceConfig::default(),
+            default_service: None,
         }
     }
 }

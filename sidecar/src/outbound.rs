@@ -109,11 +109,16 @@ async fn handle(
             break;
         }
     }
-    let routed = routed.or_else(|| {
-        original
-            .and_then(|dst| shared.endpoints.by_address(dst))
-            .map(|(k, _)| k)
-    });
+    let routed = routed
+        .or_else(|| {
+            original
+                .and_then(|dst| shared.endpoints.by_address(dst))
+                .map(|(k, _)| k)
+        })
+        .or_else(|| {
+            let fallback = shared.config.outbound.default_service.as_deref()?;
+            route(fallback, &namespace).map(|(k, _)| k)
+        });
     let Some(key) = routed else {
         return mesh_error(
             503,
