@@ -30,15 +30,34 @@ pub const SERVER_ID: &str = "spiffe://example.org/ns/default/sa/server";
 
 /// An identity issued by `ca`, with `ca`'s root as the only bundle.
 pub fn identity(ca: &TestCa, id: &str) -> Identity {
+    let (svid, bundles) = sources(ca, id);
+    Identity {
+        svid,
+        bundles,
+    }
+}
+
+/// An SVID from `ca`.
+pub fn svid(ca: &TestCa, id: &str) -> X509Svid {
     let leaf = ca.leaf(id);
     let key = PrivateKey::from_pkcs8_der(&leaf.key_der).unwrap();
-    let svid = X509Svid::new(leaf.chain.clone(), key).unwrap();
+    X509Svid::new(leaf.chain.clone(), key).unwrap()
+}
+
+/// A bundle set trusting each of `cas`.
+pub fn bundles(cas: &[&TestCa]) -> BundleSet {
     let mut set = BundleSet::new();
-    set.insert_x509(X509Bundle::new(TD.parse().unwrap(), vec![ca.root_cert()]).unwrap());
-    Identity {
-        svid: Arc::new(MemorySvidSource::new(svid)),
-        bundles: Arc::new(MemoryBundleSource::new(set)),
-    }
+    let roots = cas.iter().map(|c| c.root_cert()).collect();
+    set.insert_x509(X509Bundle::new(TD.parse().unwrap(), roots).unwrap());
+    set
+}
+
+/// The sources behind [`identity`], for tests that rotate them.
+pub fn sources(ca: &TestCa, id: &str) -> (Arc<MemorySvidSource>, Arc<MemoryBundleSource>) {
+    (
+        Arc::new(MemorySvidSource::new(svid(ca, id))),
+        Arc::new(MemoryBundleSource::new(bundles(&[ca]))),
+    )
 }
 
 /// Policies from YAML text (empty: allow all, PERMISSIVE).
