@@ -18,6 +18,7 @@ pub mod admin_api;
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod discovery;
 pub mod feed_client;
 mod fsutil;

@@ -42,6 +42,9 @@ use crate::feed_client::FeedClient;
 pub struct Sources {
     /// The agent's Workload API socket: identity rotates with the agent.
     pub workload_socket: Option<PathBuf>,
+    /// Which of several SVIDs the Workload API offers this workload to
+    /// use (the entry's `--hint`); the first when unset.
+    pub svid_hint: Option<String>,
     /// PEM files instead of an agent (reloaded when they change).
     pub identity_files: Option<IdentityFiles>,
     /// The agent's feed socket: policies, endpoints, registration.
@@ -165,7 +168,11 @@ pub async fn build(
             let address = format!("unix://{}", socket.display())
                 .parse()
                 .map_err(|e: workload_api::AddressError| SidecarError::Address(e.to_string()))?;
-            let (source, task) = workload_api::X509Source::new(address);
+            let mut options = workload_api::SourceOptions::default();
+            if let Some(hint) = &sources.svid_hint {
+                options = options.with_hint(hint.clone());
+            }
+            let (source, task) = workload_api::X509Source::with_options(address, options);
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = task.await {
                     tracing::error!(error = %e, "Workload API source stopped");

@@ -68,7 +68,10 @@ async fn a_killed_endpoint_is_ejected_and_no_request_fails() {
     assert_eq!(failures, 0, "requests failed while an endpoint died");
     let status = client.endpoints.service(&key).unwrap().status();
     let dead = status.iter().find(|s| s.addr == victim).unwrap();
-    assert!(dead.times_ejected >= 1, "the dead endpoint was never ejected: {dead:?}");
+    assert!(
+        dead.times_ejected >= 1,
+        "the dead endpoint was never ejected: {dead:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +134,12 @@ async fn svid_and_ca_rotation_under_load_fail_no_request() {
     server_bundles.set(bundles(&[&new_ca]));
     client_bundles.set(bundles(&[&new_ca]));
     let (ok, failed) = load.await.unwrap();
-    assert_eq!(failed, 0, "{failed} of {} requests failed during rotation", ok + failed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during rotation",
+        ok + failed
+    );
     // New handshakes now need the new CA: a fresh client from it gets
     // through, one still holding an old-CA SVID is refused.
     for (ca, expect_ok) in [(&new_ca, true), (&old_ca, false)] {
@@ -151,9 +159,15 @@ async fn svid_and_ca_rotation_under_load_fail_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_client_is_cut_off_at_the_header_deadline() {
     let _limit = test_support::time_limit(30);
-    let pair = pair(|c| c.limits.header_read_timeout = Duration::from_millis(300), "").await;
+    let pair = pair(
+        |c| c.limits.header_read_timeout = Duration::from_millis(300),
+        "",
+    )
+    .await;
     let mut tcp = TcpStream::connect(pair.server.addrs.inbound).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     // Trickle one header byte at a time, never finishing the head.
     let trickle = async {
         for _ in 0..100 {
@@ -163,18 +177,25 @@ async fn slowloris_client_is_cut_off_at_the_header_deadline() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), trickle).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), trickle)
+        .await
+        .unwrap();
     let (closed, seen) = closes_within(&mut tcp, Duration::from_secs(5)).await;
     assert!(closed, "slow client still connected");
     let seen = String::from_utf8_lossy(&seen);
-    assert!(seen.is_empty() || seen.starts_with("HTTP/1.1 408"), "{seen}");
+    assert!(
+        seen.is_empty() || seen.starts_with("HTTP/1.1 408"),
+        "{seen}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_head_is_refused_with_431() {
     let _limit = test_support::time_limit(30);
     let pair = pair(|c| c.limits.max_header_bytes = 16 * 1024, "").await;
-    let mut tcp = TcpStream::connect(pair.client.addrs.outbound).await.unwrap();
+    let mut tcp = TcpStream::connect(pair.client.addrs.outbound)
+        .await
+        .unwrap();
     let big = "a".repeat(64 * 1024);
     let req = format!("GET / HTTP/1.1\r\nHost: server.default\r\nx-big: {big}\r\n\r\n");
     let _ = tcp.write_all(req.as_bytes()).await;
@@ -190,18 +211,30 @@ async fn oversized_request_head_is_refused_with_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_handshake_is_dropped_at_the_deadline() {
     let _limit = test_support::time_limit(30);
-    let pair = pair(|c| c.limits.handshake_timeout = Duration::from_millis(300), "").await;
+    let pair = pair(
+        |c| c.limits.handshake_timeout = Duration::from_millis(300),
+        "",
+    )
+    .await;
     let mut tcp = TcpStream::connect(pair.server.addrs.inbound).await.unwrap();
     // The start of a TLS ClientHello record, then silence.
-    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
     let (closed, _) = closes_within(&mut tcp, Duration::from_secs(5)).await;
     assert!(closed, "half-open handshake held open");
     let metrics = {
-        let req = http::Request::get(format!("http://{}/stats/prometheus", pair.server.addrs.admin))
-            .body(empty())
-            .unwrap();
+        let req = http::Request::get(format!(
+            "http://{}/stats/prometheus",
+            pair.server.addrs.admin
+        ))
+        .body(empty())
+        .unwrap();
         let resp = h1_client().request(req).await.unwrap();
-        http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes()
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
     };
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
@@ -222,7 +255,9 @@ async fn a_policy_that_denies_closes_an_open_tcp_connection() {
         "",
     )
     .await;
-    let mut tcp = TcpStream::connect(pair.client.addrs.outbound).await.unwrap();
+    let mut tcp = TcpStream::connect(pair.client.addrs.outbound)
+        .await
+        .unwrap();
     tcp.write_all(b"CONNECT server.default:7000 HTTP/1.1\r\nHost: server.default:7000\r\n\r\n")
         .await
         .unwrap();
@@ -249,5 +284,8 @@ spec:
     let set = authz::PolicySet::from_yaml_str("deny.yaml", deny).unwrap();
     pair.server.policies.update(&set, "deny-client");
     let (closed, _) = closes_within(&mut tcp, Duration::from_secs(5)).await;
-    assert!(closed, "open TCP connection survived a policy that denies it");
+    assert!(
+        closed,
+        "open TCP connection survived a policy that denies it"
+    );
 }

@@ -235,7 +235,7 @@ pub(crate) enum CaCommand {
 
 /// Why an admin command failed: one line.
 #[derive(Debug, thiserror::Error)]
-enum AdminFailure {
+pub(crate) enum AdminFailure {
     #[error(
         "cannot reach the server's admin socket {path}: {source} (is `mesh-node server` running with this --data-dir?)"
     )]
@@ -250,7 +250,7 @@ enum AdminFailure {
 }
 
 /// One request to the admin socket; the body of a 2xx answer.
-async fn call(
+pub(crate) async fn call(
     socket: &Path,
     method: http::Method,
     path: &str,

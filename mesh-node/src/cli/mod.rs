@@ -31,6 +31,8 @@ enum Command {
     Agent(AgentCommand),
     /// Run the sidecar proxy (inbound 15006, outbound 15001, admin 15000).
     Sidecar(run::SidecarArgs),
+    /// Run the scripted bookinfo mesh on loopback and check every step.
+    Demo(DemoArgs),
     /// Manage registration entries.
     #[command(subcommand)]
     Entry(admin::EntryCommand),
@@ -91,6 +93,36 @@ impl AdminArgs {
     }
 }
 
+/// Arguments of `mesh-node demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Leave the mesh running after the steps, until Ctrl-C or SIGTERM.
+    #[arg(long)]
+    keep: bool,
+    /// State directory (default: a fresh temporary one).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Policy directory to load (default: the repository's
+    /// mesh-node/demo/policies).
+    #[arg(long, value_name = "DIR")]
+    policies: Option<PathBuf>,
+}
+
+/// One request to a server's admin socket (what the admin commands send);
+/// the body of a 2xx answer, or the server's one-line error.
+pub(crate) async fn admin_call(
+    socket: &std::path::Path,
+    method: http::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<bytes::Bytes, String> {
+    admin::call(socket, method, path, body)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+pub(crate) use run::terminated;
+
 /// Output formats of admin commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -149,6 +181,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => run::server(args),
         Command::Sidecar(args) => run::sidecar(args),
+        Command::Demo(args) => run::demo(crate::demo::DemoOptions {
+            keep: args.keep,
+            data_dir: args.data_dir,
+            policies: args.policies,
+        }),
         Command::Agent(AgentCommand {
             action: Some(action),
             ..

@@ -144,6 +144,17 @@ pub(crate) fn sidecar(args: SidecarArgs) -> ExitCode {
     })
 }
 
+pub(crate) fn demo(options: crate::demo::DemoOptions) -> ExitCode {
+    // The steps speak for themselves; logs only for trouble.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_NODE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    block_on("demo", crate::demo::run(options))
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_NODE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -183,7 +194,7 @@ where
 }
 
 /// Completes on SIGTERM or SIGINT.
-async fn terminated() {
+pub(crate) async fn terminated() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

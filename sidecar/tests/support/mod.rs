@@ -31,10 +31,7 @@ pub const SERVER_ID: &str = "spiffe://example.org/ns/default/sa/server";
 /// An identity issued by `ca`, with `ca`'s root as the only bundle.
 pub fn identity(ca: &TestCa, id: &str) -> Identity {
     let (svid, bundles) = sources(ca, id);
-    Identity {
-        svid,
-        bundles,
-    }
+    Identity { svid, bundles }
 }
 
 /// An SVID from `ca`.
