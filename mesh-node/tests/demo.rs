@@ -30,7 +30,10 @@ fn demo_runs_every_step_and_exits_zero() {
         "ingress -> productpage",
         "all steps behaved as expected",
     ] {
-        assert!(stdout.contains(want), "demo output lacks `{want}`:\n{stdout}");
+        assert!(
+            stdout.contains(want),
+            "demo output lacks `{want}`:\n{stdout}"
+        );
     }
 }
 
