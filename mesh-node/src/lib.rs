@@ -29,5 +29,6 @@ pub mod policy_feed;
 mod proto;
 pub mod server;
 pub mod sidecar;
+pub mod up;
 
 pub use fsutil::FsError;

@@ -101,11 +101,19 @@ impl SidecarRoleConfig {
 
     /// Parses TOML text; `path` names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().trim().to_owned(),
+        })?;
+        Self::from_table(path, table)
+    }
+
+    /// Reads one parsed table (a file, or a `[[sidecar]]` of `up`).
+    pub fn from_table(path: &Path, mut table: toml::Table) -> Result<Self, ConfigError> {
         let parse_err = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: e.message().trim().to_owned(),
         };
-        let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
         let sources = match table.remove("sources") {
             Some(v) => v.try_into().map_err(parse_err)?,
             None => Sources::default(),

@@ -31,6 +31,8 @@ enum Command {
     Agent(AgentCommand),
     /// Run the sidecar proxy (inbound 15006, outbound 15001, admin 15000).
     Sidecar(run::SidecarArgs),
+    /// Run server, agent and the configured sidecars in one process.
+    Up(run::UpArgs),
     /// Run the scripted bookinfo mesh on loopback and check every step.
     Demo(DemoArgs),
     /// Manage registration entries.
@@ -181,6 +183,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => run::server(args),
         Command::Sidecar(args) => run::sidecar(args),
+        Command::Up(args) => run::up(args),
         Command::Demo(args) => run::demo(crate::demo::DemoOptions {
             keep: args.keep,
             data_dir: args.data_dir,

@@ -144,6 +144,49 @@ pub(crate) fn sidecar(args: SidecarArgs) -> ExitCode {
     })
 }
 
+/// Arguments of `mesh-node up`.
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// Configuration file (TOML); every field has a default.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir` (the server's; admin commands take the same).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Overrides `trust_domain`.
+    #[arg(long, value_name = "TD")]
+    trust_domain: Option<String>,
+    /// Overrides `workload_socket`.
+    #[arg(long, value_name = "PATH")]
+    workload_socket: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+pub(crate) fn up(args: UpArgs) -> ExitCode {
+    init_logging(args.log_format);
+    block_on("up", async move {
+        let mut config = crate::up::UpConfig::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+        if let Some(d) = args.data_dir {
+            config.data_dir = d;
+        }
+        if let Some(td) = args.trust_domain {
+            config.trust_domain = td;
+        }
+        if let Some(s) = args.workload_socket {
+            config.workload_socket = Some(s);
+        }
+        let (handle, task) = crate::up::build(config).await.map_err(|e| e.to_string())?;
+        print!("{}", handle.summary());
+        let task = tokio::spawn(task);
+        terminated().await;
+        tracing::info!("stopping: sidecars drain, then agent and server stop");
+        handle.shutdown();
+        task.await.map_err(|e| e.to_string())
+    })
+}
+
 pub(crate) fn demo(options: crate::demo::DemoOptions) -> ExitCode {
     // The steps speak for themselves; logs only for trouble.
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_NODE_LOG")

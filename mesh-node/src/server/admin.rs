@@ -173,8 +173,12 @@ async fn create_entry(
             .as_deref()
             .ok_or_else(|| bad("spiffe_id is required"))?,
     )?;
+    let mut spec = spec;
     if !spec.node && spec.parent_id.is_none() {
-        return Err(bad("parent_id is required (or node, for a node alias)"));
+        match s.service.default_parent() {
+            Some(parent) => spec.parent_id = Some(parent.to_string()),
+            None => return Err(bad("parent_id is required (or node, for a node alias)")),
+        }
     }
     let mut entry =
         RegistrationEntry::new(spiffe_id.clone(), spiffe_id, Vec::new()).map_err(unavailable)?;

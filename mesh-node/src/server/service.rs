@@ -98,6 +98,7 @@ pub struct NodeService {
     metrics: Arc<ServerMetrics>,
     policies: Arc<PolicyStore>,
     services: Arc<ServiceRegistry>,
+    default_parent: std::sync::RwLock<Option<SpiffeId>>,
 }
 
 impl NodeService {
@@ -120,7 +121,25 @@ impl NodeService {
             metrics,
             policies,
             services,
+            default_parent: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Makes entries created without a parent children of `id` (the
+    /// embedded agent of `mesh-node up`).
+    pub fn set_default_parent(&self, id: SpiffeId) {
+        *self
+            .default_parent
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id);
+    }
+
+    /// The parent of entries created without one, if set.
+    pub fn default_parent(&self) -> Option<SpiffeId> {
+        self.default_parent
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The policy store.
