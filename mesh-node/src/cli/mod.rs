@@ -6,6 +6,7 @@
 //! any error they print one line to stderr and exit 1.
 
 mod admin;
+mod iptables;
 mod policy_check;
 mod run;
 
@@ -31,6 +32,9 @@ enum Command {
     Agent(AgentCommand),
     /// Run the sidecar proxy (inbound 15006, outbound 15001, admin 15000).
     Sidecar(run::SidecarArgs),
+    /// Print, apply or remove the iptables rules that redirect a
+    /// workload's TCP through its sidecar.
+    Iptables(iptables::IptablesArgs),
     /// Manage registration entries.
     #[command(subcommand)]
     Entry(admin::EntryCommand),
@@ -149,6 +153,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => run::server(args),
         Command::Sidecar(args) => run::sidecar(args),
+        Command::Iptables(args) => iptables::run(&args),
         Command::Agent(AgentCommand {
             action: Some(action),
             ..
