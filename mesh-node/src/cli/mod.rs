@@ -6,6 +6,7 @@
 //! any error they print one line to stderr and exit 1.
 
 mod admin;
+mod iptables;
 mod policy_check;
 mod run;
 
@@ -35,6 +36,9 @@ enum Command {
     Up(run::UpArgs),
     /// Run the scripted bookinfo mesh on loopback and check every step.
     Demo(DemoArgs),
+    /// Print, apply or remove the iptables rules that redirect a
+    /// workload's TCP through its sidecar.
+    Iptables(iptables::IptablesArgs),
     /// Manage registration entries.
     #[command(subcommand)]
     Entry(admin::EntryCommand),
@@ -189,6 +193,7 @@ pub fn main() -> ExitCode {
             data_dir: args.data_dir,
             policies: args.policies,
         }),
+        Command::Iptables(args) => iptables::run(&args),
         Command::Agent(AgentCommand {
             action: Some(action),
             ..
