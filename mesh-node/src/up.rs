@@ -190,7 +190,9 @@ impl UpHandle {
             abs(&self.server.admin_socket).display()
         ));
         if let Some(h) = self.server.health_addr {
-            out.push_str(&format!("  server admin   http://{h}/metrics  http://{h}/healthz\n"));
+            out.push_str(&format!(
+                "  server admin   http://{h}/metrics  http://{h}/healthz\n"
+            ));
         }
         for s in &self.sidecars {
             out.push_str(&format!(
@@ -268,7 +270,9 @@ pub async fn build(
     let (agent, agent_task) = crate::agent::build(agent_config)
         .await
         .map_err(|e| UpError::Agent(e.to_string()))?;
-    server_handle.service.set_default_parent(agent.node_id.clone());
+    server_handle
+        .service
+        .set_default_parent(agent.node_id.clone());
     let agent_task = tokio::spawn(agent_task);
 
     let mut handles = Vec::new();
@@ -281,12 +285,13 @@ pub async fn build(
         if sources.feed_socket.is_none() && sources.policy_dir.is_none() {
             sources.feed_socket = Some(agent.feed_socket.clone());
         }
-        let (handle, task) = crate::sidecar::build(sidecar, None)
-            .await
-            .map_err(|e| UpError::Sidecar {
-                index,
-                message: e.to_string(),
-            })?;
+        let (handle, task) =
+            crate::sidecar::build(sidecar, None)
+                .await
+                .map_err(|e| UpError::Sidecar {
+                    index,
+                    message: e.to_string(),
+                })?;
         handles.push(handle);
         tasks.push(tokio::spawn(task));
     }

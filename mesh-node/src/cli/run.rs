@@ -167,7 +167,8 @@ pub(crate) struct UpArgs {
 pub(crate) fn up(args: UpArgs) -> ExitCode {
     init_logging(args.log_format);
     block_on("up", async move {
-        let mut config = crate::up::UpConfig::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+        let mut config =
+            crate::up::UpConfig::load(args.config.as_deref()).map_err(|e| e.to_string())?;
         if let Some(d) = args.data_dir {
             config.data_dir = d;
         }
