@@ -185,12 +185,11 @@ async fn get(port: u16, path: &str, want: &str) -> String {
             if tcp.write_all(req.as_bytes()).await.is_ok()
                 && tcp.read_to_string(&mut out).await.is_ok()
             {
-                if let Some((head, body)) = out.split_once("\r\n\r\n") {
-                    if (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"))
-                        && body.contains(want)
-                    {
-                        return body.to_owned();
-                    }
+                if let Some((head, body)) = out.split_once("\r\n\r\n")
+                    && (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"))
+                    && body.contains(want)
+                {
+                    return body.to_owned();
                 }
                 last = out;
             }
