@@ -218,7 +218,7 @@ pub async fn build(
                 .map_err(SidecarError::Policies)?
                 .unwrap_or_default();
             policies.update(&set, "files-0");
-            let _ = ready_tx.send(true);
+            ready_tx.send_replace(true);
             tasks.push(tokio::spawn(dir.watch(
                 policies.clone(),
                 Duration::from_millis(250),
@@ -226,7 +226,7 @@ pub async fn build(
             )));
         }
         (None, None) => {
-            let _ = ready_tx.send(true);
+            ready_tx.send_replace(true);
         }
     }
 
@@ -290,7 +290,7 @@ pub async fn build(
     };
     let run = async move {
         sidecar.run(shutdown).await;
-        let _ = stop_tx.send(true);
+        stop_tx.send_replace(true);
         // Give the registration task a moment to withdraw the endpoint.
         tokio::time::sleep(Duration::from_millis(100)).await;
         for t in tasks {
@@ -311,7 +311,7 @@ async fn follow_policies(feed: FeedClient, policies: Arc<Policies>, ready: watch
                     match item.map(|b| (b.version, b.parse())) {
                         Ok((version, Ok(set))) => {
                             policies.update(&set, format!("server-{version}"));
-                            let _ = ready.send(true);
+                            ready.send_replace(true);
                             tracing::info!(version, "policies applied");
                         }
                         Ok((version, Err(e))) => {

@@ -155,7 +155,8 @@ impl ShutdownHandle {
     /// requests finish for the configured drain time (outbound keeps
     /// working meanwhile), then ends [`Sidecar::run`].
     pub fn shutdown(&self) {
-        let _ = self.tx.send(true);
+        // Stored even before `run` first subscribes.
+        self.tx.send_replace(true);
     }
 }
 
@@ -319,9 +320,9 @@ impl Sidecar {
             drain = ?shared.config.drain,
             "draining: inbound closed, in-flight requests finishing, outbound still serving"
         );
-        let _ = shared.drain.send(true);
+        shared.drain.send_replace(true);
         tokio::time::sleep(shared.config.drain).await;
-        let _ = shared.drain_hard.send(true);
+        shared.drain_hard.send_replace(true);
         outbound_task.abort();
         admin_task.abort();
         expiry_task.abort();
