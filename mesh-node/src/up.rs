@@ -83,11 +83,7 @@ impl UpConfig {
         let Some(path) = path else {
             return Ok(Self::default());
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &crate::config::read_text(path)?)
     }
 
     /// Parses TOML text; `path` names it in errors.

@@ -479,45 +479,24 @@ impl Shared {
         } else {
             (AccessDecision::Allow, None, None)
         };
-        let header_grpc = crate::body::grpc_status(resp.headers());
-        let mut labels = self.labels_inbound(facts, info.grpc);
+        let record = HttpRecord {
+            labels: self.labels_inbound(facts, info.grpc),
+            header_grpc: crate::body::grpc_status(resp.headers()),
+            info,
+            started,
+            request_bytes,
+            code,
+            decision,
+            policy,
+            reason,
+            source: facts.remote_addr(),
+            destination: facts.local_addr(),
+            upstream: None,
+        };
         let shared = self.clone();
-        let (remote, local) = (facts.remote_addr(), facts.local_addr());
         let (parts, body) = resp.into_parts();
         let body = Counted::on_done(body, move |stats: BodyStats| {
-            labels.response_code = code;
-            if info.grpc {
-                labels.grpc_response_status = stats
-                    .grpc_status
-                    .or(header_grpc)
-                    .map(|g| g.to_string())
-                    .unwrap_or_default();
-            }
-            let elapsed = started.elapsed();
-            let req_bytes = request_bytes.load(Ordering::Relaxed);
-            shared
-                .metrics
-                .request(&labels, elapsed, req_bytes, stats.bytes);
-            let mut entry = AccessLogEntry::new(
-                EntryKind::Http,
-                Reporter::Destination,
-                decision,
-                remote,
-                local,
-            );
-            entry.source_principal = labels.source_principal.clone();
-            entry.destination_principal = labels.destination_principal.clone();
-            entry.method = Some(info.method);
-            entry.path = Some(info.path);
-            entry.authority = Some(info.authority);
-            entry.protocol = Some(labels.request_protocol.as_str().to_owned());
-            entry.status = Some(code);
-            entry.request_bytes = req_bytes;
-            entry.response_bytes = stats.bytes;
-            entry.duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-            entry.policy = policy;
-            entry.reason = reason;
-            shared.access_log.log(&entry);
+            shared.finish_http(record, stats)
         });
         http::Response::from_parts(parts, boxed(body))
     }
@@ -552,6 +531,77 @@ impl Shared {
             SecurityPolicy::None
         };
         labels
+    }
+}
+
+/// What one HTTP request's metrics and access-log line are made of,
+/// completed by the response body's end.
+pub(crate) struct HttpRecord {
+    pub(crate) labels: RequestLabels,
+    pub(crate) info: RequestInfo,
+    pub(crate) started: Instant,
+    pub(crate) request_bytes: Arc<AtomicU64>,
+    pub(crate) code: u16,
+    pub(crate) header_grpc: Option<u32>,
+    pub(crate) decision: AccessDecision,
+    pub(crate) policy: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) source: SocketAddr,
+    pub(crate) destination: SocketAddr,
+    pub(crate) upstream: Option<SocketAddr>,
+}
+
+impl Shared {
+    /// Records one finished HTTP request: Istio's request metrics and one
+    /// access-log line.
+    pub(crate) fn finish_http(&self, record: HttpRecord, stats: BodyStats) {
+        let HttpRecord {
+            mut labels,
+            info,
+            started,
+            request_bytes,
+            code,
+            header_grpc,
+            decision,
+            policy,
+            reason,
+            source,
+            destination,
+            upstream,
+        } = record;
+        labels.response_code = code;
+        if info.grpc {
+            labels.grpc_response_status = stats
+                .grpc_status
+                .or(header_grpc)
+                .map(|g| g.to_string())
+                .unwrap_or_default();
+        }
+        let elapsed = started.elapsed();
+        let req_bytes = request_bytes.load(Ordering::Relaxed);
+        self.metrics
+            .request(&labels, elapsed, req_bytes, stats.bytes);
+        let mut entry = AccessLogEntry::new(
+            EntryKind::Http,
+            labels.reporter,
+            decision,
+            source,
+            destination,
+        );
+        entry.source_principal = labels.source_principal.clone();
+        entry.destination_principal = labels.destination_principal.clone();
+        entry.method = Some(info.method);
+        entry.path = Some(info.path);
+        entry.authority = Some(info.authority);
+        entry.protocol = Some(labels.request_protocol.as_str().to_owned());
+        entry.status = Some(code);
+        entry.request_bytes = req_bytes;
+        entry.response_bytes = stats.bytes;
+        entry.duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        entry.upstream = upstream;
+        entry.policy = policy;
+        entry.reason = reason;
+        self.access_log.log(&entry);
     }
 }
 

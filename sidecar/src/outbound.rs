@@ -25,7 +25,7 @@ use crate::balance::Outcome;
 use crate::body::{BodyStats, Counted, ProxyBody, boxed};
 use crate::detect::{Detected, Prefixed, detect};
 use crate::endpoint::{ServiceKey, Target, route};
-use crate::inbound::{RequestInfo, status, strip_hop_by_hop};
+use crate::inbound::{HttpRecord, RequestInfo, status, strip_hop_by_hop};
 use crate::runtime::Shared;
 use crate::telemetry::{
     AccessDecision, AccessLogEntry, EntryKind, Reporter, RequestLabels, RequestProtocol,
@@ -400,53 +400,33 @@ impl Shared {
         outcome: Outcome,
         remote: SocketAddr,
     ) -> http::Response<ProxyBody> {
-        let code = resp.status().as_u16();
-        let header_grpc = crate::body::grpc_status(resp.headers());
         let mut labels = self.labels_outbound(key, target);
         labels.request_protocol = if info.grpc {
             RequestProtocol::Grpc
         } else {
             RequestProtocol::Http
         };
-        let shared = self.clone();
-        let upstream = target.addr;
+        let record = HttpRecord {
+            labels,
+            header_grpc: crate::body::grpc_status(resp.headers()),
+            info,
+            started,
+            request_bytes,
+            code: resp.status().as_u16(),
+            decision: AccessDecision::Allow,
+            policy: None,
+            reason: None,
+            source: remote,
+            destination: target.addr,
+            upstream: Some(target.addr),
+        };
         // The endpoint's latency is the time to response headers.
         pick.finish(outcome);
+        let shared = self.clone();
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let body = Counted::on_done(body, move |stats: BodyStats| {
-            labels.response_code = code;
-            if info.grpc {
-                labels.grpc_response_status = stats
-                    .grpc_status
-                    .or(header_grpc)
-                    .map(|g| g.to_string())
-                    .unwrap_or_default();
-            }
-            let elapsed = started.elapsed();
-            let req_bytes = request_bytes.load(std::sync::atomic::Ordering::Relaxed);
-            shared
-                .metrics
-                .request(&labels, elapsed, req_bytes, stats.bytes);
-            let mut entry = AccessLogEntry::new(
-                EntryKind::Http,
-                Reporter::Source,
-                AccessDecision::Allow,
-                remote,
-                upstream,
-            );
-            entry.source_principal = labels.source_principal.clone();
-            entry.destination_principal = labels.destination_principal.clone();
-            entry.method = Some(info.method);
-            entry.path = Some(info.path);
-            entry.authority = Some(info.authority);
-            entry.protocol = Some(labels.request_protocol.as_str().to_owned());
-            entry.status = Some(code);
-            entry.request_bytes = req_bytes;
-            entry.response_bytes = stats.bytes;
-            entry.duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-            entry.upstream = Some(upstream);
-            shared.access_log.log(&entry);
+            shared.finish_http(record, stats)
         });
         http::Response::from_parts(parts, boxed(body))
     }

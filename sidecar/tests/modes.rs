@@ -65,12 +65,7 @@ async fn a_declared_tcp_port_lets_the_server_speak_first() {
         "",
     )
     .await;
-    let mut tcp = TcpStream::connect(pair.client.addrs.outbound)
-        .await
-        .unwrap();
-    tcp.write_all(b"CONNECT server.default:3306 HTTP/1.1\r\nHost: server.default:3306\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tcp = tunnel(pair.client.addrs.outbound, "server.default:3306").await;
     let mut seen = Vec::new();
     let got = tokio::time::timeout(Duration::from_secs(10), async {
         let mut buf = [0u8; 256];

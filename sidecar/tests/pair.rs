@@ -115,7 +115,7 @@ async fn deny_policy_answers_403_rbac_and_allows_the_rest() {
     assert_eq!(status, 403);
     let (status, _, _) = get_via(pair.client.addrs.outbound, "server.default", "/public").await;
     assert_eq!(status, 200);
-    let metrics = reqwest_text(pair.server.addrs.admin, "/stats/prometheus").await;
+    let metrics = admin_text(pair.server.addrs.admin, "/stats/prometheus").await;
     assert!(
         metrics.contains("mesh_authz_denials_total"),
         "denials not counted:\n{metrics}"
@@ -169,14 +169,7 @@ async fn connect_tunnels_tcp_over_its_own_mtls_connection() {
         "",
     )
     .await;
-    let mut tcp = TcpStream::connect(pair.client.addrs.outbound)
-        .await
-        .unwrap();
-    tcp.write_all(b"CONNECT server.default:7000 HTTP/1.1\r\nHost: server.default:7000\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut tcp).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut tcp = tunnel(pair.client.addrs.outbound, "server.default:7000").await;
     tcp.write_all(b"opaque bytes").await.unwrap();
     let mut back = [0u8; 12];
     tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut back))
@@ -251,17 +244,17 @@ async fn an_endpoint_with_another_identity_is_refused() {
 async fn admin_reports_readiness_certs_and_clusters() {
     let _limit = test_support::time_limit(30);
     let pair = pair(|_| {}, "").await;
-    let ready = reqwest_text(pair.client.addrs.admin, "/healthz/ready").await;
+    let ready = admin_text(pair.client.addrs.admin, "/healthz/ready").await;
     assert_eq!(ready.trim(), "LIVE");
-    let certs = reqwest_text(pair.client.addrs.admin, "/certs").await;
+    let certs = admin_text(pair.client.addrs.admin, "/certs").await;
     assert!(certs.contains(CLIENT_ID), "{certs}");
-    let clusters = reqwest_text(pair.client.addrs.admin, "/clusters").await;
+    let clusters = admin_text(pair.client.addrs.admin, "/clusters").await;
     assert!(clusters.contains("server.default"), "{clusters}");
     assert!(
         clusters.contains(&pair.server.addrs.inbound.to_string()),
         "{clusters}"
     );
-    let dump = reqwest_text(pair.client.addrs.admin, "/config_dump").await;
+    let dump = admin_text(pair.client.addrs.admin, "/config_dump").await;
     assert!(!dump.contains("PRIVATE KEY"), "{dump}");
 }
 
@@ -280,25 +273,4 @@ async fn sigterm_drains_inbound_and_exits() {
         TcpStream::connect(pair.server.addrs.inbound).await.is_err(),
         "inbound still accepting after shutdown"
     );
-}
-
-async fn reqwest_text(addr: std::net::SocketAddr, path: &str) -> String {
-    let req = http::Request::get(format!("http://{addr}{path}"))
-        .body(empty())
-        .unwrap();
-    let resp = h1_client().request(req).await.unwrap();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-/// Reads a response head, byte by byte, up to the blank line.
-async fn read_head(tcp: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tcp.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-        assert!(head.len() < 8192, "response head too long");
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }

@@ -223,20 +223,7 @@ async fn half_open_handshake_is_dropped_at_the_deadline() {
         .unwrap();
     let (closed, _) = closes_within(&mut tcp, Duration::from_secs(5)).await;
     assert!(closed, "half-open handshake held open");
-    let metrics = {
-        let req = http::Request::get(format!(
-            "http://{}/stats/prometheus",
-            pair.server.addrs.admin
-        ))
-        .body(empty())
-        .unwrap();
-        let resp = h1_client().request(req).await.unwrap();
-        http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .unwrap()
-            .to_bytes()
-    };
-    let metrics = String::from_utf8_lossy(&metrics);
+    let metrics = admin_text(pair.server.addrs.admin, "/stats/prometheus").await;
     assert!(
         metrics.contains("reason=\"handshake_timeout\""),
         "handshake timeout not counted:\n{metrics}"
@@ -255,18 +242,7 @@ async fn a_policy_that_denies_closes_an_open_tcp_connection() {
         "",
     )
     .await;
-    let mut tcp = TcpStream::connect(pair.client.addrs.outbound)
-        .await
-        .unwrap();
-    tcp.write_all(b"CONNECT server.default:7000 HTTP/1.1\r\nHost: server.default:7000\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tcp.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
+    let mut tcp = tunnel(pair.client.addrs.outbound, "server.default:7000").await;
     tcp.write_all(b"ping").await.unwrap();
     let mut back = [0u8; 4];
     tcp.read_exact(&mut back).await.unwrap();

@@ -52,11 +52,15 @@ where
     let Some(path) = path else {
         return Ok(T::default());
     };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    parse(path, &read_text(path)?)
+}
+
+/// A configuration file's text.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    parse(path, &text)
+    })
 }
 
 /// Parses `text`, read from `path`.

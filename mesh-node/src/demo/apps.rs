@@ -92,6 +92,14 @@ pub(crate) async fn call(
         .header("host", format!("{service}.bookinfo:9080"))
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
+    send(client, req).await
+}
+
+/// Sends `req`; the status and the body as text.
+pub(crate) async fn send(
+    client: &HttpClient,
+    req: http::Request<Full<Bytes>>,
+) -> Result<(u16, String), String> {
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let body = resp

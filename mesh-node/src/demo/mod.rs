@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -390,18 +390,9 @@ impl Mesh {
         let req = http::Request::get(format!("http://{addr}{path}"))
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+        tokio::time::timeout(Duration::from_secs(10), apps::send(&self.client, req))
             .await
             .map_err(|_| "no answer in 10 s".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
     /// A request that `from`'s workload sends through its sidecar.

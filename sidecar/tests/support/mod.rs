@@ -265,3 +265,32 @@ pub async fn get_via(
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// The body of `GET path` on an admin listener.
+pub async fn admin_text(addr: SocketAddr, path: &str) -> String {
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .body(empty())
+        .unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A `CONNECT authority` tunnel through the outbound listener, its `200`
+/// response head read (byte by byte, so nothing after it is consumed).
+pub async fn tunnel(outbound: SocketAddr, authority: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(outbound).await.unwrap();
+    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+        assert!(head.len() < 8192, "response head too long");
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tcp
+}
