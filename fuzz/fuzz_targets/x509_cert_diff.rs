@@ -144,6 +144,9 @@ fn x509_facts(der: &[u8]) -> Result<CertFacts, Refusal> {
             .algorithm
             .parameters
             .as_ref()
+            // Only an OID is a parameter the strict reader keeps: RSA's
+            // NULL is read by x509-parser as an (empty) OID otherwise.
+            .filter(|p| p.tag() == x509_parser::der_parser::asn1_rs::Tag::Oid)
             .and_then(|p| p.as_oid().ok())
             .map(|oid| oid.as_bytes().to_vec()),
         public_key: spki.subject_public_key.data.to_vec(),
