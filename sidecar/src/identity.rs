@@ -123,15 +123,17 @@ impl FileIdentity {
     pub fn reload_if_changed(&self) -> Result<bool, IdentityError> {
         let now = stamps(&self.files);
         {
-            let seen = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+            // Noted before reading: a change that does not load is
+            // reported once, not on every poll until the files change.
+            let mut seen = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
             if *seen == now {
                 return Ok(false);
             }
+            *seen = now;
         }
         let (svid, bundles) = read_files(&self.files)?;
         self.svid.set(svid);
         self.bundles.set(bundles);
-        *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = now;
         Ok(true)
     }
 
@@ -191,4 +193,68 @@ fn read_files(files: &IdentityFiles) -> Result<(X509Svid, BundleSet), IdentityEr
     let mut set = BundleSet::new();
     set.insert_x509(bundle);
     Ok((svid, set))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_support::TestCa;
+
+    fn write(dir: &Path, ca: &TestCa, id: &str) {
+        let leaf = ca.leaf(id);
+        std::fs::write(dir.join("svid.pem"), leaf.chain_pem()).unwrap();
+        std::fs::write(dir.join("svid.key"), leaf.key_pem()).unwrap();
+        std::fs::write(
+            dir.join("bundle.pem"),
+            test_support::pem("CERTIFICATE", &ca.root_cert()),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn files_reload_when_they_change_and_a_bad_change_keeps_the_old_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("example.org");
+        write(dir.path(), &ca, "spiffe://example.org/a");
+        let files = IdentityFiles {
+            cert: dir.path().join("svid.pem"),
+            key: dir.path().join("svid.key"),
+            bundle: dir.path().join("bundle.pem"),
+        };
+        let fi = FileIdentity::load(files).unwrap();
+        let identity = fi.identity();
+        let id = |i: &Identity| i.svid.x509_svid().unwrap().spiffe_id().to_string();
+        assert_eq!(id(&identity), "spiffe://example.org/a");
+        assert!(!fi.reload_if_changed().unwrap(), "nothing changed");
+        write(dir.path(), &ca, "spiffe://example.org/bee");
+        assert!(fi.reload_if_changed().unwrap());
+        assert_eq!(
+            id(&identity),
+            "spiffe://example.org/bee",
+            "the handed-out identity follows"
+        );
+        std::fs::write(dir.path().join("svid.key"), "garbage").unwrap();
+        assert!(fi.reload_if_changed().is_err());
+        assert_eq!(
+            id(&identity),
+            "spiffe://example.org/bee",
+            "a bad change withdrew the SVID"
+        );
+        assert!(
+            !fi.reload_if_changed().unwrap(),
+            "the same bad state is reported once"
+        );
+    }
+
+    #[test]
+    fn missing_or_invalid_files_fail_to_load_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = IdentityFiles {
+            cert: dir.path().join("none.pem"),
+            key: dir.path().join("none.key"),
+            bundle: dir.path().join("none.pem"),
+        };
+        let err = FileIdentity::load(files).unwrap_err().to_string();
+        assert!(err.contains("none.pem"), "{err}");
+    }
 }

@@ -72,19 +72,22 @@ impl Policies {
 #[derive(Debug)]
 pub struct PolicyDir {
     dir: PathBuf,
-    seen: std::sync::Mutex<Vec<(PathBuf, Option<SystemTime>, u64)>>,
+    seen: std::sync::Mutex<Option<Listing>>,
 }
+
+/// Each policy file with its modification time and size.
+type Listing = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
 impl PolicyDir {
     /// A directory to read `*.yaml` and `*.yml` files from.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         PolicyDir {
             dir: dir.into(),
-            seen: std::sync::Mutex::new(Vec::new()),
+            seen: std::sync::Mutex::new(None),
         }
     }
 
-    fn listing(&self) -> std::io::Result<Vec<(PathBuf, Option<SystemTime>, u64)>> {
+    fn listing(&self) -> std::io::Result<Listing> {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -102,18 +105,25 @@ impl PolicyDir {
     }
 
     /// Loads the set now if the directory changed since the last call
-    /// (always on the first call). `Ok(None)`: nothing changed.
+    /// (always on the first call). `Ok(None)`: nothing changed. A change
+    /// that does not load is reported once, not again until the files
+    /// change once more.
     pub fn load_if_changed(&self) -> Result<Option<PolicySet>, String> {
         let listing = self
             .listing()
             .map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        if *self.seen.lock().unwrap_or_else(|e| e.into_inner()) == listing && !listing.is_empty() {
-            return Ok(None);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.as_ref() == Some(&listing) {
+                return Ok(None);
+            }
+            *seen = Some(listing.clone());
+        }
+        if listing.is_empty() {
+            return Ok(Some(PolicySet::default()));
         }
         let paths: Vec<&PathBuf> = listing.iter().map(|(p, _, _)| p).collect();
-        let set = PolicySet::load(&paths).map_err(|e| e.to_string())?;
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = listing;
-        Ok(Some(set))
+        PolicySet::load(&paths).map(Some).map_err(|e| e.to_string())
     }
 
     /// Applies changes to `policies` every `interval` until `stop` changes.
@@ -143,5 +153,54 @@ impl PolicyDir {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DENY_ALL: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: default}\nspec: {}\n";
+
+    #[test]
+    fn a_directory_reloads_on_change_and_keeps_the_last_good_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let pd = PolicyDir::new(dir.path());
+        let first = pd.load_if_changed().unwrap().expect("first call loads");
+        assert!(first.authorization.is_empty());
+        assert!(pd.load_if_changed().unwrap().is_none(), "nothing changed");
+        std::fs::write(dir.path().join("deny.yaml"), DENY_ALL).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a policy").unwrap();
+        let set = pd.load_if_changed().unwrap().expect("a new file loads");
+        assert_eq!(set.authorization.len(), 1);
+        std::fs::write(dir.path().join("broken.yaml"), "kind: [").unwrap();
+        assert!(pd.load_if_changed().is_err(), "a broken file is reported");
+        assert!(
+            pd.load_if_changed().unwrap().is_none(),
+            "the same broken state is reported once"
+        );
+    }
+
+    #[test]
+    fn an_update_bumps_the_generation_and_names_the_version() {
+        let workload = WorkloadConfig::default();
+        let policies = Policies::new(&workload, &PolicySet::default());
+        let rx = policies.subscribe();
+        let set = PolicySet::from_yaml_str("deny.yaml", DENY_ALL).unwrap();
+        assert!(
+            policies
+                .engine()
+                .check(&authz::Request::http("GET", "/"))
+                .allowed
+        );
+        policies.update(&set, "v7");
+        assert!(
+            !policies
+                .engine()
+                .check(&authz::Request::http("GET", "/"))
+                .allowed
+        );
+        assert_eq!(*rx.borrow(), 1);
+        assert_eq!(policies.version(), "v7");
     }
 }
