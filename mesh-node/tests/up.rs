@@ -149,6 +149,11 @@ admin = {{ listen = "127.0.0.1:{admin}", access_log = false }}
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(ids, ["spiffe://example.org/api"]);
+    // And with py-spiffe (grpcio: gRPC C-core, another HTTP/2 stack).
+    match py_spiffe_ids(&socket) {
+        Ok(py) => assert_eq!(py, ["spiffe://example.org/api"], "py-spiffe"),
+        Err(reason) => test_support::skip("up (py-spiffe part)", &reason),
+    }
 
     // The sidecar took the same identity through the agent and is ready.
     let certs = get(admin, "/certs", "spiffe://example.org/api").await;
@@ -175,6 +180,42 @@ admin = {{ listen = "127.0.0.1:{admin}", access_log = false }}
 
 /// `GET path` over HTTP/1.0 on loopback; retried for up to 10 s until
 /// the answer is a 200 whose body contains `want`; the last answer.
+/// The SPIFFE IDs py-spiffe gets from `socket` (`unix:///...`), in the
+/// virtualenv the netns test also uses.
+fn py_spiffe_ids(socket: &str) -> Result<Vec<String>, String> {
+    let base = Some(std::path::PathBuf::from("/usr/bin/python3"))
+        .filter(|p| p.exists())
+        .or_else(|| test_support::find_binary("python3"))
+        .ok_or("python3")?;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-spiffe-venv-any-uid");
+    let python = test_support::py_spiffe_venv(&dir, &base, Duration::from_secs(600))?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns_py_spiffe.py");
+    let path = socket.strip_prefix("unix://").unwrap_or(socket);
+    let out = test_support::run_bounded(
+        Command::new(python)
+            .arg(script)
+            .arg(path)
+            .arg("example.org"),
+        Duration::from_secs(60),
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "py-spiffe failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).map_err(|e| format!("{stdout}: {e}"))?;
+    assert!(v.get("error").is_none(), "py-spiffe was refused: {v}");
+    Ok(v["spiffe_ids"]
+        .as_array()
+        .ok_or_else(|| format!("no SVIDs in {v}"))?
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect())
+}
+
 async fn get(port: u16, path: &str, want: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut last = String::new();
