@@ -159,9 +159,13 @@ pub struct SidecarHandle {
 }
 
 /// Builds the sidecar and its feeders; the future runs until shutdown.
+///
+/// `access_log` overrides where access-log lines go (standard output when
+/// the config enables it).
 pub async fn build(
     config: SidecarRoleConfig,
     set_log_level: Option<LogLevelSetter>,
+    access_log: Option<mesh_sidecar::telemetry::AccessLog>,
 ) -> Result<(SidecarHandle, impl std::future::Future<Output = ()>), SidecarError> {
     let SidecarRoleConfig { sources, proxy } = config;
     let (stop_tx, stop) = watch::channel(false);
@@ -265,6 +269,7 @@ pub async fn build(
         endpoints: endpoints.clone(),
         policies_ready,
         set_log_level,
+        access_log,
     })
     .await?;
     let addresses = sidecar.addresses();

@@ -281,13 +281,12 @@ pub async fn build(
         if sources.feed_socket.is_none() && sources.policy_dir.is_none() {
             sources.feed_socket = Some(agent.feed_socket.clone());
         }
-        let (handle, task) =
-            crate::sidecar::build(sidecar, None)
-                .await
-                .map_err(|e| UpError::Sidecar {
-                    index,
-                    message: e.to_string(),
-                })?;
+        let (handle, task) = crate::sidecar::build(sidecar, None, None)
+            .await
+            .map_err(|e| UpError::Sidecar {
+                index,
+                message: e.to_string(),
+            })?;
         handles.push(handle);
         tasks.push(tokio::spawn(task));
     }

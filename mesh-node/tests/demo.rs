@@ -21,6 +21,8 @@ fn demo_runs_every_step_and_exits_zero() {
     for want in [
         "ingress -> productpage -> {details, reviews -> ratings}: 200",
         "ratings (caller spiffe://cluster.local/ns/bookinfo/sa/reviews)",
+        "matched ns[bookinfo]-policy[ratings-policy]-rule[0]",
+        "no policy matched: ALLOW policies apply but no rule matched",
         "details -> ratings GET /ratings/0: 403",
         "reviews -> ratings POST /ratings/0: 403",
         "connection closed, nothing served",

@@ -102,6 +102,9 @@ pub struct SidecarParts {
     pub policies_ready: watch::Receiver<bool>,
     /// Changes the log level for `/logging`, if the binary supports it.
     pub set_log_level: Option<LogLevelSetter>,
+    /// Where access-log lines go; `None`: standard output when
+    /// `admin.access_log` is set, else nowhere.
+    pub access_log: Option<AccessLog>,
 }
 
 impl std::fmt::Debug for SidecarParts {
@@ -176,6 +179,7 @@ impl Sidecar {
             endpoints,
             policies_ready,
             set_log_level,
+            access_log,
         } = parts;
         for (service, list) in &config.static_endpoints {
             let (key, _) =
@@ -239,11 +243,13 @@ impl Sidecar {
         let outbound = bind("outbound", config.outbound.listen).await?;
         let admin = bind("admin", config.admin.listen).await?;
         let metrics = Arc::new(Metrics::new(config.admin.metrics.clone()));
-        let access_log = Arc::new(if config.admin.access_log {
-            AccessLog::stdout()
-        } else {
-            AccessLog::disabled()
-        });
+        let access_log = Arc::new(access_log.unwrap_or_else(|| {
+            if config.admin.access_log {
+                AccessLog::stdout()
+            } else {
+                AccessLog::disabled()
+            }
+        }));
         let shared = Arc::new(Shared {
             identity,
             policies,

@@ -187,6 +187,7 @@ async fn logging_changes_the_level_through_the_setter() {
             seen.lock().unwrap().push(l.to_owned());
             Ok(())
         })),
+        access_log: None,
     })
     .await
     .unwrap();

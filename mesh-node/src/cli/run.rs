@@ -127,7 +127,7 @@ pub(crate) fn sidecar(args: SidecarArgs) -> ExitCode {
         if let Some(s) = args.feed_socket {
             config.sources.feed_socket = Some(s);
         }
-        let (handle, task) = crate::sidecar::build(config, set_level)
+        let (handle, task) = crate::sidecar::build(config, set_level, None)
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(

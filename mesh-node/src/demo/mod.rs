@@ -111,6 +111,25 @@ struct Mesh {
     apps: Vec<apps::App>,
     client: HttpClient,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Every sidecar's access-log lines.
+    logs: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+/// Collects access-log lines in memory, for the steps to quote.
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn line(n: usize, text: impl std::fmt::Display) {
@@ -299,6 +318,7 @@ async fn up(dir: &Path, policies: Option<&Path>) -> Result<Mesh, DemoFailure> {
         apps.push(apps::start(name).await.map_err(|e| step(e.to_string()))?);
     }
     let mut sidecars = BTreeMap::new();
+    let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
     for name in SERVICES.iter().copied().chain(["ingress"]) {
         let calls: &[&str] = match name {
             "ingress" => &["productpage"],
@@ -338,9 +358,11 @@ async fn up(dir: &Path, policies: Option<&Path>) -> Result<Mesh, DemoFailure> {
             }),
             ..Sources::default()
         };
-        let (handle, task) = crate::sidecar::build(SidecarRoleConfig { sources, proxy }, None)
-            .await
-            .map_err(|e| step(format!("sidecar {name}: {e}")))?;
+        let log = mesh_sidecar::telemetry::AccessLog::to_writer(Box::new(LogSink(logs.clone())));
+        let (handle, task) =
+            crate::sidecar::build(SidecarRoleConfig { sources, proxy }, None, Some(log))
+                .await
+                .map_err(|e| step(format!("sidecar {name}: {e}")))?;
         if let Some(app) = app {
             let _ = app.outbound.set(handle.addresses.outbound);
         }
@@ -357,6 +379,7 @@ async fn up(dir: &Path, policies: Option<&Path>) -> Result<Mesh, DemoFailure> {
         apps,
         client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
         tasks,
+        logs,
     };
     mesh.wait_ready().await?;
     let ports: Vec<String> = mesh
@@ -486,6 +509,38 @@ impl Mesh {
         (out, new.join(", "))
     }
 
+    /// The newest access-log entry that `name`'s sidecar wrote as the
+    /// destination of a request with `status`.
+    fn received(&self, name: &str, status: u16) -> Option<serde_json::Value> {
+        let principal = format!("spiffe://{TRUST_DOMAIN}/ns/{NAMESPACE}/sa/{name}");
+        let bytes = self
+            .logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| {
+                e["reporter"] == "destination"
+                    && e["destination_principal"] == principal.as_str()
+                    && e["status"] == status
+            })
+            .last()
+    }
+
+    /// "policy P" or "default deny: why" for the newest such entry.
+    fn verdict(&self, name: &str, status: u16) -> String {
+        match self.received(name, status) {
+            None => "no access-log entry".to_owned(),
+            Some(e) => match (e["policy"].as_str(), e["reason"].as_str()) {
+                (Some(p), _) => format!("matched {p}"),
+                (None, Some(r)) => format!("no policy matched: {r}"),
+                (None, None) => "no policy".to_owned(),
+            },
+        }
+    }
+
     async fn leaf(&self, name: &str) -> Option<(String, usize)> {
         let (_, text) = self
             .get(self.sidecar(name).addresses.admin, "/certs")
@@ -526,7 +581,9 @@ async fn steps(mesh: &Mesh) -> Result<(), DemoFailure> {
         "ingress -> productpage -> {details, reviews -> ratings}: 200, each hop saw its verified caller:",
     );
     for l in page.lines() {
-        println!("       {}", l.trim());
+        let l = l.trim();
+        let hop = l.split_whitespace().next().unwrap_or_default();
+        println!("       {l}  [{}]", mesh.verdict(hop, 200));
     }
 
     // 6. details calling ratings directly.
@@ -544,7 +601,8 @@ async fn steps(mesh: &Mesh) -> Result<(), DemoFailure> {
     line(
         6,
         format!(
-            "details -> ratings GET /ratings/0: 403 RBAC: access denied (ratings-policy allows only reviews; default deny: {denial})"
+            "details -> ratings GET /ratings/0: 403 RBAC: access denied; ratings-policy allows only reviews, so {} [{denial}]",
+            mesh.verdict("ratings", 403)
         ),
     );
 
@@ -563,7 +621,8 @@ async fn steps(mesh: &Mesh) -> Result<(), DemoFailure> {
     line(
         7,
         format!(
-            "reviews -> ratings POST /ratings/0: 403 (ratings-policy allows GET only: {denial})"
+            "reviews -> ratings POST /ratings/0: 403; ratings-policy allows GET only, so {} [{denial}]",
+            mesh.verdict("ratings", 403)
         ),
     );
 

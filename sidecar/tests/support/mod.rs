@@ -98,6 +98,7 @@ pub async fn start(config: SidecarConfig, identity: Identity, yaml: &str) -> Run
         endpoints: endpoints.clone(),
         policies_ready: ready,
         set_log_level: None,
+        access_log: None,
     })
     .await
     .unwrap();
