@@ -520,13 +520,14 @@ impl Mesh {
             .clone();
         String::from_utf8_lossy(&bytes)
             .lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|e| {
                 e["reporter"] == "destination"
                     && e["destination_principal"] == principal.as_str()
                     && e["status"] == status
             })
-            .last()
+            .next()
     }
 
     /// "policy P" or "default deny: why" for the newest such entry.
