@@ -522,12 +522,11 @@ impl Mesh {
             .lines()
             .rev()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| {
+            .find(|e| {
                 e["reporter"] == "destination"
                     && e["destination_principal"] == principal.as_str()
                     && e["status"] == status
             })
-            .next()
     }
 
     /// "policy P" or "default deny: why" for the newest such entry.
