@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mesh-node");
 const TEST: &str = "transparent_netns";
+use test_support::netns::ip;
+
 const PREFIX: &str = "mtp";
 /// The application's uid: not exempt, so its traffic is redirected.
 const APP_UID: u32 = 1000;
@@ -73,24 +75,6 @@ class Echo(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", 9080), Echo).serve_forever()
 "#;
 
-/// Runs `ip ARGS`, returning its stderr on failure.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// `/etc/netns/NS`: what `ip netns exec NS` mounts over `/etc`.
 fn etc_dir(ns: &str) -> PathBuf {
     Path::new("/etc/netns").join(ns)
 }
@@ -98,39 +82,16 @@ fn etc_dir(ns: &str) -> PathBuf {
 /// Kills what still runs in `ns` (only ever a namespace this test named),
 /// deletes it and its `/etc/netns` directory.
 fn delete_netns(ns: &str) -> Result<(), String> {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        if !pids.is_empty() {
-            let _ = Command::new("kill").arg("-KILL").args(&pids).status();
-        }
-    }
     let _ = std::fs::remove_dir_all(etc_dir(ns));
-    ip(&["netns", "del", ns])
+    test_support::netns::delete_netns(ns)
 }
 
 /// Deletes namespaces (and their `/etc/netns` directories) a killed earlier
 /// run left: `mtp<pid>c|s` whose pid no longer runs.
 fn delete_stale() {
-    let stale = |name: &str| {
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            return false;
-        };
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        !digits.is_empty()
-            && matches!(&rest[digits.len()..], "c" | "s")
-            && !Path::new("/proc").join(&digits).exists()
-    };
-    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some(name) = line.split_whitespace().next()
-                && stale(name)
-            {
-                let _ = delete_netns(name);
-            }
-        }
+    let stale = |name: &str| test_support::netns::is_stale(name, PREFIX, &["c", "s"]);
+    for ns in test_support::netns::stale_netns(PREFIX, &["c", "s"]) {
+        let _ = delete_netns(&ns);
     }
     if let Ok(dirs) = std::fs::read_dir("/etc/netns") {
         for dir in dirs.flatten() {

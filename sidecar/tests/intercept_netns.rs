@@ -36,62 +36,17 @@ const HELPER: &str = "MESH_INTERCEPT_HELPER";
 const CONNECT_TO: &str = "MESH_INTERCEPT_CONNECT_TO";
 /// The application's uid: not exempt, so its traffic is redirected.
 const APP_UID: u32 = 1000;
+use test_support::netns::{delete_netns, ip, stale_netns};
+
 const PREFIX: &str = "mint";
 const OUTBOUND: u16 = 15001;
 const INBOUND: u16 = 15006;
 
-/// Runs `ip ARGS`, returning its stderr on failure.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Kills what still runs in `ns` (only ever a namespace this test named),
-/// then deletes it.
-fn delete_netns(ns: &str) -> Result<(), String> {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        if !pids.is_empty() {
-            let _ = Command::new("kill").arg("-KILL").args(&pids).status();
-        }
-    }
-    ip(&["netns", "del", ns])
-}
-
 /// Deletes namespaces a killed earlier run left (`mint<pid>a|p` whose pid
 /// no longer runs).
 fn delete_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if digits.is_empty() || !matches!(&rest[digits.len()..], "a" | "p") {
-            continue;
-        }
-        if !Path::new("/proc").join(&digits).exists() {
-            let _ = delete_netns(name);
-        }
+    for ns in stale_netns(PREFIX, &["a", "p"]) {
+        let _ = delete_netns(&ns);
     }
 }
 

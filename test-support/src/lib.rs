@@ -14,6 +14,7 @@
 mod ca;
 mod jwt;
 mod limit;
+pub mod netns;
 mod peer;
 mod python;
 

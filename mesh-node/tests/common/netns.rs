@@ -10,8 +10,6 @@
 //!
 //! No namespace has a default route, so traffic cannot leave them.
 
-use std::process::Command;
-
 /// The server's address inside its namespace.
 pub(crate) const SERVER_IP: &str = "10.211.1.1";
 /// The bridge in the server's namespace; setting it down cuts the server off.
@@ -27,60 +25,14 @@ pub(crate) struct Topology {
     pub(crate) agents: Vec<(String, String)>,
 }
 
-/// Runs `ip ARGS`, returning its stderr on failure.
-pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Kills what still runs in `ns` (only ever a namespace this test named),
-/// then deletes it.
-fn remove(ns: &str) -> Result<(), String> {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        if !pids.is_empty() {
-            let _ = Command::new("kill").arg("-KILL").args(&pids).status();
-        }
-    }
-    ip(&["netns", "del", ns])
-}
+pub(crate) use test_support::netns::{delete_netns as remove, ip};
 
 /// Deletes namespaces an earlier run of this test left behind when it was
 /// killed outright (names `mn<pid>…` whose pid no longer runs), with the
 /// processes it had started in them.
 fn remove_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let role = &rest[digits.len()..];
-        if digits.is_empty() || !matches!(role, "s" | "a" | "b") {
-            continue;
-        }
-        if !std::path::Path::new("/proc").join(&digits).exists() {
-            let _ = remove(name);
-        }
+    for ns in test_support::netns::stale_netns(PREFIX, &["s", "a", "b"]) {
+        let _ = remove(&ns);
     }
 }
 
