@@ -322,3 +322,29 @@ fn bundle_set_partial_updates_keep_the_other_half() {
     assert!(set.remove(&td("example.org")).is_some());
     assert!(set.is_empty());
 }
+
+#[test]
+fn bun_9_an_authority_with_an_unknown_curve_serializes_with_a_kty() {
+    // Found by the bundle_map fuzz target: a root whose namedCurve OID is
+    // one this reader does not know was accepted, then written without
+    // `kty`, so its own output did not parse.
+    let ca = TestCa::new("example.org");
+    let mut der = ca.root_cert().to_vec();
+    let p256 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let at = der
+        .windows(p256.len())
+        .position(|w| w == p256)
+        .expect("a P-256 root names its curve");
+    der[at + 4] = 0x49; // another, unknown OID of the same length
+    let doc = json!({"keys": [{
+        "kty": "EC", "use": "x509-svid", "x5c": [STANDARD.encode(&der)]
+    }]});
+    let Ok(bundle) = parse(&doc) else {
+        return; // refusing it is as good as round-tripping it
+    };
+    let again = SpiffeBundle::parse(td("example.org"), &bundle.to_json())
+        .expect("the serialized bundle parses");
+    assert_eq!(bundle.x509(), again.x509());
+    let written: Value = serde_json::from_slice(&bundle.to_json()).unwrap();
+    assert!(written["keys"][0]["kty"].is_string(), "{written}");
+}

@@ -225,6 +225,10 @@ fn x509_jwk(cert: &CertificateDer<'_>) -> Jwk {
         ..Jwk::default()
     };
     let enc = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    // Every key of a document needs `kty` (BUN-9). A key this reader cannot
+    // describe (a curve or algorithm it does not know) keeps a `kty` that
+    // says so; readers take the authority from `x5c`, as BUN-7 lets them.
+    jwk.kty = Some("unknown".into());
     let Ok(info) = x509::parse_cert(cert, 0) else {
         return jwk;
     };

@@ -103,8 +103,8 @@ fn read(der: &[u8]) -> Option<CertInfo<'_>> {
     let subject_empty = tbs.expect(tag::SEQUENCE)?.is_empty();
     let mut spki = Reader::new(tbs.expect(tag::SEQUENCE)?);
     let mut alg = Reader::new(spki.expect(tag::SEQUENCE)?);
-    let key_algorithm = alg.expect(tag::OID)?;
-    let key_parameters = alg.optional(tag::OID)?;
+    let key_algorithm = alg.oid()?;
+    let key_parameters = alg.optional_oid()?;
     let public_key = spki.expect(tag::BIT_STRING)?.split_first()?.1;
     tbs.optional(tag::IMPLICIT_1)?;
     tbs.optional(tag::IMPLICIT_2)?;
@@ -126,7 +126,7 @@ fn read(der: &[u8]) -> Option<CertInfo<'_>> {
         let mut exts = Reader::new(Reader::new(exts).expect(tag::SEQUENCE)?);
         while !exts.is_empty() {
             let mut ext = Reader::new(exts.expect(tag::SEQUENCE)?);
-            let oid = ext.expect(tag::OID)?;
+            let oid = ext.oid()?;
             let critical = match ext.optional(tag::BOOLEAN)? {
                 Some([0xff]) => true,
                 Some([0x00]) | None => false,
@@ -171,7 +171,7 @@ fn extension<'a>(
             let mut eku = Eku::default();
             let mut purposes = Reader::new(v.expect(tag::SEQUENCE)?);
             while !purposes.is_empty() {
-                match purposes.expect(tag::OID)? {
+                match purposes.oid()? {
                     OID_SERVER_AUTH => eku.server_auth = true,
                     OID_CLIENT_AUTH => eku.client_auth = true,
                     OID_EKU_ANY => eku.any = true,

@@ -86,6 +86,35 @@ impl<'a> Reader<'a> {
             Some(None)
         }
     }
+
+    /// Reads an OBJECT IDENTIFIER whose encoding is valid DER: at least one
+    /// byte, every sub-identifier minimal (no leading 0x80) and terminated
+    /// (the last byte has its high bit clear).
+    pub(crate) fn oid(&mut self) -> Option<&'a [u8]> {
+        self.expect(super::tag::OID).filter(|v| valid_oid(v))
+    }
+
+    /// [`Reader::oid`], if an OID comes next.
+    pub(crate) fn optional_oid(&mut self) -> Option<Option<&'a [u8]>> {
+        match self.optional(super::tag::OID)? {
+            Some(v) if !valid_oid(v) => None,
+            other => Some(other),
+        }
+    }
+}
+
+fn valid_oid(v: &[u8]) -> bool {
+    let Some(last) = v.last() else {
+        return false;
+    };
+    let mut start = true;
+    for &b in v {
+        if start && b == 0x80 {
+            return false;
+        }
+        start = b & 0x80 == 0;
+    }
+    last & 0x80 == 0
 }
 
 /// Splits `input` into successive DER `SEQUENCE`s, as the Workload API
@@ -130,6 +159,15 @@ mod tests {
         assert!(split_der_sequence(&[0x30]).is_err());
         assert!(split_der_sequence(&[0x1f, 0x01, 0x00]).is_err());
         assert_eq!(split_der_sequence(&[]).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn oids_must_be_minimal_and_terminated() {
+        assert!(valid_oid(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]));
+        assert!(!valid_oid(&[]));
+        assert!(!valid_oid(&[0xff; 7]), "never terminated");
+        assert!(!valid_oid(&[0x2a, 0x80, 0x01]), "non-minimal sub-identifier");
+        assert!(!valid_oid(&[0x80, 0x01]), "non-minimal first arc");
     }
 
     #[test]
