@@ -166,7 +166,10 @@ mod tests {
         assert!(valid_oid(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]));
         assert!(!valid_oid(&[]));
         assert!(!valid_oid(&[0xff; 7]), "never terminated");
-        assert!(!valid_oid(&[0x2a, 0x80, 0x01]), "non-minimal sub-identifier");
+        assert!(
+            !valid_oid(&[0x2a, 0x80, 0x01]),
+            "non-minimal sub-identifier"
+        );
         assert!(!valid_oid(&[0x80, 0x01]), "non-minimal first arc");
     }
 
