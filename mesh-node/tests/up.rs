@@ -110,7 +110,6 @@ admin = {{ listen = "127.0.0.1:{admin}", access_log = false }}
     let uid = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .unwrap();
-    let dir_s = dir.to_str().unwrap();
     let created = cli_ok(
         &dir,
         &[
@@ -174,7 +173,6 @@ admin = {{ listen = "127.0.0.1:{admin}", access_log = false }}
     assert_eq!(cli_ok(&dir, &["bundle", "show"]), bundle, "the CA changed");
     let entries = cli_ok(&dir, &["entry", "list", "--output", "json"]);
     assert!(entries.contains("spiffe://example.org/api"), "{entries}");
-    let _ = dir_s;
     assert!(sigterm(&mut again).success());
 }
 

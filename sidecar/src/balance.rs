@@ -472,6 +472,24 @@ impl Balancer {
         })
     }
 
+    /// Whether `target` is one of the endpoints.
+    pub fn contains(&self, target: &Target) -> bool {
+        self.shared
+            .lock()
+            .endpoints
+            .iter()
+            .any(|e| e.target == *target)
+    }
+
+    /// Whether an endpoint listens at `addr`.
+    pub fn serves(&self, addr: SocketAddr) -> bool {
+        self.shared
+            .lock()
+            .endpoints
+            .iter()
+            .any(|e| e.target.addr == addr)
+    }
+
     /// Every endpoint with its statistics, in the order of the last
     /// [`set_targets`](Self::set_targets).
     pub fn status(&self) -> Vec<EndpointStatus> {

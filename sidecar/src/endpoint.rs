@@ -54,6 +54,7 @@ impl ServiceKey {
 pub struct Endpoints {
     config: BalanceConfig,
     services: RwLock<HashMap<ServiceKey, Arc<Balancer>>>,
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Endpoints {
@@ -62,21 +63,39 @@ impl Endpoints {
         Endpoints {
             config,
             services: RwLock::new(HashMap::new()),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Sees every change of any service's endpoints.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether `target` is an endpoint of some service.
+    pub fn contains(&self, target: &Target) -> bool {
+        self.services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|b| b.contains(target))
     }
 
     /// Sets the endpoints of one service; an empty list removes it (calls
     /// to it get a 503 at once).
     pub fn set_service(&self, key: ServiceKey, targets: Vec<Target>) {
-        let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
-        if targets.is_empty() {
-            services.remove(&key);
-            return;
+        {
+            let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
+            if targets.is_empty() {
+                services.remove(&key);
+            } else {
+                services
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(Balancer::new(self.config.clone())))
+                    .set_targets(targets);
+            }
         }
-        services
-            .entry(key)
-            .or_insert_with(|| Arc::new(Balancer::new(self.config.clone())))
-            .set_targets(targets);
+        self.changes.send_modify(|g| *g += 1);
     }
 
     /// Replaces every service at once: services not in `all` are removed.
@@ -89,6 +108,7 @@ impl Endpoints {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|k, _| keep.contains(k));
+        self.changes.send_modify(|g| *g += 1);
     }
 
     /// The balancer of a service, if it has endpoints.
@@ -106,7 +126,7 @@ impl Endpoints {
         let services = self.services.read().unwrap_or_else(|e| e.into_inner());
         services
             .iter()
-            .find(|(_, b)| b.status().iter().any(|s| s.addr == addr))
+            .find(|(_, b)| b.serves(addr))
             .map(|(k, b)| (k.clone(), b.clone()))
     }
 

@@ -99,11 +99,11 @@ async fn handle(
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
-    let namespace = shared.config.workload.namespace.clone();
+    let namespace = shared.config.workload.namespace.as_str();
     let mut authority = uri_authority.clone().or(host_header.clone());
     let mut routed = None;
     for candidate in [&uri_authority, &host_header].into_iter().flatten() {
-        if let Some((key, _)) = route(candidate, &namespace) {
+        if let Some((key, _)) = route(candidate, namespace) {
             authority = Some(candidate.clone());
             routed = Some(key);
             break;
@@ -117,7 +117,7 @@ async fn handle(
         })
         .or_else(|| {
             let fallback = shared.config.outbound.default_service.as_deref()?;
-            route(fallback, &namespace).map(|(k, _)| k)
+            route(fallback, namespace).map(|(k, _)| k)
         });
     let Some(key) = routed else {
         return mesh_error(
@@ -277,8 +277,8 @@ fn connect(
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return mesh_error(400, "CONNECT needs host:port".to_owned());
     };
-    let namespace = shared.config.workload.namespace.clone();
-    let Some((key, _)) = route(&authority, &namespace) else {
+    let namespace = shared.config.workload.namespace.as_str();
+    let Some((key, _)) = route(&authority, namespace) else {
         return mesh_error(503, format!("no mesh service named by {authority}"));
     };
     if shared.endpoints.service(&key).is_none() {

@@ -311,6 +311,7 @@ impl Sidecar {
                 tokio::spawn(crate::outbound::serve(s, t, r));
             }));
         let expiry_task = tokio::spawn(expiry_gauge(shared.clone()));
+        let prune_task = tokio::spawn(prune_pool(shared.clone()));
         // Inbound runs here so that it stops first.
         {
             let inbound_loop = accept_loop(inbound, shared.clone(), Some(limit), |s, t, r, p| {
@@ -332,6 +333,7 @@ impl Sidecar {
         outbound_task.abort();
         admin_task.abort();
         expiry_task.abort();
+        prune_task.abort();
     }
 }
 
@@ -369,6 +371,14 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Closes pooled connections to endpoints that left discovery.
+async fn prune_pool(shared: Arc<Shared>) {
+    let mut changes = shared.endpoints.subscribe();
+    while changes.changed().await.is_ok() {
+        shared.pool.retain(|t| shared.endpoints.contains(t));
     }
 }
 

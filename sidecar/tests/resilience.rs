@@ -265,3 +265,29 @@ spec:
         "open TCP connection survived a policy that denies it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_endpoints_that_left_discovery_are_closed() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, "").await;
+    let (status, _, _) = get_via(pair.client.addrs.outbound, "server.default", "/").await;
+    assert_eq!(status, 200);
+    let open = || async {
+        let v: serde_json::Value =
+            serde_json::from_str(&admin_text(pair.client.addrs.admin, "/clusters").await).unwrap();
+        v["open_connections"].as_u64().unwrap()
+    };
+    assert_eq!(open().await, 1);
+    pair.client
+        .endpoints
+        .set_service(ServiceKey::new("server", "default"), Vec::new());
+    let mut left = 1;
+    for _ in 0..100 {
+        left = open().await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0, "the pool kept a connection to a removed endpoint");
+}

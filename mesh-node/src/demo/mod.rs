@@ -108,7 +108,6 @@ struct Mesh {
     agent: crate::agent::AgentHandle,
     sidecars: BTreeMap<&'static str, SidecarHandle>,
     entries: BTreeMap<&'static str, String>,
-    apps: Vec<apps::App>,
     client: HttpClient,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Every sidecar's access-log lines.
@@ -376,7 +375,6 @@ async fn up(dir: &Path, policies: Option<&Path>) -> Result<Mesh, DemoFailure> {
         agent,
         sidecars,
         entries,
-        apps,
         client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
         tasks,
         logs,
@@ -400,7 +398,6 @@ async fn up(dir: &Path, policies: Option<&Path>) -> Result<Mesh, DemoFailure> {
             ports.join(", ")
         ),
     );
-    let _ = &mesh.apps;
     Ok(mesh)
 }
 
@@ -765,8 +762,7 @@ async fn steps(mesh: &Mesh) -> Result<(), DemoFailure> {
     .await
     .map_err(|e| step(format!("ca activate: {e}")))?;
     reissue(mesh, 3599).await.map_err(&step)?;
-    let cas = wait_rotated(mesh, &svids, 2).await.map_err(&step)?;
-    let _ = cas;
+    wait_rotated(mesh, &svids, 2).await.map_err(&step)?;
     // Let traffic run on the new identities for a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
