@@ -40,8 +40,8 @@ pub use provider::{
 };
 pub use server::{ServerError, ServerLimits, WorkloadApiServer};
 pub use source::{
-    Backoff, JwtSource, SourceHealth, SourceOptions, SourceTask, X509BundleSource, X509Snapshot,
-    X509Source,
+    Backoff, DEFAULT_CONNECT_WAIT, JwtSource, RegistrationHint, SourceHealth, SourceOptions,
+    SourceTask, WaitError, X509BundleSource, X509Snapshot, X509Source,
 };
 /// The registration vocabulary (selectors, entry ids, registration
 /// entries), defined once in spiffe-core with one validation rule shared

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use tokio::sync::watch;
@@ -15,6 +15,9 @@ use crate::{ClientError, EndpointAddress, StatusCode, WatchStream, WorkloadApiCl
 pub(super) struct Core {
     pub(super) health: watch::Sender<SourceHealth>,
     pub(super) discarded: AtomicU64,
+    /// Why the last session ended, for the errors of
+    /// [`X509Source::connect`](super::X509Source::connect).
+    last_error: Mutex<Option<String>>,
 }
 
 impl Core {
@@ -22,11 +25,27 @@ impl Core {
         Core {
             health: watch::Sender::new(SourceHealth::Connecting),
             discarded: AtomicU64::new(0),
+            last_error: Mutex::new(None),
         }
     }
 
     pub(super) fn discarded(&self) -> u64 {
         self.discarded.load(Ordering::Relaxed)
+    }
+
+    /// Why the last session ended; `None` before the first one ended.
+    pub(super) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_last_error(&self, error: &ClientError) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error_chain(error));
     }
 }
 
@@ -166,6 +185,7 @@ async fn run<F: Feed>(
             }
             Session::Failed(e) => e,
         };
+        feed.core().set_last_error(&error);
         if error.is_fatal() {
             let code = error.code().unwrap_or(StatusCode::Other);
             feed.core()
@@ -193,4 +213,20 @@ async fn run<F: Feed>(
 
 async fn closed(health: &mut watch::Receiver<SourceHealth>) {
     while health.changed().await.is_ok() {}
+}
+
+/// `error` and its sources on one line, each cause once (transport errors
+/// often repeat their source's text).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
 }

@@ -9,7 +9,9 @@ mod x509;
 pub use backoff::Backoff;
 pub use bundles::{JwtSource, X509BundleSource};
 pub use driver::SourceTask;
-pub use x509::{X509Snapshot, X509Source};
+pub use x509::{DEFAULT_CONNECT_WAIT, X509Snapshot, X509Source};
+
+use std::time::Duration;
 
 use crate::{ClientOptions, StatusCode};
 
@@ -83,6 +85,83 @@ pub enum SourceHealth {
     /// The stream is open but the SVID it last delivered has expired: the
     /// source serves no SVID until the server sends a new one.
     Expired,
+}
+
+/// Why [`X509Source::connect`] returned without an identity.
+///
+/// The message says what to check: the address, the registration entry
+/// for this process (`unix:uid:N`), or the server's fatal answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// `SPIFFE_ENDPOINT_SOCKET` is unset or not a valid address.
+    #[error("cannot locate the Workload API: {0}")]
+    Address(#[from] crate::AddressError),
+    /// The Workload API answered `PermissionDenied` until the deadline:
+    /// it knows no registration entry for this process.
+    #[error(
+        "no identity for this process after {waited:?}: the Workload API at {address} answered \
+         PermissionDenied{hint}"
+    )]
+    Denied {
+        /// How long the source waited.
+        waited: Duration,
+        /// The endpoint.
+        address: String,
+        /// What to check, with this process's uid (empty when unknown).
+        hint: RegistrationHint,
+    },
+    /// No connection or no answer until the deadline.
+    #[error("no identity for this process after {waited:?}: {why}")]
+    Unreachable {
+        /// How long the source waited.
+        waited: Duration,
+        /// The endpoint.
+        address: String,
+        /// The last failure (connection refused, no answer within the
+        /// deadline, the stream closed).
+        why: String,
+    },
+    /// The server gave an answer that retrying cannot fix (`InvalidArgument`,
+    /// `Unimplemented`); the source's task has ended.
+    #[error("the Workload API at {address} refused this client: {why}")]
+    Failed {
+        /// The endpoint.
+        address: String,
+        /// The server's answer.
+        why: String,
+    },
+}
+
+/// The part of [`WaitError::Denied`]'s message that names the selector a
+/// registration entry needs (`unix:uid:N` of this process); renders as
+/// nothing when the uid cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrationHint {
+    /// This process's uid.
+    pub uid: Option<u32>,
+}
+
+impl RegistrationHint {
+    /// The hint for the calling process.
+    pub fn current() -> Self {
+        use std::os::unix::fs::MetadataExt;
+        RegistrationHint {
+            uid: std::fs::metadata("/proc/self").ok().map(|m| m.uid()),
+        }
+    }
+}
+
+impl std::fmt::Display for RegistrationHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.uid {
+            Some(uid) => write!(
+                f,
+                ": is there a registration entry for unix:uid:{uid} (or another selector of this process)?"
+            ),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

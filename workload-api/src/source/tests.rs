@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::Stream;
 use spiffe_core::SvidSource;
@@ -243,4 +244,89 @@ fn an_expired_svid_is_never_served() {
     source.apply_for_test(context(&ca, "/new", None));
     assert_eq!(source.x509_svid().unwrap().spiffe_id().path(), "/new");
     assert_eq!(source.health(), SourceHealth::Ready);
+}
+
+#[tokio::test]
+async fn connect_waits_for_the_first_svid() {
+    let (address, dir) = start(vec![Ok(good())]);
+    let source = X509Source::connect(address, SourceOptions::default(), DEFAULT_CONNECT_WAIT)
+        .await
+        .expect("the scripted server sends an SVID");
+    assert_eq!(source.health(), SourceHealth::Ready);
+    assert_eq!(
+        source.x509_svid().unwrap().spiffe_id().to_string(),
+        "spiffe://example.org/web"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wl_11_connect_denied_names_the_selector_to_register() {
+    let (address, dir) = start(vec![Err(Status::permission_denied("no identity issued"))]);
+    let shown = address.to_string();
+    let err = X509Source::connect(address, SourceOptions::default(), Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    let uid = RegistrationHint::current().uid.expect("/proc/self is readable");
+    assert_eq!(
+        err,
+        WaitError::Denied {
+            waited: Duration::from_secs(10),
+            address: shown.clone(),
+            hint: RegistrationHint { uid: Some(uid) },
+        }
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("no identity for this process after 10s"), "{text}");
+    assert!(text.contains(&shown), "{text}");
+    assert!(text.contains("PermissionDenied"), "{text}");
+    assert!(
+        text.contains(&format!("registration entry for unix:uid:{uid}")),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_to_a_missing_socket_says_why() {
+    let dir = std::env::temp_dir().join("wlapi-connect-missing");
+    let address = EndpointAddress::Unix(dir.join("absent.sock"));
+    let err = X509Source::connect(address, SourceOptions::default(), Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    let WaitError::Unreachable { waited, why, .. } = &err else {
+        panic!("expected Unreachable, got {err:?}");
+    };
+    assert_eq!(*waited, Duration::from_secs(3));
+    assert!(why.contains("absent.sock"), "{why}");
+    assert!(why.contains("No such file"), "{why}");
+    assert!(err.to_string().starts_with("no identity for this process after 3s: connecting to"));
+}
+
+#[tokio::test]
+async fn ep_7_connect_returns_at_once_on_invalid_argument() {
+    let (address, dir) = start(vec![Err(Status::invalid_argument("security header missing"))]);
+    let err = X509Source::connect(address, SourceOptions::default(), Duration::from_secs(600))
+        .await
+        .unwrap_err();
+    let WaitError::Failed { why, .. } = &err else {
+        panic!("expected Failed, got {err:?}");
+    };
+    assert!(why.contains("InvalidArgument"), "{why}");
+    assert!(why.contains("security header missing"), "{why}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn ep_6_from_env_without_the_variable_is_an_address_error() {
+    // The test binary never sets SPIFFE_ENDPOINT_SOCKET.
+    if std::env::var_os(crate::ENDPOINT_SOCKET_ENV).is_some() {
+        return;
+    }
+    let err = X509Source::from_env(Duration::from_secs(1)).await.unwrap_err();
+    assert_eq!(err, WaitError::Address(crate::AddressError::NotSet));
+    assert_eq!(
+        err.to_string(),
+        "cannot locate the Workload API: SPIFFE_ENDPOINT_SOCKET is not set"
+    );
 }

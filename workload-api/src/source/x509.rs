@@ -3,14 +3,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use spiffe_core::{BundleSet, BundleSource, SvidSource, X509Svid};
 use tokio::sync::watch;
 
 use super::driver::{self, Core, Feed, SourceTask};
-use super::{SourceHealth, SourceOptions};
+use super::{RegistrationHint, SourceHealth, SourceOptions, WaitError};
 use crate::{ClientError, EndpointAddress, WatchStream, WorkloadApiClient, X509Context};
 
 /// The SVID and the bundles of one update, published together: a reader
@@ -102,6 +102,10 @@ impl Feed for Inner {
     }
 }
 
+/// How long [`X509Source::from_env`] callers usually wait for the first
+/// SVID: 10 s, enough for an agent that is itself still attesting.
+pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(10);
+
 /// A workload's X509-SVID and X.509 bundles, kept current by a task that
 /// watches `FetchX509SVID`.
 ///
@@ -167,6 +171,96 @@ impl X509Source {
         });
         let task = driver::task(&inner, address, &options);
         (X509Source { inner }, task)
+    }
+
+    /// Connects to the Workload API named by `SPIFFE_ENDPOINT_SOCKET`,
+    /// spawns the source's task on the current tokio runtime, and waits up
+    /// to `wait` for the first SVID, the way go-spiffe's `NewX509Source`
+    /// does. The error says why there is no identity:
+    ///
+    /// ```text
+    /// no identity for this process after 10s: the Workload API at unix:///run/agent.sock
+    /// answered PermissionDenied: is there a registration entry for unix:uid:1000 (or another
+    /// selector of this process)?
+    /// ```
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), workload_api::WaitError> {
+    /// use workload_api::{DEFAULT_CONNECT_WAIT, X509Source};
+    /// let source = X509Source::from_env(DEFAULT_CONNECT_WAIT).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub async fn from_env(wait: Duration) -> Result<Self, WaitError> {
+        Self::connect(EndpointAddress::from_env()?, SourceOptions::default(), wait).await
+    }
+
+    /// [`X509Source::from_env`] for an explicit address and options.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub async fn connect(
+        address: EndpointAddress,
+        options: SourceOptions,
+        wait: Duration,
+    ) -> Result<Self, WaitError> {
+        let shown = address.to_string();
+        let (source, task) = Self::with_options(address, options);
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "X509Source stopped");
+            }
+        });
+        source.wait_ready(&shown, wait).await?;
+        Ok(source)
+    }
+
+    /// Waits until the source holds an unexpired SVID, at most `wait`.
+    async fn wait_ready(&self, address: &str, wait: Duration) -> Result<(), WaitError> {
+        let mut health = self.watch_health();
+        let ready = async {
+            loop {
+                let now = *health.borrow_and_update();
+                match now {
+                    SourceHealth::Ready if self.x509_svid().is_some() => return Ok(()),
+                    SourceHealth::Failed { .. } => return Err(()),
+                    _ => {}
+                }
+                if health.changed().await.is_err() {
+                    return Err(());
+                }
+            }
+        };
+        let failed = match tokio::time::timeout(wait, ready).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(())) => true,
+            Err(_elapsed) => false,
+        };
+        let why = self
+            .inner
+            .core
+            .last_error()
+            .unwrap_or_else(|| "no answer from the Workload API yet".to_owned());
+        let address = address.to_owned();
+        Err(if failed {
+            WaitError::Failed { address, why }
+        } else if self.health() == SourceHealth::Denied {
+            WaitError::Denied {
+                waited: wait,
+                address,
+                hint: RegistrationHint::current(),
+            }
+        } else {
+            WaitError::Unreachable {
+                waited: wait,
+                address,
+                why,
+            }
+        })
     }
 
     /// The SVID and bundles of the latest update, together.
