@@ -123,6 +123,16 @@ impl Engine {
         }
     }
 
+    /// Compiles `set` for the workload that `id` identifies: the mesh
+    /// trust domain is `id`'s ([`MeshConfig::for_identity`]) and the
+    /// namespace is that of an Istio-form ID ([`Workload::from_spiffe_id`]),
+    /// `default` for IDs of another form. Use [`Engine::new`] to set
+    /// either explicitly (labels, aliases, another root namespace).
+    pub fn for_identity(id: &spiffe_core::SpiffeId, set: &PolicySet) -> Self {
+        let workload = Workload::from_spiffe_id(id).unwrap_or_else(|| Workload::new("default"));
+        Engine::new(workload, MeshConfig::for_identity(id), set)
+    }
+
     /// Reads key sets for `jwksUri` rules from `cache` (kept current by a
     /// [`JwksFetcher`](crate::JwksFetcher)). Without a cache, tokens for
     /// `jwksUri`-only rules fail with 401.

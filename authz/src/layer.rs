@@ -78,6 +78,22 @@ impl AuthzLayer {
         }
     }
 
+    /// Enforces `set` for the workload holding `source`'s current SVID,
+    /// with its trust domain and namespace ([`Engine::for_identity`]).
+    ///
+    /// Fails when the source holds no SVID yet: wait for one first
+    /// (`workload_api::X509Source::from_env` does).
+    pub fn for_source(
+        source: &(impl spiffe_core::SvidSource + ?Sized),
+        set: &crate::PolicySet,
+    ) -> Result<Self, NoIdentity> {
+        let svid = source.x509_svid().ok_or(NoIdentity)?;
+        Ok(AuthzLayer::new(Arc::new(Engine::for_identity(
+            svid.spiffe_id(),
+            set,
+        ))))
+    }
+
     /// Uses `ext` for CUSTOM policies.
     #[must_use]
     pub fn with_ext_authz(mut self, ext: Arc<dyn ExtAuthz + Send + Sync>) -> Self {
@@ -85,6 +101,13 @@ impl AuthzLayer {
         self
     }
 }
+
+/// [`AuthzLayer::for_source`] was given a source without an SVID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the identity source holds no SVID yet, so the workload's trust domain is unknown: wait for the first SVID before building the authorization layer"
+)]
+pub struct NoIdentity;
 
 impl<S> tower::Layer<S> for AuthzLayer {
     type Service = Authz<S>;

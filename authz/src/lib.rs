@@ -64,7 +64,9 @@ pub use engine::{Engine, ExtAuthz, ExtAuthzVerdict};
 pub use error::{LoadError, ValidationError, ValidationKind};
 pub use jwks_fetch::{JwksCache, JwksFetchError, JwksFetcher};
 pub use jwt::{JwtFailure, PresentedToken, TokenLocation};
-pub use layer::{Authorized, Authz, AuthzBody, AuthzLayer, OriginalClientAddr, ResponseFuture};
+pub use layer::{
+    Authorized, Authz, AuthzBody, AuthzLayer, NoIdentity, OriginalClientAddr, ResponseFuture,
+};
 pub use load::{PolicySet, Warning};
 pub use mesh::{ExtensionProvider, MeshConfig, ProviderKind, Workload};
 pub use model::{

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use spiffe_core::SpiffeId;
+
 /// Label that marks a Gateway-API-managed gateway pod (S-5).
 const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
@@ -26,6 +28,30 @@ impl Workload {
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
         self
+    }
+
+    /// The workload an Istio-form SPIFFE ID names
+    /// (`spiffe://TD/ns/NAMESPACE/sa/ACCOUNT`): namespace `NAMESPACE`, no
+    /// labels. `None` for IDs of any other form.
+    ///
+    /// ```
+    /// use authz::Workload;
+    /// let id = "spiffe://example.org/ns/shop/sa/cart".parse().unwrap();
+    /// assert_eq!(Workload::from_spiffe_id(&id).unwrap().namespace(), "shop");
+    /// assert!(Workload::from_spiffe_id(&"spiffe://example.org/cart".parse().unwrap()).is_none());
+    /// ```
+    pub fn from_spiffe_id(id: &SpiffeId) -> Option<Self> {
+        let mut parts = id.path().strip_prefix('/')?.split('/');
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (Some("ns"), Some(ns), Some("sa"), Some(_), None) => Some(Workload::new(ns)),
+            _ => None,
+        }
     }
 
     /// The workload's namespace.
@@ -106,6 +132,20 @@ impl MeshConfig {
     pub fn with_root_namespace(mut self, ns: impl Into<String>) -> Self {
         self.root_namespace = ns.into();
         self
+    }
+
+    /// The defaults, with the trust domain of `id`: the identity a
+    /// workload holds names the mesh it belongs to, so policies written
+    /// Istio's way (`cluster.local/ns/foo/sa/bar`) mean this trust domain
+    /// (I-5) without a separate setting.
+    ///
+    /// ```
+    /// use authz::MeshConfig;
+    /// let id = "spiffe://example.org/ns/shop/sa/cart".parse().unwrap();
+    /// assert_eq!(MeshConfig::for_identity(&id).trust_domain, "example.org");
+    /// ```
+    pub fn for_identity(id: &SpiffeId) -> Self {
+        MeshConfig::default().with_trust_domain(id.trust_domain().as_str())
     }
 
     /// Sets the mesh trust domain.

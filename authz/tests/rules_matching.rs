@@ -505,3 +505,55 @@ fn i_6_peer_and_request_identity_are_separate() {
         &get_from("spiffe://cluster.local/ns/a/sa/b", "/")
     ));
 }
+
+#[test]
+fn i_5_the_engine_takes_its_trust_domain_from_the_workload_identity() {
+    // A policy written Istio's way, for a workload whose SVID says example.org.
+    let yaml = ap(
+        "shop",
+        "cart",
+        "rules:\n- from: [{source: {principals: [cluster.local/ns/shop/sa/web]}}]",
+    );
+    let me = id("spiffe://example.org/ns/shop/sa/cart");
+    let caller = get_from("spiffe://example.org/ns/shop/sa/web", "/");
+    // With the default mesh config the local principal never matches.
+    let default = authz::Engine::new(
+        authz::Workload::new("shop"),
+        MeshConfig::default(),
+        &set(&yaml),
+    );
+    assert!(!allowed(&default, &caller));
+    // Taken from the identity: trust domain example.org, namespace shop.
+    let e = authz::Engine::for_identity(&me, &set(&yaml));
+    assert!(allowed(&e, &caller));
+    assert!(!allowed(
+        &e,
+        &get_from("spiffe://partner.org/ns/shop/sa/web", "/")
+    ));
+    assert!(!allowed(
+        &e,
+        &get_from("spiffe://example.org/ns/shop/sa/other", "/")
+    ));
+    // The namespace came from the ID too: the policy in `shop` does not
+    // select a workload of namespace `billing`, which has no policy.
+    let other =
+        authz::Engine::for_identity(&id("spiffe://example.org/ns/billing/sa/x"), &set(&yaml));
+    assert!(allowed(
+        &other,
+        &get_from("spiffe://example.org/ns/shop/sa/other", "/")
+    ));
+    // An ID not in Istio form lands in namespace `default`.
+    let plain = authz::Engine::for_identity(
+        &id("spiffe://example.org/cart"),
+        &set(&ap(
+            "default",
+            "p",
+            "rules:\n- from: [{source: {principals: [cluster.local/ns/shop/sa/web]}}]",
+        )),
+    );
+    assert!(allowed(&plain, &caller));
+    assert!(!allowed(
+        &plain,
+        &get_from("spiffe://example.org/ns/shop/sa/x", "/")
+    ));
+}

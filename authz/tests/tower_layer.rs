@@ -581,3 +581,34 @@ async fn e_2_with_ext_authz_asks_the_provider_for_custom_rules() {
         403
     );
 }
+
+#[tokio::test]
+async fn i_5_layer_for_source_uses_the_sources_trust_domain_and_needs_an_svid() {
+    let yaml = ap(
+        "foo",
+        "only-web",
+        "rules:\n- from: [{source: {principals: [cluster.local/ns/foo/sa/web]}}]",
+    );
+    let empty = spiffe_core::MemorySvidSource::empty();
+    let err = AuthzLayer::for_source(&empty, &set(&yaml)).unwrap_err();
+    assert!(err.to_string().contains("no SVID yet"), "{err}");
+
+    let ca = test_support::TestCa::new("example.org");
+    let leaf = ca.leaf("spiffe://example.org/ns/foo/sa/api");
+    let svid =
+        spiffe_core::X509Svid::from_der(&leaf.chain_der(), &leaf.key_der).expect("test SVID");
+    let source = spiffe_core::MemorySvidSource::new(svid);
+    let layer = AuthzLayer::for_source(&source, &set(&yaml)).expect("the source has an SVID");
+    let call = |peer: &'static str| {
+        let svc = layer.clone().layer(service_fn(echo));
+        async move {
+            let resp = svc
+                .oneshot(request("/", Some(peer)))
+                .await
+                .expect("infallible");
+            resp.status().as_u16()
+        }
+    };
+    assert_eq!(call("spiffe://example.org/ns/foo/sa/web").await, 200);
+    assert_eq!(call("spiffe://example.org/ns/foo/sa/db").await, 403);
+}
