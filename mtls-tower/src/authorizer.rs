@@ -24,6 +24,13 @@ use spiffe_core::{SpiffeId, TrustDomain};
 pub trait Authorizer: Send + Sync + 'static {
     /// Whether `peer` may connect.
     fn authorize(&self, peer: &SpiffeId) -> bool;
+
+    /// What this authorizer admits, for the error a refused peer causes
+    /// (`exact(spiffe://example.org/backend)`); closures and other custom
+    /// authorizers read as `a custom authorizer` unless they say more.
+    fn describe(&self) -> String {
+        "a custom authorizer".to_owned()
+    }
 }
 
 impl<F> Authorizer for F
@@ -36,6 +43,9 @@ where
 }
 
 impl<A: Authorizer + ?Sized> Authorizer for Arc<A> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
     fn authorize(&self, peer: &SpiffeId) -> bool {
         (**self).authorize(peer)
     }
@@ -75,6 +85,9 @@ impl Authorizer for Any {
     fn authorize(&self, _peer: &SpiffeId) -> bool {
         true
     }
+    fn describe(&self) -> String {
+        "any".to_owned()
+    }
 }
 
 /// See [`exact`].
@@ -86,6 +99,9 @@ pub struct Exact {
 impl Authorizer for Exact {
     fn authorize(&self, peer: &SpiffeId) -> bool {
         *peer == self.id
+    }
+    fn describe(&self) -> String {
+        format!("exact({})", self.id)
     }
 }
 
@@ -99,6 +115,11 @@ impl Authorizer for OneOf {
     fn authorize(&self, peer: &SpiffeId) -> bool {
         self.ids.contains(peer)
     }
+    fn describe(&self) -> String {
+        let mut ids: Vec<String> = self.ids.iter().map(ToString::to_string).collect();
+        ids.sort();
+        format!("one_of({})", ids.join(", "))
+    }
 }
 
 /// See [`member_of`].
@@ -110,6 +131,11 @@ pub struct MemberOf {
 impl Authorizer for MemberOf {
     fn authorize(&self, peer: &SpiffeId) -> bool {
         self.tds.contains(peer.trust_domain())
+    }
+    fn describe(&self) -> String {
+        let mut tds: Vec<&str> = self.tds.iter().map(TrustDomain::as_str).collect();
+        tds.sort_unstable();
+        format!("member_of({})", tds.join(", "))
     }
 }
 
@@ -179,6 +205,24 @@ mod tests {
 
     fn id(s: &str) -> SpiffeId {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn authorizers_describe_what_they_admit() {
+        assert_eq!(any().describe(), "any");
+        assert_eq!(
+            exact(id("spiffe://example.org/a")).describe(),
+            "exact(spiffe://example.org/a)"
+        );
+        assert_eq!(
+            one_of([id("spiffe://example.org/b"), id("spiffe://example.org/a")]).describe(),
+            "one_of(spiffe://example.org/a, spiffe://example.org/b)"
+        );
+        let tds = ["b.org", "a.org"].map(|t| t.parse().unwrap());
+        assert_eq!(member_of(tds).describe(), "member_of(a.org, b.org)");
+        let closure = |_: &SpiffeId| true;
+        assert_eq!(closure.describe(), "a custom authorizer");
+        assert_eq!(Arc::new(any()).describe(), "any");
     }
 
     #[test]

@@ -23,6 +23,14 @@ static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
 static TLS13_AND_12: &[&SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// The process's default rustls provider, or aws-lc-rs when none was
+/// installed.
+fn default_provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
 /// Settings both sides share.
 struct Common {
     provider: Arc<CryptoProvider>,
@@ -117,6 +125,17 @@ impl MtlsServerConfig {
 pub struct MtlsClientConfig {
     rustls: Arc<ClientConfig>,
     peers: Arc<VerifiedPeers>,
+    svid: SvidOf,
+}
+
+/// The client's own SVID source, to name this client in errors.
+#[derive(Clone)]
+pub(crate) struct SvidOf(pub(crate) Arc<dyn SvidSource>);
+
+impl std::fmt::Debug for SvidOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SvidSource")
+    }
 }
 
 impl MtlsClientConfig {
@@ -127,6 +146,11 @@ impl MtlsClientConfig {
 
     pub(crate) fn peers(&self) -> Arc<VerifiedPeers> {
         self.peers.clone()
+    }
+
+    /// The SPIFFE ID of the SVID this client presents now.
+    pub(crate) fn own_id(&self) -> Option<spiffe_core::SpiffeId> {
+        self.svid.0.x509_svid().map(|s| s.spiffe_id().clone())
     }
 
     /// The verified identity of the server of a connection whose handshake
@@ -195,6 +219,40 @@ impl ServerConfigBuilder {
             authorizer: DynAuthorizer(Arc::new(authorizer)),
             client_auth_optional: false,
         }
+    }
+
+    /// A server whose SVID and trust bundles come from one source (an
+    /// `X509Source` from the Workload API is both), with the process's
+    /// default rustls crypto provider (aws-lc-rs unless one was
+    /// installed).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mtls_tower::{ServerConfigBuilder, authorizer};
+    /// # use spiffe_core::{BundleSet, BundleSource, SvidSource, X509Svid};
+    /// # #[derive(Clone)]
+    /// # struct Both;
+    /// # impl SvidSource for Both {
+    /// #     fn x509_svid(&self) -> Option<Arc<X509Svid>> { None }
+    /// #     fn generation(&self) -> u64 { 0 }
+    /// #     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> { tokio::sync::watch::channel(0).1 }
+    /// # }
+    /// # impl BundleSource for Both {
+    /// #     fn bundle_set(&self) -> Arc<BundleSet> { Arc::new(BundleSet::new()) }
+    /// #     fn generation(&self) -> u64 { 0 }
+    /// #     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> { tokio::sync::watch::channel(0).1 }
+    /// # }
+    /// # impl spiffe_core::X509AuthoritySource for Both {}
+    /// # let source = Both;
+    /// // `source`: anything that is both an SvidSource and an X509AuthoritySource.
+    /// let config = ServerConfigBuilder::from_source(source, authorizer::any()).build()?;
+    /// # Ok::<(), mtls_tower::ConfigError>(())
+    /// ```
+    pub fn from_source<S>(source: S, authorizer: impl Authorizer) -> Self
+    where
+        S: SvidSource + X509AuthoritySource + Clone,
+    {
+        Self::new(default_provider(), source.clone(), source, authorizer)
     }
 
     /// Lets a client that presents no certificate complete the handshake;
@@ -276,6 +334,15 @@ impl ClientConfigBuilder {
         }
     }
 
+    /// A client whose SVID and trust bundles come from one source, with
+    /// the default crypto provider (see [`ServerConfigBuilder::from_source`]).
+    pub fn from_source<S>(source: S, authorizer: impl Authorizer) -> Self
+    where
+        S: SvidSource + X509AuthoritySource + Clone,
+    {
+        Self::new(default_provider(), source.clone(), source, authorizer)
+    }
+
     /// A client whose authorizer depends on the host it dials; hosts
     /// without an entry are refused.
     pub fn per_target(
@@ -325,6 +392,7 @@ impl ClientConfigBuilder {
         Ok(MtlsClientConfig {
             rustls: Arc::new(config),
             peers: self.common.peers,
+            svid: SvidOf(self.common.svid),
         })
     }
 }

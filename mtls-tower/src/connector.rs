@@ -16,9 +16,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::MtlsClientConfig;
-use crate::error::ConnectError;
+use crate::error::{ConnectError, ServerRefused};
 use crate::verified::VerifiedPeers;
-use spiffe_core::PeerIdentity;
+use spiffe_core::{PeerIdentity, SpiffeId};
 
 /// The default bound on TCP connect plus TLS handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +42,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct MtlsConnector {
     tls: TlsConnector,
+    config: MtlsClientConfig,
     peers: Arc<VerifiedPeers>,
     timeout: Duration,
 }
@@ -52,6 +53,7 @@ impl MtlsConnector {
         MtlsConnector {
             tls: TlsConnector::from(config.rustls().clone()),
             peers: config.peers(),
+            config,
             timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
@@ -93,10 +95,7 @@ impl MtlsConnector {
             let _ = tcp.set_nodelay(true);
             tls.connect(server_name, tcp)
                 .await
-                .map_err(|source| ConnectError::Handshake {
-                    authority: authority.clone(),
-                    source,
-                })
+                .map_err(|source| self.handshake_error(&host, &authority, source))
         };
         let stream = tokio::time::timeout(self.timeout, attempt)
             .await
@@ -109,8 +108,28 @@ impl MtlsConnector {
             .ok_or(ConnectError::NoPeerIdentity { authority })?;
         Ok(MtlsStream {
             io: TokioIo::new(stream),
+            client: self.config.own_id(),
             peer,
         })
+    }
+
+    /// Says why a handshake failed: the reason this client's verifier
+    /// recorded for `host`, the meaning of the server's alert, or the
+    /// I/O error as it is.
+    fn handshake_error(&self, host: &str, authority: &str, source: io::Error) -> ConnectError {
+        let authority = authority.to_owned();
+        let tls_error = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::InvalidCertificate(_)) = tls_error
+            && let Some(reason) = self.peers.take_rejection(host)
+        {
+            return ConnectError::ServerRejected { authority, reason };
+        }
+        match ServerRefused::from_io(&source, None, self.config.own_id().as_ref()) {
+            Some(refusal) => ConnectError::Refused { authority, refusal },
+            None => ConnectError::Handshake { authority, source },
+        }
     }
 
     /// A lazily connecting tonic channel to `uri` over this connector.
@@ -150,6 +169,8 @@ impl tower::Service<http::Uri> for MtlsConnector {
 pub struct MtlsStream {
     io: TokioIo<TlsStream<TcpStream>>,
     peer: PeerIdentity,
+    /// This client's SPIFFE ID when it connected, for [`ServerRefused`].
+    client: Option<SpiffeId>,
 }
 
 impl MtlsStream {
@@ -161,6 +182,21 @@ impl MtlsStream {
     /// The ALPN protocol agreed on, if any.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         self.io.inner().get_ref().1.alpn_protocol()
+    }
+
+    /// Turns a TLS alert from the server into a [`ServerRefused`] that
+    /// names both identities; other results pass unchanged.
+    fn explain<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(
+                match ServerRefused::from_io(&e, Some(self.peer.spiffe_id()), self.client.as_ref())
+                {
+                    Some(refusal) => io::Error::new(io::ErrorKind::PermissionDenied, refusal),
+                    None => e,
+                },
+            )),
+            other => other,
+        }
     }
 }
 
@@ -181,7 +217,9 @@ impl Read for MtlsStream {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.explain(result)
     }
 }
 
@@ -191,15 +229,21 @@ impl Write for MtlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.explain(result)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_flush(cx);
+        this.explain(result)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.explain(result)
     }
 
     fn poll_write_vectored(
@@ -207,7 +251,9 @@ impl Write for MtlsStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.explain(result)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -47,8 +47,9 @@ pub use config::{
     ClientConfigBuilder, DEFAULT_ALPN, MtlsClientConfig, MtlsServerConfig, ServerConfigBuilder,
 };
 pub use connector::{DEFAULT_CONNECT_TIMEOUT, MtlsConnector, MtlsStream};
-pub use error::{AcceptError, ConfigError, ConnectError, PeerRejected};
+pub use error::{AcceptError, ConfigError, ConnectError, PeerRejected, ServerRefused};
 pub use layer::{AddConnection, ConnectionLayer};
+pub use spiffe_core::error_chain;
 pub use spiffe_core::{ConnectionFacts, PeerIdentity};
 pub use trust::TrustPolicy;
 

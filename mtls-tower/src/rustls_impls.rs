@@ -27,7 +27,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use spiffe_core::x509::verify_x509_svid_full;
 use spiffe_core::{BundleSource, PeerIdentity, SvidSource, VerifyError, X509Error, X509Svid};
 
-use crate::authorizer::{DynAuthorizer, TargetAuthorizers};
+use crate::authorizer::{Authorizer, DynAuthorizer, TargetAuthorizers};
 use crate::error::PeerRejected;
 use crate::trust::{AdmittedBundles, TrustPolicy};
 use crate::verified::VerifiedPeers;
@@ -177,7 +177,10 @@ impl PeerVerifier {
             Err(VerifyError::NoBundle { trust_domain })
                 if !self.policy.admits(local_td, &trust_domain) =>
             {
-                Err(PeerRejected::TrustDomainNotAdmitted { trust_domain })
+                Err(match local_td {
+                    None => PeerRejected::NoOwnSvid { trust_domain },
+                    Some(_) => PeerRejected::TrustDomainNotAdmitted { trust_domain },
+                })
             }
             Err(e) => Err(e.into()),
         }
@@ -198,6 +201,7 @@ pub(crate) fn to_rustls_error(rejected: PeerRejected) -> rustls::Error {
     tracing::debug!(error = %rejected, "peer certificate rejected");
     let e = match &rejected {
         PeerRejected::TrustDomainNotAdmitted { .. }
+        | PeerRejected::NoOwnSvid { .. }
         | PeerRejected::Verify(VerifyError::NoBundle { .. }) => CertificateError::UnknownIssuer,
         PeerRejected::Unauthorized { .. } | PeerRejected::NoAuthorizerForTarget { .. } => {
             CertificateError::ApplicationVerificationFailure
@@ -254,6 +258,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         if !self.authorizer.0.authorize(v.spiffe_id()) {
             return Err(to_rustls_error(PeerRejected::Unauthorized {
                 peer: v.spiffe_id().clone(),
+                authorizer: self.authorizer.0.describe(),
             }));
         }
         self.core.accept(end_entity, v);
@@ -299,6 +304,30 @@ pub(crate) struct SpiffeServerVerifier {
     pub(crate) authorization: ServerAuthorization,
 }
 
+impl SpiffeServerVerifier {
+    /// Applies the authorizer for `server_name` to a verified server.
+    fn authorize(&self, server_name: &str, v: PeerIdentity) -> Result<PeerIdentity, PeerRejected> {
+        let authorizer: &dyn Authorizer = match &self.authorization {
+            ServerAuthorization::All(a) => a.0.as_ref(),
+            ServerAuthorization::PerTarget(targets) => {
+                targets
+                    .get(server_name)
+                    .ok_or_else(|| PeerRejected::NoAuthorizerForTarget {
+                        server_name: server_name.to_owned(),
+                    })?
+            }
+        };
+        if authorizer.authorize(v.spiffe_id()) {
+            Ok(v)
+        } else {
+            Err(PeerRejected::Unauthorized {
+                peer: v.spiffe_id().clone(),
+                authorizer: authorizer.describe(),
+            })
+        }
+    }
+}
+
 impl ServerCertVerifier for SpiffeServerVerifier {
     fn verify_server_cert(
         &self,
@@ -308,29 +337,19 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let v = self
+        let name = server_name.to_str();
+        let checked = self
             .core
             .verify(end_entity, intermediates, now)
-            .map_err(to_rustls_error)?;
-        let allowed = match &self.authorization {
-            ServerAuthorization::All(a) => a.0.authorize(v.spiffe_id()),
-            ServerAuthorization::PerTarget(targets) => {
-                let name = server_name.to_str();
-                match targets.get(&name) {
-                    Some(a) => a.authorize(v.spiffe_id()),
-                    None => {
-                        return Err(to_rustls_error(PeerRejected::NoAuthorizerForTarget {
-                            server_name: name.into_owned(),
-                        }));
-                    }
-                }
+            .and_then(|v| self.authorize(&name, v));
+        let v = match checked {
+            Ok(v) => v,
+            Err(rejected) => {
+                // Kept for the connector's error: the alert carries no detail.
+                self.core.peers.reject(&name, rejected.clone());
+                return Err(to_rustls_error(rejected));
             }
         };
-        if !allowed {
-            return Err(to_rustls_error(PeerRejected::Unauthorized {
-                peer: v.spiffe_id().clone(),
-            }));
-        }
         self.core.accept(end_entity, v);
         Ok(ServerCertVerified::assertion())
     }

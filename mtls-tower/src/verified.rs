@@ -21,6 +21,8 @@ use std::sync::Mutex;
 use rustls_pki_types::CertificateDer;
 use spiffe_core::PeerIdentity;
 
+use crate::error::PeerRejected;
+
 /// Distinct leaves kept per generation.
 const DEFAULT_CAPACITY: usize = 4096;
 
@@ -28,6 +30,10 @@ const DEFAULT_CAPACITY: usize = 4096;
 struct Generations {
     current: HashMap<Box<[u8]>, PeerIdentity>,
     previous: HashMap<Box<[u8]>, PeerIdentity>,
+    /// The last rejection per server name, on the client side: rustls
+    /// hands the connector only the alert-sized error, so the connector
+    /// takes the full reason from here.
+    rejected: HashMap<String, PeerRejected>,
 }
 
 /// Verified identities by leaf certificate, shared by one config's
@@ -74,6 +80,21 @@ impl VerifiedPeers {
             .get(leaf.as_ref())
             .or_else(|| g.previous.get(leaf.as_ref()))
             .cloned()
+    }
+
+    /// Records why the server reached as `server_name` was rejected.
+    pub(crate) fn reject(&self, server_name: &str, why: PeerRejected) {
+        let mut g = self.lock();
+        if g.rejected.len() >= self.capacity && !g.rejected.contains_key(server_name) {
+            g.rejected.clear();
+        }
+        g.rejected.insert(server_name.to_owned(), why);
+    }
+
+    /// Why the server reached as `server_name` was last rejected; the
+    /// record is removed.
+    pub(crate) fn take_rejection(&self, server_name: &str) -> Option<PeerRejected> {
+        self.lock().rejected.remove(server_name)
     }
 
     /// The identity of an established connection's peer.

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use common::*;
 use mtls_tower::{
-    AcceptError, ClientConfigBuilder, ConnectError, MtlsAcceptor, MtlsConnector, TargetAuthorizers,
-    TrustPolicy, authorizer,
+    AcceptError, ClientConfigBuilder, ConnectError, MtlsAcceptor, MtlsConnector, PeerRejected,
+    TargetAuthorizers, TrustPolicy, authorizer,
 };
 use rustls::{AlertDescription, CertificateError};
-use spiffe_core::SpiffeId;
+use spiffe_core::{SpiffeId, VerifyError};
 use test_support::{LeafSpec, TestCa};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -175,14 +175,16 @@ async fn expired_server_svid_is_rejected_by_client() {
         let client = Workload::new(&ca, CLIENT, TD);
         let srv = start_server(server.server_config(authorizer::any())).await;
         let err = connect_err(client.client_config(authorizer::any()), &srv.url()).await;
-        let ConnectError::Handshake { source, .. } = &err else {
-            panic!("expected handshake error, got {err:?}")
+        let ConnectError::ServerRejected {
+            reason: PeerRejected::Verify(VerifyError::Chain { source, .. }),
+            ..
+        } = &err
+        else {
+            panic!("expected the client to reject the chain, got {err:?}")
         };
-        assert_eq!(
-            rustls_error(source),
-            Some(&rustls::Error::InvalidCertificate(
-                CertificateError::Expired
-            ))
+        assert!(
+            matches!(source, webpki::Error::CertExpired { .. }),
+            "{source:?}"
         );
     })
     .await
@@ -232,15 +234,14 @@ async fn self_signed_server_cert_with_valid_looking_id_is_unknown_issuer() {
             &srv.url(),
         )
         .await;
-        let ConnectError::Handshake { source, .. } = &err else {
-            panic!("expected handshake error, got {err:?}")
+        let ConnectError::ServerRejected {
+            reason: PeerRejected::Verify(VerifyError::Chain { source, .. }),
+            ..
+        } = &err
+        else {
+            panic!("expected the client to reject the chain, got {err:?}")
         };
-        assert_eq!(
-            rustls_error(source),
-            Some(&rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer
-            ))
-        );
+        assert_eq!(*source, webpki::Error::UnknownIssuer);
     })
     .await
 }
@@ -361,20 +362,26 @@ async fn per_target_authorizer_refuses_wrong_server_and_unknown_target() {
             .build()
             .unwrap(),
         );
-        for (connector, host) in [(&connector, "localhost"), (&other, "127.0.0.1")] {
-            let url = format!("https://{host}:{}/", srv.addr.port());
-            let err = connector.connect(url.parse().unwrap()).await.unwrap_err();
-            let ConnectError::Handshake { source, .. } = &err else {
-                panic!("expected handshake error for {host}, got {err:?}")
-            };
-            assert_eq!(
-                rustls_error(source),
-                Some(&rustls::Error::InvalidCertificate(
-                    CertificateError::ApplicationVerificationFailure
-                )),
-                "{host}"
-            );
-        }
+        let url = format!("https://localhost:{}/", srv.addr.port());
+        let err = connector.connect(url.parse().unwrap()).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConnectError::ServerRejected { reason: PeerRejected::Unauthorized { peer, authorizer }, .. }
+                    if *peer == id(SERVER) && authorizer == "exact(spiffe://example.org/ns/default/sa/db)"
+            ),
+            "{err:?}"
+        );
+        let url = format!("https://127.0.0.1:{}/", srv.addr.port());
+        let err = other.connect(url.parse().unwrap()).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConnectError::ServerRejected { reason: PeerRejected::NoAuthorizerForTarget { server_name }, .. }
+                    if server_name == "127.0.0.1"
+            ),
+            "{err:?}"
+        );
     })
     .await
 }
@@ -398,14 +405,13 @@ async fn federated_server_accepted_only_when_policy_names_it() {
         // The default policy trusts the local trust domain only: partner.org's
         // bundle is in the set but not admitted, so its server is UnknownIssuer.
         let local_only = connect_err(client.client_config(authorizer::any()), &srv.url()).await;
-        let ConnectError::Handshake { source, .. } = &local_only else {
-            panic!("expected a handshake error, got {local_only:?}")
-        };
-        assert_eq!(
-            rustls_error(source),
-            Some(&rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer
-            ))
+        assert!(
+            matches!(
+                &local_only,
+                ConnectError::ServerRejected { reason: PeerRejected::TrustDomainNotAdmitted { trust_domain }, .. }
+                    if trust_domain.as_str() == "partner.org"
+            ),
+            "{local_only:?}"
         );
 
         let federated = ClientConfigBuilder::new(
@@ -520,15 +526,18 @@ async fn svid_rotation_takes_effect_at_the_next_handshake_without_rebuild() {
             .connect(srv.url().parse().unwrap())
             .await
             .unwrap_err();
-        let ConnectError::Handshake { source, .. } = &err else {
-            panic!("expected a handshake error, got {err:?}")
+        // rustls refuses with access_denied when the server has no
+        // certificate to present; during the handshake that is what the
+        // refusal says.
+        let ConnectError::Refused { refusal, .. } = &err else {
+            panic!("expected a refusal, got {err:?}")
         };
-        assert_eq!(
-            rustls_error(source),
-            Some(&rustls::Error::AlertReceived(
-                AlertDescription::AccessDenied
-            )),
-            "rustls refuses with access_denied when the server has no certificate to present"
+        assert_eq!(refusal.alert, AlertDescription::AccessDenied);
+        assert!(refusal.during_handshake);
+        assert_eq!(refusal.client, Some(id(CLIENT)));
+        assert!(
+            refusal.to_string().contains("it has no SVID to present"),
+            "{refusal}"
         );
     })
     .await

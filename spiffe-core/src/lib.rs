@@ -39,6 +39,7 @@ mod entry;
 mod id;
 pub mod jwt;
 mod registration;
+mod report;
 pub mod source;
 pub mod x509;
 
@@ -51,6 +52,7 @@ pub use id::{
     IdError, MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SPIFFE_SCHEME, SpiffeId, TrustDomain,
 };
 pub use jwt::{JwtBundle, JwtError, JwtSvid};
+pub use report::error_chain;
 pub use registration::{EntryRuleError, MAX_DNS_NAME_LEN, MAX_HINT_LEN, RegistrationEntry};
 pub use source::{
     BundleSource, MemoryBundleSource, MemorySvidSource, SvidSource, X509AuthoritySource,

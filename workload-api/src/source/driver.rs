@@ -45,7 +45,7 @@ impl Core {
         *self
             .last_error
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error_chain(error));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(spiffe_core::error_chain(error));
     }
 }
 
@@ -215,18 +215,3 @@ async fn closed(health: &mut watch::Receiver<SourceHealth>) {
     while health.changed().await.is_ok() {}
 }
 
-/// `error` and its sources on one line, each cause once (transport errors
-/// often repeat their source's text).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
-}
