@@ -165,7 +165,34 @@ fn missing_facts<B>() -> http::Response<AuthzBody<B>> {
     resp
 }
 
-fn denial<B>(decision: &Decision) -> http::Response<AuthzBody<B>> {
+/// Whether the request is gRPC (`content-type: application/grpc[+proto…]`).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.strip_prefix("application/grpc")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+        })
+}
+
+/// The gRPC status for a denial's HTTP status, as Envoy maps local
+/// replies: 401 → UNAUTHENTICATED (16), 403 → PERMISSION_DENIED (7),
+/// 400 → INTERNAL (13), anything else → UNKNOWN (2).
+fn grpc_status(http: u16) -> &'static str {
+    match http {
+        401 => "16",
+        403 => "7",
+        400 => "13",
+        _ => "2",
+    }
+}
+
+/// The response to a denied request: the HTTP status and a text body, or
+/// for gRPC a trailers-only reply (HTTP 200, `grpc-status`,
+/// `grpc-message`) so gRPC clients see PERMISSION_DENIED or
+/// UNAUTHENTICATED with the reason instead of a protocol error.
+fn denial<B>(decision: &Decision, grpc: bool) -> http::Response<AuthzBody<B>> {
     let status = match decision.response {
         Response::Http(code) => code,
         _ => 403,
@@ -175,12 +202,30 @@ fn denial<B>(decision: &Decision) -> http::Response<AuthzBody<B>> {
         (400, _) => "Bad Request".to_owned(),
         _ => "RBAC: access denied".to_owned(),
     };
-    let mut resp = http::Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::FORBIDDEN);
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
+    let mut resp = if grpc {
+        let mut resp = http::Response::new(Either::Right(Full::new(Bytes::new())));
+        let headers = resp.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from_static(grpc_status(status)));
+        // grpc-message is percent-encoded; the reasons are printable ASCII.
+        let message = body.replace('%', "%25");
+        if let Ok(v) = HeaderValue::try_from(message) {
+            headers.insert("grpc-message", v);
+        }
+        resp
+    } else {
+        let mut resp = http::Response::new(Either::Right(Full::new(Bytes::from(body))));
+        *resp.status_mut() =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::FORBIDDEN);
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+        resp
+    };
     // Who answered and why, for the caller's metrics and access log.
     resp.extensions_mut().insert(decision.clone());
     resp
@@ -285,7 +330,7 @@ where
                 .decide_in(&state, &request, self.ext.as_ref(), SystemTime::now());
         if !decision.allowed {
             return ResponseFuture::Denied {
-                response: Some(denial(&decision)),
+                response: Some(denial(&decision, is_grpc(req.headers()))),
             };
         }
         // M-9: the backend serves the path that was authorized.

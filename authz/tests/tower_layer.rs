@@ -612,3 +612,51 @@ async fn i_5_layer_for_source_uses_the_sources_trust_domain_and_needs_an_svid() 
     assert_eq!(call("spiffe://example.org/ns/foo/sa/web").await, 200);
     assert_eq!(call("spiffe://example.org/ns/foo/sa/db").await, 403);
 }
+
+/// A denied request's status, `grpc-status` and `grpc-message` headers.
+async fn grpc_denial(engine: Engine, mut req: http::Request<()>) -> (u16, String, String) {
+    req.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc+proto"),
+    );
+    let svc = AuthzLayer::new(Arc::new(engine)).layer(service_fn(echo));
+    let resp = svc.oneshot(req).await.expect("infallible");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (resp.status().as_u16(), header("grpc-status"), header("grpc-message"))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn m_10_grpc_denials_are_grpc_statuses() {
+    // Denied by policy: PERMISSION_DENIED (7) in a trailers-only reply.
+    let deny_all = engine(&ap("foo", "deny", "action: DENY\nrules:\n- {}"));
+    assert_eq!(
+        grpc_denial(deny_all, request("/demo.Greeter/Greet", None)).await,
+        (200, "7".to_owned(), "RBAC: access denied".to_owned())
+    );
+    // A bad token: UNAUTHENTICATED (16) with Envoy's text.
+    let key = TestJwtKey::generate(KeyKind::P256);
+    let other = TestJwtKey::generate(KeyKind::P256);
+    let token = sign_raw(
+        &json!({"alg": "ES256", "kid": "k1"}),
+        &json!({"iss": ISS}),
+        Some(&other),
+    );
+    assert_eq!(
+        grpc_denial(jwt_engine(&key, ""), with_bearer(&token)).await,
+        (200, "16".to_owned(), "Jwt verification fails".to_owned())
+    );
+    // Not gRPC (`application/grpc-web` is another protocol): plain 403.
+    let mut req = request("/x", None);
+    req.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc-web"),
+    );
+    let deny_all = engine(&ap("foo", "deny", "action: DENY\nrules:\n- {}"));
+    assert_eq!(call(deny_all, req).await.0, 403);
+}
