@@ -628,7 +628,11 @@ async fn grpc_denial(engine: Engine, mut req: http::Request<()>) -> (u16, String
             .unwrap_or_default()
             .to_owned()
     };
-    (resp.status().as_u16(), header("grpc-status"), header("grpc-message"))
+    (
+        resp.status().as_u16(),
+        header("grpc-status"),
+        header("grpc-message"),
+    )
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -4,6 +4,8 @@
 //! Run an example with `cargo run -p examples --example NAME`; each starts
 //! its server and client in one process, prints the result and exits.
 
+pub mod greeter;
+
 use std::error::Error;
 use std::sync::Arc;
 

@@ -52,8 +52,8 @@ pub use id::{
     IdError, MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SPIFFE_SCHEME, SpiffeId, TrustDomain,
 };
 pub use jwt::{JwtBundle, JwtError, JwtSvid};
-pub use report::error_chain;
 pub use registration::{EntryRuleError, MAX_DNS_NAME_LEN, MAX_HINT_LEN, RegistrationEntry};
+pub use report::error_chain;
 pub use source::{
     BundleSource, MemoryBundleSource, MemorySvidSource, SvidSource, X509AuthoritySource,
 };

@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn repeated_causes_appear_once() {
         let inner = Layer("connection refused".into(), None);
-        let mid = Layer("connecting to x: connection refused".into(), Some(Box::new(inner)));
+        let mid = Layer(
+            "connecting to x: connection refused".into(),
+            Some(Box::new(inner)),
+        );
         let top = Layer("request failed".into(), Some(Box::new(mid)));
         assert_eq!(
             error_chain(&top),

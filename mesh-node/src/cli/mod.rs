@@ -116,7 +116,7 @@ pub(crate) struct DemoArgs {
 
 /// One request to a server's admin socket (what the admin commands send);
 /// the body of a 2xx answer, or the server's one-line error.
-pub(crate) async fn admin_call(
+pub async fn admin_call(
     socket: &std::path::Path,
     method: http::Method,
     path: &str,

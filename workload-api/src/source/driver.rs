@@ -45,7 +45,8 @@ impl Core {
         *self
             .last_error
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(spiffe_core::error_chain(error));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(spiffe_core::error_chain(error));
     }
 }
 
@@ -214,4 +215,3 @@ async fn run<F: Feed>(
 async fn closed(health: &mut watch::Receiver<SourceHealth>) {
     while health.changed().await.is_ok() {}
 }
-

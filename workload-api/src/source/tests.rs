@@ -267,7 +267,9 @@ async fn wl_11_connect_denied_names_the_selector_to_register() {
     let err = X509Source::connect(address, SourceOptions::default(), Duration::from_secs(10))
         .await
         .unwrap_err();
-    let uid = RegistrationHint::current().uid.expect("/proc/self is readable");
+    let uid = RegistrationHint::current()
+        .uid
+        .expect("/proc/self is readable");
     assert_eq!(
         err,
         WaitError::Denied {
@@ -277,7 +279,10 @@ async fn wl_11_connect_denied_names_the_selector_to_register() {
         }
     );
     let text = err.to_string();
-    assert!(text.starts_with("no identity for this process after 10s"), "{text}");
+    assert!(
+        text.starts_with("no identity for this process after 10s"),
+        "{text}"
+    );
     assert!(text.contains(&shown), "{text}");
     assert!(text.contains("PermissionDenied"), "{text}");
     assert!(
@@ -300,12 +305,17 @@ async fn connect_to_a_missing_socket_says_why() {
     assert_eq!(*waited, Duration::from_secs(3));
     assert!(why.contains("absent.sock"), "{why}");
     assert!(why.contains("No such file"), "{why}");
-    assert!(err.to_string().starts_with("no identity for this process after 3s: connecting to"));
+    assert!(
+        err.to_string()
+            .starts_with("no identity for this process after 3s: connecting to")
+    );
 }
 
 #[tokio::test]
 async fn ep_7_connect_returns_at_once_on_invalid_argument() {
-    let (address, dir) = start(vec![Err(Status::invalid_argument("security header missing"))]);
+    let (address, dir) = start(vec![Err(Status::invalid_argument(
+        "security header missing",
+    ))]);
     let err = X509Source::connect(address, SourceOptions::default(), Duration::from_secs(600))
         .await
         .unwrap_err();
@@ -323,7 +333,9 @@ async fn ep_6_from_env_without_the_variable_is_an_address_error() {
     if std::env::var_os(crate::ENDPOINT_SOCKET_ENV).is_some() {
         return;
     }
-    let err = X509Source::from_env(Duration::from_secs(1)).await.unwrap_err();
+    let err = X509Source::from_env(Duration::from_secs(1))
+        .await
+        .unwrap_err();
     assert_eq!(err, WaitError::Address(crate::AddressError::NotSet));
     assert_eq!(
         err.to_string(),
