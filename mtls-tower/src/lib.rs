@@ -50,7 +50,7 @@ pub use connector::{DEFAULT_CONNECT_TIMEOUT, MtlsConnector, MtlsStream};
 pub use error::{AcceptError, ConfigError, ConnectError, PeerRejected};
 pub use layer::{AddConnection, ConnectionLayer};
 pub use spiffe_core::{ConnectionFacts, PeerIdentity};
-pub use trust::TrustPolicy;
+pub use trust::{TrustPolicy, UnknownAuthorityHook};
 
 #[cfg(feature = "axum")]
 pub use axum_impls::{Peer, PeerMakeService, into_make_service};
