@@ -38,6 +38,8 @@ mod verified;
 
 #[cfg(feature = "axum")]
 mod axum_impls;
+#[cfg(feature = "federation")]
+pub mod federation;
 
 pub use acceptor::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES, MtlsAcceptor, TlsConnection,
