@@ -42,9 +42,10 @@
 //! use mtls_tower::{ServerConfigBuilder, TrustPolicy, authorizer};
 //!
 //! let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+//! let partner_org: spiffe_core::TrustDomain = "partner.org".parse()?;
 //! let federation = Federation::new(provider.clone(), local);
 //! let partner = federation.trust(
-//!     "partner.org".parse()?,
+//!     partner_org.clone(),
 //!     Endpoint::https_spiffe(
 //!         "https://bundles.partner.org:8443/".parse()?,
 //!         "spiffe://partner.org/spire/server".parse()?,
@@ -57,9 +58,9 @@
 //!     provider,
 //!     svids,
 //!     federation.bundles(),
-//!     authorizer::member_of("partner.org".parse()?),
+//!     authorizer::member_of([partner_org.clone()]),
 //! )
-//! .trust_policy(TrustPolicy::local_only().with_federated(["partner.org".parse()?]))
+//! .trust_policy(TrustPolicy::local_only().with_federated([partner_org]))
 //! .on_unknown_authority(federation.unknown_authority_hook())
 //! .build()?;
 //! # let _ = config;
