@@ -1050,3 +1050,45 @@ async fn federated_bundles_source_reports_changes() {
     assert!(rx.has_changed().unwrap());
     assert_eq!(bundles.federated_trust_domains(), [td(PARTNER)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn fed_8_a_failed_fetch_is_retried_at_the_next_interval_not_sooner() {
+    within(60, async {
+        // A port with nothing listening: every fetch fails at once.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let partner_ca = TestCa::new(PARTNER);
+        let (federation, _) = local_federation();
+        // No hint in the initial bundle: the 5-minute default interval.
+        let fetcher = federation
+            .trust(
+                td(PARTNER),
+                Endpoint::https_spiffe(
+                    format!("https://127.0.0.1:{port}/").parse().unwrap(),
+                    id(ENDPOINT_ID),
+                    EndpointTrust::initial_bundle(bundle(PARTNER, &[&partner_ca], 1)),
+                ),
+            )
+            .unwrap();
+        let start = tokio::time::Instant::now();
+        let _run = Task(tokio::spawn(fetcher.clone().run()));
+        let status = wait_for(&fetcher, |s| s.failures() >= 3).await;
+        // Paused time: the clock moved only by the poll sleeps.
+        let elapsed = start.elapsed();
+        assert_eq!(status.refused(FetchErrorKind::Connect), 3, "{status:?}");
+        assert!(
+            elapsed >= Duration::from_secs(600) && elapsed < Duration::from_secs(900),
+            "{elapsed:?}"
+        );
+        // The last good (initial) bundle is still there.
+        assert!(
+            federation
+                .bundles()
+                .bundle_set()
+                .get(&td(PARTNER))
+                .is_some()
+        );
+    })
+    .await
+}

@@ -187,7 +187,8 @@ impl Fetcher {
 
     /// Fetches once, now, and stores the bundle if it is accepted;
     /// returns the accepted bundle or why it was not. Fetches of one
-    /// relationship never overlap.
+    /// relationship never overlap. Once the relationship is removed,
+    /// nothing is stored any more.
     pub async fn fetch(&self) -> Result<SpiffeBundle, Arc<FetchError>> {
         let _one_at_a_time = self.inner.fetching.lock().await;
         let td = &self.inner.trust_domain;
