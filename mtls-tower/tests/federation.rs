@@ -270,6 +270,8 @@ impl WebCa {
     fn new() -> WebCa {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "federation test web CA");
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
         let cert = p.self_signed(&key).unwrap().der().clone();
@@ -293,6 +295,10 @@ impl WebCa {
     ) -> (PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::default();
+        // A subject of its own: with the issuer's name, OpenSSL would
+        // take the leaf for a self-signed certificate.
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "bundle endpoint");
         p.subject_alt_names = sans;
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let cert = p.signed_by(&key, &self.issuer).unwrap();
@@ -1089,6 +1095,107 @@ async fn fed_8_a_failed_fetch_is_retried_at_the_next_interval_not_sooner() {
                 .get(&td(PARTNER))
                 .is_some()
         );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn web_4_web_5_curl_fetches_the_bundle_without_a_client_certificate() {
+    within(60, async {
+        let Some(curl) = test_support::require_binary("federation", "curl") else {
+            return;
+        };
+        let web = WebCa::new();
+        let dir = temp_dir("curl");
+        web.write_serving(vec![localhost_ip()], &dir);
+        std::fs::write(
+            dir.join("ca.pem"),
+            test_support::pem("CERTIFICATE", &web.cert),
+        )
+        .unwrap();
+        let partner_ca = TestCa::new(PARTNER);
+        let source = Arc::new(MemoryBundleSource::new(BundleSet::from_iter([bundle(
+            PARTNER,
+            &[&partner_ca],
+            6,
+        )])));
+        let (url, _server) = serve_web(&dir, source).await;
+        let curl_to = |extra: &[&str]| {
+            let mut cmd = tokio::process::Command::new(&curl);
+            cmd.args(["--silent", "--show-error", "--include", "--cacert"])
+                .arg(dir.join("ca.pem"))
+                .args(extra)
+                .arg(url.to_string());
+            cmd
+        };
+        let out = curl_to(&[]).output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        let b = SpiffeBundle::parse(td(PARTNER), body.as_bytes()).unwrap();
+        assert_eq!((b.sequence(), b.x509().authorities().len()), (Some(6), 1));
+
+        let out = curl_to(&["-X", "POST"]).output().await.unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+        assert!(text.to_ascii_lowercase().contains("allow: get"), "{text}");
+        std::fs::remove_dir_all(dir).ok();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn fed_1_endpoint_serves_through_hyper_util_and_is_fetched() {
+    within(60, async {
+        // The endpoint as a plain Tower service under hyper-util's server,
+        // over the https_spiffe TLS config, with our own accept loop.
+        let ca = TestCa::new(PARTNER);
+        let source = MemoryBundleSource::new(BundleSet::from_iter([bundle(PARTNER, &[&ca], 8)]));
+        let endpoint = BundleEndpoint::from_source(td(PARTNER), source).path("/bundle");
+        let svids = MemorySvidSource::new(svid(&ca, ENDPOINT_ID));
+        let tls = EndpointTls::https_spiffe(provider(), svids).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.rustls().clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _server = Task(tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, endpoint) = (acceptor.clone(), endpoint.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(
+                        TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(endpoint),
+                    )
+                    .await;
+                });
+            }
+        }));
+        let (federation, _) = local_federation();
+        let fetcher = trust_partner(
+            &federation,
+            format!("https://127.0.0.1:{port}/bundle").parse().unwrap(),
+            ENDPOINT_ID,
+            EndpointTrust::initial_bundle(bundle(PARTNER, &[&ca], 1)),
+        );
+        assert_eq!(fetcher.fetch().await.unwrap().sequence(), Some(8));
     })
     .await
 }
