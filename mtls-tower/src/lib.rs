@@ -21,6 +21,10 @@
 //!   connections carry the facts into tonic request extensions.
 //! - [`MtlsConnector`]: a hyper-util connector that originates mTLS and
 //!   authorizes the server per target; with `tonic`, a channel over it.
+//! - `federation` (feature `federation`, on by default): a SPIFFE bundle
+//!   endpoint (Tower service and HTTPS server, `https_web` and
+//!   `https_spiffe`) and per-relationship fetchers that keep other trust
+//!   domains' bundles current in a source these configs read.
 //!
 //! Verification order, for both sides: select the bundle of the peer's trust
 //! domain (if the [`TrustPolicy`] admits it), validate the chain with webpki
