@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use spiffe_core::{BundleSet, BundleSource, SpiffeBundle, TrustDomain, X509AuthoritySource};
@@ -41,7 +42,7 @@ struct Inner {
     federated: Mutex<HashMap<TrustDomain, SpiffeBundle>>,
     merged: ArcSwap<Merged>,
     changes: watch::Sender<u64>,
-    federated_generation: std::sync::atomic::AtomicU64,
+    federated_generation: AtomicU64,
 }
 
 impl FederatedBundles {
@@ -60,7 +61,7 @@ impl FederatedBundles {
                 federated: Mutex::new(HashMap::new()),
                 merged: ArcSwap::from_pointee(merged),
                 changes: watch::Sender::new(generation),
-                federated_generation: std::sync::atomic::AtomicU64::new(0),
+                federated_generation: AtomicU64::new(0),
             }),
         }
     }
@@ -107,7 +108,7 @@ impl FederatedBundles {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TrustDomain, SpiffeBundle>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TrustDomain, SpiffeBundle>> {
         self.inner
             .federated
             .lock()
@@ -120,7 +121,7 @@ impl FederatedBundles {
         let fed = self
             .inner
             .federated_generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .fetch_add(1, Ordering::SeqCst)
             + 1;
         let merged = merge(&*self.inner.local, map, fed);
         let generation = merged.local_generation + fed;
@@ -166,11 +167,7 @@ impl BundleSource for FederatedBundles {
     }
 
     fn generation(&self) -> u64 {
-        self.inner.local.generation()
-            + self
-                .inner
-                .federated_generation
-                .load(std::sync::atomic::Ordering::SeqCst)
+        self.inner.local.generation() + self.inner.federated_generation.load(Ordering::SeqCst)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
