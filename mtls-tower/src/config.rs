@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 use crate::rustls_impls::{
     PeerVerifier, ServerAuthorization, SpiffeClientVerifier, SpiffeServerVerifier, SvidResolver,
 };
-use crate::trust::TrustPolicy;
+use crate::trust::{TrustPolicy, UnknownAuthorityHook};
 use crate::verified::VerifiedPeers;
 
 /// The ALPN protocols offered by default: HTTP/2, then HTTP/1.1.
@@ -40,6 +40,7 @@ struct Common {
     alpn: Vec<Vec<u8>>,
     tls12: bool,
     peers: Arc<VerifiedPeers>,
+    on_unknown_authority: Option<UnknownAuthorityHook>,
 }
 
 impl Common {
@@ -56,6 +57,7 @@ impl Common {
             alpn: DEFAULT_ALPN.iter().map(|p| p.to_vec()).collect(),
             tls12: false,
             peers: Arc::new(VerifiedPeers::new()),
+            on_unknown_authority: None,
         }
     }
 
@@ -71,6 +73,7 @@ impl Common {
             &self.provider,
             self.peers.clone(),
         )
+        .with_unknown_authority_hook(self.on_unknown_authority.clone())
     }
 
     fn resolver(&self) -> Arc<SvidResolver> {
@@ -286,6 +289,16 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// Calls `hook` with the trust domain of a peer whose chain the bundle
+    /// of its (admitted) trust domain does not anchor, or whose admitted
+    /// trust domain has no bundle yet: the sign of a rotation not fetched
+    /// yet. The `federation` feature uses it to refetch that bundle early.
+    /// The hook runs inside the handshake: it must be quick.
+    pub fn on_unknown_authority(mut self, hook: UnknownAuthorityHook) -> Self {
+        self.common.on_unknown_authority = Some(hook);
+        self
+    }
+
     /// Builds the config.
     pub fn build(self) -> Result<MtlsServerConfig, ConfigError> {
         let verifier = Arc::new(SpiffeClientVerifier {
@@ -372,6 +385,16 @@ impl ClientConfigBuilder {
     /// Also offers TLS 1.2.
     pub fn enable_tls12(mut self) -> Self {
         self.common.tls12 = true;
+        self
+    }
+
+    /// Calls `hook` with the trust domain of a peer whose chain the bundle
+    /// of its (admitted) trust domain does not anchor, or whose admitted
+    /// trust domain has no bundle yet: the sign of a rotation not fetched
+    /// yet. The `federation` feature uses it to refetch that bundle early.
+    /// The hook runs inside the handshake: it must be quick.
+    pub fn on_unknown_authority(mut self, hook: UnknownAuthorityHook) -> Self {
+        self.common.on_unknown_authority = Some(hook);
         self
     }
 

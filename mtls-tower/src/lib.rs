@@ -21,6 +21,10 @@
 //!   connections carry the facts into tonic request extensions.
 //! - [`MtlsConnector`]: a hyper-util connector that originates mTLS and
 //!   authorizes the server per target; with `tonic`, a channel over it.
+//! - `federation` (feature `federation`, on by default): a SPIFFE bundle
+//!   endpoint (Tower service and HTTPS server, `https_web` and
+//!   `https_spiffe`) and per-relationship fetchers that keep other trust
+//!   domains' bundles current in a source these configs read.
 //!
 //! Verification order, for both sides: select the bundle of the peer's trust
 //! domain (if the [`TrustPolicy`] admits it), validate the chain with webpki
@@ -38,6 +42,8 @@ mod verified;
 
 #[cfg(feature = "axum")]
 mod axum_impls;
+#[cfg(feature = "federation")]
+pub mod federation;
 
 pub use acceptor::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES, MtlsAcceptor, TlsConnection,
@@ -51,7 +57,7 @@ pub use error::{AcceptError, ConfigError, ConnectError, PeerRejected, ServerRefu
 pub use layer::{AddConnection, ConnectionLayer};
 pub use spiffe_core::error_chain;
 pub use spiffe_core::{ConnectionFacts, PeerIdentity};
-pub use trust::TrustPolicy;
+pub use trust::{TrustPolicy, UnknownAuthorityHook};
 
 #[cfg(feature = "axum")]
 pub use axum_impls::{Peer, PeerMakeService, into_make_service};

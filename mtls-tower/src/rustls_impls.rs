@@ -29,7 +29,7 @@ use spiffe_core::{BundleSource, PeerIdentity, SvidSource, VerifyError, X509Error
 
 use crate::authorizer::{Authorizer, DynAuthorizer, TargetAuthorizers};
 use crate::error::PeerRejected;
-use crate::trust::{AdmittedBundles, TrustPolicy};
+use crate::trust::{AdmittedBundles, TrustPolicy, UnknownAuthorityHook};
 use crate::verified::VerifiedPeers;
 
 /// The `CertifiedKey` built for one generation of the SVID source.
@@ -128,6 +128,8 @@ pub(crate) struct PeerVerifier {
     policy: TrustPolicy,
     algorithms: WebPkiSupportedAlgorithms,
     pub(crate) peers: Arc<VerifiedPeers>,
+    /// Told the trust domain of a peer whose chain its bundle did not anchor.
+    on_unknown_authority: Option<UnknownAuthorityHook>,
 }
 
 impl PeerVerifier {
@@ -144,7 +146,18 @@ impl PeerVerifier {
             policy,
             algorithms: provider.signature_verification_algorithms,
             peers,
+            on_unknown_authority: None,
         }
+    }
+
+    /// Sets the hook told about peers of an admitted trust domain that its
+    /// bundle (if any) does not anchor.
+    pub(crate) fn with_unknown_authority_hook(
+        mut self,
+        hook: Option<UnknownAuthorityHook>,
+    ) -> Self {
+        self.on_unknown_authority = hook;
+        self
     }
 
     /// Records an identity that passed verification and authorization.
@@ -172,7 +185,7 @@ impl PeerVerifier {
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
         let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        match verify_x509_svid_full(&chain, &lookup, now) {
+        let result = match verify_x509_svid_full(&chain, &lookup, now) {
             Ok(v) => Ok(v),
             Err(VerifyError::NoBundle { trust_domain })
                 if !self.policy.admits(local_td, &trust_domain) =>
@@ -183,7 +196,21 @@ impl PeerVerifier {
                 })
             }
             Err(e) => Err(e.into()),
+        };
+        if let (
+            Err(
+                PeerRejected::Verify(VerifyError::NoBundle { trust_domain })
+                | PeerRejected::Verify(VerifyError::Chain {
+                    trust_domain,
+                    source: webpki::Error::UnknownIssuer,
+                }),
+            ),
+            Some(hook),
+        ) = (&result, &self.on_unknown_authority)
+        {
+            hook(trust_domain);
         }
+        result
     }
 }
 

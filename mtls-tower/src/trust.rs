@@ -1,10 +1,17 @@
 //! [`TrustPolicy`]: which trust domains' peers a config will authenticate.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use spiffe_core::BundleSet;
 use spiffe_core::TrustDomain;
 use spiffe_core::x509::{X509Bundle, X509BundleLookup};
+
+/// Told the trust domain of a peer whose certificate chain the bundle of
+/// that trust domain did not anchor (unknown issuer), or whose admitted
+/// trust domain has no bundle: see
+/// [`crate::ServerConfigBuilder::on_unknown_authority`].
+pub type UnknownAuthorityHook = Arc<dyn Fn(&TrustDomain) + Send + Sync>;
 
 /// Which trust domains' SVIDs the verifiers will validate at all.
 ///

@@ -42,6 +42,20 @@ impl X509Bundle {
         })
     }
 
+    /// The SPIFFE IDs the authorities name in URI SANs (a SPIFFE CA usually
+    /// carries `spiffe://<trust domain>`). URIs that are not SPIFFE IDs, and
+    /// authorities without any, contribute nothing. Lets a consumer notice a
+    /// bundle published for another trust domain.
+    pub fn authority_ids(&self) -> Vec<crate::SpiffeId> {
+        let mut ids = Vec::new();
+        for (index, cert) in self.authorities.iter().enumerate() {
+            if let Ok(info) = super::cert::parse(cert, index) {
+                ids.extend(info.uris.iter().filter_map(|u| u.parse().ok()));
+            }
+        }
+        ids
+    }
+
     /// An empty bundle: every X509-SVID of the trust domain is untrusted (BUN-8).
     pub fn empty(trust_domain: TrustDomain) -> Self {
         X509Bundle {
