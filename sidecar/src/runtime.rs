@@ -8,7 +8,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mtls_tower::{
-    ClientConfigBuilder, MtlsConnector, MtlsServerConfig, ServerConfigBuilder, authorizer,
+    ClientConfigBuilder, MtlsConnector, MtlsServerConfig, ServerConfigBuilder, TrustPolicy,
+    authorizer,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -206,12 +207,18 @@ impl Sidecar {
             endpoints.set_service(key, targets);
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        // Peers of every trust domain whose bundle the identity source
+        // holds: the Workload API hands a workload its own trust domain's
+        // bundle and those of the trust domains its entry federates with,
+        // each verifying only its own IDs (FED-12).
+        let trust = TrustPolicy::any_in_bundle_set();
         let server_tls = ServerConfigBuilder::new(
             provider.clone(),
             identity.svid.clone(),
             identity.bundles.clone(),
             authorizer::any(),
         )
+        .trust_policy(trust.clone())
         .build()?;
         let pool_tls = ClientConfigBuilder::new(
             provider.clone(),
@@ -219,6 +226,7 @@ impl Sidecar {
             identity.bundles.clone(),
             authorizer::any(),
         )
+        .trust_policy(trust.clone())
         .alpn_protocols(vec![b"h2".to_vec()])
         .build()?;
         let tcp_tls = ClientConfigBuilder::new(
@@ -227,6 +235,7 @@ impl Sidecar {
             identity.bundles.clone(),
             authorizer::any(),
         )
+        .trust_policy(trust)
         .alpn_protocols(Vec::new())
         .build()?;
         let timeout = config.limits.handshake_timeout;
