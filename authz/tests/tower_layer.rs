@@ -281,15 +281,20 @@ async fn ra_2_output_claim_to_headers() {
     assert!(v["admin"].is_null(), "{v}");
 }
 
+/// A token of the configured issuer and `kid`, signed by a key the
+/// RequestAuthentication does not hold.
+fn signed_by_another_key() -> String {
+    sign_raw(
+        &json!({"alg": "ES256", "kid": "k1"}),
+        &json!({"iss": ISS}),
+        Some(&TestJwtKey::generate(KeyKind::P256)),
+    )
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn r_2_bad_tokens_get_401_with_envoy_text() {
     let key = TestJwtKey::generate(KeyKind::P256);
-    let other = TestJwtKey::generate(KeyKind::P256);
-    let token = sign_raw(
-        &json!({"alg": "ES256", "kid": "k1"}),
-        &json!({"iss": ISS}),
-        Some(&other),
-    );
+    let token = signed_by_another_key();
     let (status, body) = call(jwt_engine(&key, ""), with_bearer(&token)).await;
     assert_eq!((status, body.as_str()), (401, "Jwt verification fails"));
     let mut req = request("/x?access_token=abc", None);
@@ -645,12 +650,7 @@ async fn m_10_grpc_denials_are_grpc_statuses() {
     );
     // A bad token: UNAUTHENTICATED (16) with Envoy's text.
     let key = TestJwtKey::generate(KeyKind::P256);
-    let other = TestJwtKey::generate(KeyKind::P256);
-    let token = sign_raw(
-        &json!({"alg": "ES256", "kid": "k1"}),
-        &json!({"iss": ISS}),
-        Some(&other),
-    );
+    let token = signed_by_another_key();
     assert_eq!(
         grpc_denial(jwt_engine(&key, ""), with_bearer(&token)).await,
         (200, "16".to_owned(), "Jwt verification fails".to_owned())

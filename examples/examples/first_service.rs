@@ -30,7 +30,7 @@ use std::time::Duration;
 use authz::{AuthzLayer, PolicySet};
 use axum::{Router, routing::get};
 use bytes::Bytes;
-use examples::Result;
+use examples::{Command, Result};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -82,19 +82,10 @@ async fn call(url: &str, wait: Duration) -> Result<()> {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match args.as_slice() {
-        ["serve", addr, policy] => serve(addr, policy).await,
-        ["call", url] => call(url, DEFAULT_CONNECT_WAIT).await,
-        ["call", url, secs] => match secs.parse() {
-            Ok(s) => call(url, Duration::from_secs(s)).await,
-            Err(e) => Err(format!("wait {secs:?}: {e}").into()),
-        },
-        _ => Err("usage: first_service serve ADDR POLICY.yaml | call URL [WAIT_SECS]".into()),
+    let result = match Command::from_args("first_service") {
+        Ok(Command::Serve { addr, policy }) => serve(&addr, &policy).await,
+        Ok(Command::Call { target, wait }) => call(&target, wait).await,
+        Err(e) => Err(e),
     };
-    if let Err(e) = result {
-        eprintln!("first_service: {e}");
-        std::process::exit(1);
-    }
+    examples::exit_with("first_service", result);
 }

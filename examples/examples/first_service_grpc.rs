@@ -20,8 +20,8 @@
 use std::time::Duration;
 
 use authz::{AuthzLayer, PolicySet};
-use examples::Result;
 use examples::greeter::{Greeter, explain, greet};
+use examples::{Command, Result};
 use mtls_tower::{
     ClientConfigBuilder, MtlsAcceptor, MtlsConnector, ServerConfigBuilder, authorizer,
 };
@@ -57,19 +57,10 @@ async fn call(addr: &str, wait: Duration) -> Result<()> {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match args.as_slice() {
-        ["serve", addr, policy] => serve(addr, policy).await,
-        ["call", addr] => call(addr, DEFAULT_CONNECT_WAIT).await,
-        ["call", addr, secs] => match secs.parse() {
-            Ok(s) => call(addr, Duration::from_secs(s)).await,
-            Err(e) => Err(format!("wait {secs:?}: {e}").into()),
-        },
-        _ => Err("usage: first_service_grpc serve ADDR POLICY.yaml | call ADDR [WAIT_SECS]".into()),
+    let result = match Command::from_args("first_service_grpc") {
+        Ok(Command::Serve { addr, policy }) => serve(&addr, &policy).await,
+        Ok(Command::Call { target, wait }) => call(&target, wait).await,
+        Err(e) => Err(e),
     };
-    if let Err(e) = result {
-        eprintln!("first_service_grpc: {e}");
-        std::process::exit(1);
-    }
+    examples::exit_with("first_service_grpc", result);
 }

@@ -50,6 +50,64 @@ impl Authority {
     }
 }
 
+/// The command line of the `first_service` examples:
+/// `serve ADDR POLICY.yaml` or `call TARGET [WAIT_SECS]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Serve on `addr` with the AuthorizationPolicy file `policy`.
+    Serve {
+        /// Listen address.
+        addr: String,
+        /// Policy file.
+        policy: String,
+    },
+    /// Call `target`, waiting up to `wait` for this process's SVID.
+    Call {
+        /// URL or address.
+        target: String,
+        /// How long to wait for the first SVID.
+        wait: std::time::Duration,
+    },
+}
+
+impl Command {
+    /// Parses the process's arguments; the error is the usage line.
+    pub fn from_args(name: &str) -> Result<Self> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let wait = |secs: Option<&&str>| -> Result<std::time::Duration> {
+            Ok(match secs {
+                Some(s) => std::time::Duration::from_secs(s.parse()?),
+                None => workload_api::DEFAULT_CONNECT_WAIT,
+            })
+        };
+        match args.as_slice() {
+            ["serve", addr, policy] => Ok(Command::Serve {
+                addr: (*addr).to_owned(),
+                policy: (*policy).to_owned(),
+            }),
+            ["call", target, rest @ ..] if rest.len() <= 1 => Ok(Command::Call {
+                target: (*target).to_owned(),
+                wait: wait(rest.first())?,
+            }),
+            _ => Err(
+                format!("usage: {name} serve ADDR POLICY.yaml | call TARGET [WAIT_SECS]").into(),
+            ),
+        }
+    }
+}
+
+/// Ends the process: exit 0, or `NAME: error` on stderr and exit 1.
+pub fn exit_with(name: &str, result: Result<()>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 /// The crypto provider the examples pass explicitly (aws-lc-rs).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
