@@ -309,6 +309,17 @@ impl WebCa {
     }
 }
 
+/// A partner.org CA and a bundle source publishing its root at `sequence`.
+fn partner_source(sequence: u64) -> (TestCa, Arc<MemoryBundleSource>) {
+    let ca = TestCa::new(PARTNER);
+    let source = Arc::new(MemoryBundleSource::new(BundleSet::from_iter([bundle(
+        PARTNER,
+        &[&ca],
+        sequence,
+    )])));
+    (ca, source)
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mtls-fed-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -344,12 +355,7 @@ async fn web_7_https_web_fetch_is_validated_against_the_roots_and_url_host() {
         let web = WebCa::new();
         let dir = temp_dir("web7");
         web.write_serving(vec![localhost_ip()], &dir);
-        let partner_ca = TestCa::new(PARTNER);
-        let source = Arc::new(MemoryBundleSource::new(BundleSet::from_iter([bundle(
-            PARTNER,
-            &[&partner_ca],
-            4,
-        )])));
+        let (partner_ca, source) = partner_source(4);
         let (url, _server) = serve_web(&dir, source).await;
         let (federation, _) = local_federation();
         let fetcher = federation
@@ -392,12 +398,7 @@ async fn web_7_certificate_for_another_host_is_refused_then_web_3_reload_fixes_i
         let dir = temp_dir("web7-host");
         // Valid chain, but for a name that is not the URL's host.
         web.write_serving(vec![dns("bundles.partner.test")], &dir);
-        let partner_ca = TestCa::new(PARTNER);
-        let source = Arc::new(MemoryBundleSource::new(BundleSet::from_iter([bundle(
-            PARTNER,
-            &[&partner_ca],
-            1,
-        )])));
+        let (_partner_ca, source) = partner_source(1);
         let (url, _server) = serve_web(&dir, source).await;
         let (federation, _) = local_federation();
         let fetcher = federation
@@ -1113,12 +1114,7 @@ async fn web_4_web_5_curl_fetches_the_bundle_without_a_client_certificate() {
             test_support::pem("CERTIFICATE", &web.cert),
         )
         .unwrap();
-        let partner_ca = TestCa::new(PARTNER);
-        let source = Arc::new(MemoryBundleSource::new(BundleSet::from_iter([bundle(
-            PARTNER,
-            &[&partner_ca],
-            6,
-        )])));
+        let (_partner_ca, source) = partner_source(6);
         let (url, _server) = serve_web(&dir, source).await;
         let curl_to = |extra: &[&str]| {
             let mut cmd = tokio::process::Command::new(&curl);
