@@ -52,3 +52,9 @@ pub fn cert_facts(der: &[u8]) -> Result<CertFacts, X509Error> {
         public_key: info.public_key.to_vec(),
     })
 }
+
+/// Whether `contents` are the contents octets of an OBJECT IDENTIFIER the
+/// strict DER reader accepts (minimal, terminated sub-identifiers).
+pub fn valid_oid(contents: &[u8]) -> bool {
+    crate::x509::valid_oid(contents)
+}

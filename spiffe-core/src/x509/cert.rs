@@ -105,7 +105,15 @@ fn read(der: &[u8]) -> Option<CertInfo<'_>> {
     let mut alg = Reader::new(spki.expect(tag::SEQUENCE)?);
     let key_algorithm = alg.oid()?;
     let key_parameters = alg.optional_oid()?;
-    let public_key = spki.expect(tag::BIT_STRING)?.split_first()?.1;
+    // AlgorithmIdentifier ::= SEQUENCE { algorithm, parameters ANY OPTIONAL }:
+    // at most one parameters element (NULL for RSA), nothing after it.
+    if key_parameters.is_none() && !alg.is_empty() {
+        alg.any()?;
+    }
+    let (_, public_key) = spki.bit_string()?;
+    if !alg.is_empty() || !spki.is_empty() {
+        return None;
+    }
     tbs.optional(tag::IMPLICIT_1)?;
     tbs.optional(tag::IMPLICIT_2)?;
 
@@ -124,15 +132,24 @@ fn read(der: &[u8]) -> Option<CertInfo<'_>> {
     };
     if let Some(exts) = tbs.optional(tag::EXPLICIT_3)? {
         let mut exts = Reader::new(Reader::new(exts).expect(tag::SEQUENCE)?);
+        // RFC 5280 §4.2: at most one instance of each extension.
+        let mut seen: Vec<&[u8]> = Vec::new();
         while !exts.is_empty() {
             let mut ext = Reader::new(exts.expect(tag::SEQUENCE)?);
             let oid = ext.oid()?;
+            if seen.contains(&oid) {
+                return None;
+            }
+            seen.push(oid);
             let critical = match ext.optional(tag::BOOLEAN)? {
                 Some([0xff]) => true,
                 Some([0x00]) | None => false,
                 Some(_) => return None,
             };
             let value = ext.expect(tag::OCTET_STRING)?;
+            if !ext.is_empty() {
+                return None;
+            }
             extension(&mut info, oid, critical, value)?;
         }
     }
@@ -151,18 +168,34 @@ fn extension<'a>(
             info.san_critical = critical;
             let mut names = Reader::new(v.expect(tag::SEQUENCE)?);
             while !names.is_empty() {
-                if let (tag::URI_NAME, uri, _) = names.any()? {
-                    info.uris.push(std::str::from_utf8(uri).ok()?);
+                match names.any()? {
+                    (tag::URI_NAME, uri, _) => info.uris.push(std::str::from_utf8(uri).ok()?),
+                    // The other GeneralName choices, each in the one form
+                    // DER allows: otherName [0], rfc822Name [1], dNSName [2],
+                    // x400Address [3], directoryName [4], ediPartyName [5],
+                    // iPAddress [7], registeredID [8].
+                    (0xa0 | 0x81 | 0x82 | 0xa3 | 0xa4 | 0xa5 | 0x87 | 0x88, _, _) => {}
+                    _ => return None,
                 }
             }
         }
         OID_BASIC_CONSTRAINTS => {
+            // BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE,
+            //   pathLenConstraint INTEGER OPTIONAL }, nothing else.
             let mut bc = Reader::new(v.expect(tag::SEQUENCE)?);
-            info.is_ca = matches!(bc.optional(tag::BOOLEAN)?, Some([0xff]));
+            info.is_ca = match bc.optional(tag::BOOLEAN)? {
+                None => false,
+                Some([0xff]) => true,
+                Some([0x00]) => false,
+                Some(_) => return None, // DER's BOOLEAN is one byte, 00 or FF
+            };
+            bc.optional(tag::INTEGER)?;
+            if !bc.is_empty() {
+                return None;
+            }
         }
         OID_KEY_USAGE => {
-            let bits = v.expect(tag::BIT_STRING)?;
-            let (_unused, bytes) = bits.split_first()?;
+            let (_unused, bytes) = v.bit_string()?;
             let hi = u16::from(bytes.first().copied().unwrap_or(0));
             let lo = u16::from(bytes.get(1).copied().unwrap_or(0));
             info.key_usage = Some(hi << 8 | lo);
@@ -406,6 +439,101 @@ mod tests {
             parse(&wrong_tag, 0).is_err(),
             "notBefore that is not a time"
         );
+    }
+
+    /// The SPKI's AlgorithmIdentifier holds an OID and at most one
+    /// well-formed parameters element; anything after it, or after the key
+    /// bits, is refused (x509_cert_diff found a certificate whose
+    /// AlgorithmIdentifier ended in a truncated element that the reader
+    /// had skipped).
+    #[test]
+    fn spki_allows_one_parameters_element_and_nothing_more() {
+        let ca = test_support::TestCa::new("example.org");
+        let der = ca.leaf("spiffe://example.org/w").chain[0].to_vec();
+        // The EC key's AlgorithmIdentifier: SEQUENCE { id-ecPublicKey, curve }.
+        let alg = [0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+        let at = der
+            .windows(alg.len())
+            .position(|w| w == alg)
+            .expect("an EC key's algorithm");
+        assert!(parse(&der, 0).is_ok());
+        // The curve OID's tag turned into a multi-byte tag: not an OID, and
+        // not a readable element either.
+        let mut bad = der.clone();
+        bad[at + 11] = 0xff;
+        assert!(parse(&bad, 0).is_err(), "an unreadable parameters element");
+        // Another single element in place of the curve OID is read as the
+        // parameters (RSA's NULL takes this path) and is not an OID.
+        let mut other = der;
+        other[at + 11] = 0x04;
+        let info = parse(&other, 0).expect("one parameters element is allowed");
+        assert_eq!(info.key_parameters, None);
+    }
+
+    /// A SAN entry that is not one of GeneralName's context-specific
+    /// choices makes the certificate malformed (x509_cert_diff: a name of
+    /// the private class had been skipped).
+    #[test]
+    fn san_names_must_be_general_names() {
+        let ca = test_support::TestCa::new("example.org");
+        let der = ca.leaf("spiffe://example.org/w").chain[0].to_vec();
+        let uri = b"spiffe://example.org/w";
+        let at = der
+            .windows(uri.len())
+            .position(|w| w == uri)
+            .expect("the URI SAN")
+            - 2;
+        assert_eq!(der[at], tag::URI_NAME);
+        assert!(parse(&der, 0).is_ok());
+        let mut dns = der.clone();
+        dns[at] = 0x82; // dNSName: another choice, not a URI
+        assert!(parse(&dns, 0).unwrap().uris.is_empty());
+        let mut private = der.clone();
+        private[at] = 0xc6;
+        assert!(parse(&private, 0).is_err());
+        let mut constructed_uri = der;
+        constructed_uri[at] = 0xa6; // a URI is a primitive IA5String
+        assert!(parse(&constructed_uri, 0).is_err());
+    }
+
+    /// basicConstraints holds a DER BOOLEAN and an optional INTEGER and
+    /// nothing else (x509_cert_diff: an element of another type had been
+    /// skipped, reading as "not a CA").
+    #[test]
+    fn basic_constraints_are_read_whole() {
+        let ca = test_support::TestCa::new("example.org");
+        let der = ca.leaf("spiffe://example.org/w").chain[0].to_vec();
+        let mut info = parse(&der, 0).unwrap();
+        let mut read = |value: &'static [u8]| {
+            extension(&mut info, OID_BASIC_CONSTRAINTS, true, value).map(|()| info.is_ca)
+        };
+        assert_eq!(read(&[0x30, 0x00]), Some(false));
+        assert_eq!(read(&[0x30, 0x03, 0x01, 0x01, 0xff]), Some(true));
+        assert_eq!(read(&[0x30, 0x06, 0x01, 0x01, 0xff, 0x02, 0x01, 0x00]), Some(true));
+        assert_eq!(read(&[0x30, 0x03, 0x09, 0x01, 0xff]), None, "a REAL, not a BOOLEAN");
+        assert_eq!(read(&[0x30, 0x03, 0x01, 0x01, 0x01]), None, "BOOLEAN TRUE is FF in DER");
+        assert_eq!(
+            read(&[0x30, 0x06, 0x01, 0x01, 0xff, 0x04, 0x01, 0x00]),
+            None,
+            "an element after cA that is not pathLenConstraint"
+        );
+    }
+
+    /// An extension may appear once (RFC 5280 §4.2), whether or not the
+    /// reader reads it (x509_cert_diff: a second SAN had been merged into
+    /// the first).
+    #[test]
+    fn an_extension_appears_at_most_once() {
+        let ca = test_support::TestCa::new("example.org");
+        let der = ca.leaf("spiffe://example.org/w").chain[0].to_vec();
+        let ski = [0x06, 0x03, 0x55, 0x1d, 0x0e];
+        let aki = [0x06, 0x03, 0x55, 0x1d, 0x23];
+        assert!(der.windows(5).any(|w| w == aki), "the leaf has an AKI");
+        let at = der.windows(5).position(|w| w == ski).expect("the leaf has an SKI");
+        assert!(parse(&der, 0).is_ok());
+        let mut twice = der;
+        twice[at + 4] = 0x23; // the SKI becomes a second AKI
+        assert!(parse(&twice, 0).is_err());
     }
 
     #[test]

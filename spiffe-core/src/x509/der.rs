@@ -87,6 +87,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads a BIT STRING: (unused bits in the last byte, the bytes). The
+    /// unused-bits count must be 0 to 7, 0 when there are no bytes, and
+    /// the unused bits themselves zero (X.690 §11.2.1).
+    pub(crate) fn bit_string(&mut self) -> Option<(u8, &'a [u8])> {
+        let (&unused, bytes) = self.expect(super::tag::BIT_STRING)?.split_first()?;
+        let valid = match bytes.last() {
+            None => unused == 0,
+            Some(last) => unused <= 7 && last & ((1u8 << unused) - 1) == 0,
+        };
+        valid.then_some((unused, bytes))
+    }
+
     /// Reads an OBJECT IDENTIFIER whose encoding is valid DER: at least one
     /// byte, every sub-identifier minimal (no leading 0x80) and terminated
     /// (the last byte has its high bit clear).
@@ -103,7 +115,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn valid_oid(v: &[u8]) -> bool {
+pub(crate) fn valid_oid(v: &[u8]) -> bool {
     let Some(last) = v.last() else {
         return false;
     };
@@ -171,6 +183,19 @@ mod tests {
             "non-minimal sub-identifier"
         );
         assert!(!valid_oid(&[0x80, 0x01]), "non-minimal first arc");
+    }
+
+    #[test]
+    fn bit_strings_carry_a_valid_unused_bits_count() {
+        fn read(der: &[u8]) -> Option<(u8, &[u8])> {
+            Reader::new(der).bit_string()
+        }
+        assert_eq!(read(&[0x03, 0x02, 0x05, 0xa0]), Some((5, &[0xa0u8][..])));
+        assert_eq!(read(&[0x03, 0x02, 0x05, 0xa1]), None, "an unused bit set");
+        assert_eq!(read(&[0x03, 0x01, 0x00]), Some((0, &[][..])));
+        assert_eq!(read(&[0x03, 0x02, 0x80, 0x04]), None, "more than 7 unused bits");
+        assert_eq!(read(&[0x03, 0x01, 0x03]), None, "unused bits without bytes");
+        assert_eq!(read(&[0x03, 0x00]), None, "no unused-bits byte");
     }
 
     #[test]

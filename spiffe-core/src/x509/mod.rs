@@ -14,7 +14,7 @@ pub use bundle::X509Bundle;
 pub(crate) use cert::{
     OID_EC_PUBLIC_KEY, OID_P256, OID_P384, OID_P521, OID_RSA, parse as parse_cert,
 };
-pub(crate) use der::{Reader, tag};
+pub(crate) use der::{Reader, tag, valid_oid};
 pub use error::{VerifyError, X509Error};
 pub use key::{KeyAlgorithm, PrivateKey};
 pub use peer::PeerIdentity;
