@@ -63,8 +63,10 @@ pub(crate) enum FederationCommand {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Profile {
     /// The endpoint presents an X509-SVID.
+    #[value(name = "https_spiffe")]
     HttpsSpiffe,
     /// The endpoint presents a Web PKI certificate.
+    #[value(name = "https_web")]
     HttpsWeb,
 }
 
@@ -125,35 +127,39 @@ fn print_relationships(out: Output, rs: &[RelationshipView]) {
             println!("no federation relationships");
         }
         for r in *rs {
-            println!("Trust domain       : {}", r.trust_domain);
-            println!("Bundle endpoint    : {}", r.url);
-            println!("Profile            : {}", r.profile);
-            if let Some(id) = &r.endpoint_spiffe_id {
-                println!("Endpoint SPIFFE ID : {id}");
-            }
-            match r.last_fetch {
-                Some(t) => println!("Last fetch         : {t} (Unix seconds)"),
-                None => println!("Last fetch         : none since the server started"),
-            }
-            match r.sequence {
-                Some(s) => println!("Sequence           : {s}"),
-                None => println!("Sequence           : (no bundle)"),
-            }
-            println!(
-                "Bundle             : {} X.509 authorities, {} JWT keys",
-                r.x509_authorities, r.jwt_keys
-            );
-            println!("Accepted fetches   : {}", r.accepted);
-            println!("Poll interval      : {}s", r.poll_interval);
-            for (reason, n) in &r.refused {
-                println!("Refused            : {reason}: {n}");
-            }
-            if let Some(e) = &r.last_error {
-                println!("Last error         : {e}");
-            }
-            println!();
+            print_table(r);
         }
     });
+}
+
+fn print_table(r: &RelationshipView) {
+    println!("Trust domain       : {}", r.trust_domain);
+    println!("Bundle endpoint    : {}", r.url);
+    println!("Profile            : {}", r.profile);
+    if let Some(id) = &r.endpoint_spiffe_id {
+        println!("Endpoint SPIFFE ID : {id}");
+    }
+    match r.last_fetch {
+        Some(t) => println!("Last fetch         : {t} (Unix seconds)"),
+        None => println!("Last fetch         : none since the server started"),
+    }
+    match r.sequence {
+        Some(s) => println!("Sequence           : {s}"),
+        None => println!("Sequence           : (no bundle)"),
+    }
+    println!(
+        "Bundle             : {} X.509 authorities, {} JWT keys",
+        r.x509_authorities, r.jwt_keys
+    );
+    println!("Accepted fetches   : {}", r.accepted);
+    println!("Poll interval      : {}s", r.poll_interval);
+    for (reason, n) in &r.refused {
+        println!("Refused            : {reason}: {n}");
+    }
+    if let Some(e) = &r.last_error {
+        println!("Last error         : {e}");
+    }
+    println!();
 }
 
 fn path(td: &str, suffix: &str) -> String {
@@ -236,6 +242,6 @@ pub(crate) async fn execute(cmd: FederationCommand) -> Result<(), AdminFailure> 
             (admin, decode(&b)?)
         }
     };
-    print_relationships(admin.output, std::slice::from_ref(&view));
+    print_one(admin.output, &view, print_table);
     Ok(())
 }

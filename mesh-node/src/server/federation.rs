@@ -356,6 +356,10 @@ impl FederationRegistry {
         let url: BundleUrl = url
             .parse()
             .map_err(|e| invalid(format!("url {url:?}: {e}")))?;
+        // Until a fetch succeeds, poll as the held bundle's hint says (an
+        // https_web relationship restored from the data directory has no
+        // stored bundle in the library to take it from).
+        let held_hint = held.as_ref().and_then(SpiffeBundle::refresh_hint);
         let endpoint = match spec.profile.as_deref() {
             Some("https_spiffe") => {
                 let id = spec.endpoint_spiffe_id.as_deref().ok_or_else(|| {
@@ -392,6 +396,9 @@ impl FederationRegistry {
             None => return Err(invalid("a relationship needs a profile")),
         };
         let mut options = FetchOptions::default();
+        if let Some(hint) = held_hint {
+            options = options.default_interval(hint / 4);
+        }
         if let Some(floor) = spec.poll_floor {
             options = options.floor(std::time::Duration::from_secs(floor.max(1)));
         }
