@@ -188,3 +188,38 @@ impl ServerConfig {
             .unwrap_or_else(|| self.data_dir.join("admin.sock"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn federation_section_parses_with_defaults() {
+        let c: ServerConfig = toml::from_str(
+            r#"
+[federation.bundle_endpoint]
+listen = "127.0.0.1:9443"
+
+[[federation.relationships]]
+trust_domain = "partner.org"
+url = "https://bundles.partner.org/"
+profile = "https_spiffe"
+endpoint_spiffe_id = "spiffe://partner.org/server"
+initial_bundle = "partner.json"
+poll_floor = "5s"
+"#,
+        )
+        .unwrap();
+        let ep = c.federation.bundle_endpoint.unwrap();
+        assert_eq!(ep.profile, "https_spiffe");
+        assert_eq!(ep.refresh_hint, Duration::from_secs(300));
+        let r = &c.federation.relationships[0];
+        assert_eq!(r.poll_floor, Some(Duration::from_secs(5)));
+        assert!(r.web_roots.is_none());
+        let none: ServerConfig = toml::from_str("").unwrap();
+        assert!(none.federation.bundle_endpoint.is_none());
+        assert!(none.federation.relationships.is_empty());
+        let typo = toml::from_str::<ServerConfig>("[federation]\nbundle_endpoints = {}\n");
+        assert!(typo.is_err());
+    }
+}

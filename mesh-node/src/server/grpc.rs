@@ -414,6 +414,7 @@ fn diff(sent: &NodeView, now: &NodeView, first: bool, revision: u64) -> Option<p
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spiffe_core::SpiffeBundle;
     use svid_ca::RegistrationEntry;
 
     fn entry(path: &str) -> Arc<RegistrationEntry> {
@@ -463,5 +464,43 @@ mod tests {
         assert!(u.entries.is_empty());
         assert_eq!(u.removed.len(), 2);
         assert_eq!(u.revision, 4);
+    }
+
+    #[test]
+    fn sync_sends_every_federated_bundle_when_one_changes_or_goes() {
+        let td = |s: &str| s.parse::<spiffe_core::TrustDomain>().unwrap();
+        let v1 = view(&[entry("/a")]);
+        let first = diff(&NodeView::default(), &v1, true, 1).unwrap();
+        assert!(first.federated_changed && first.federated_bundles.is_empty());
+        let mut v2 = v1.clone();
+        v2.federated = Arc::new(
+            [
+                (
+                    td("b.org"),
+                    SpiffeBundle::empty(td("b.org")).with_sequence(1),
+                ),
+                (
+                    td("c.org"),
+                    SpiffeBundle::empty(td("c.org")).with_sequence(1),
+                ),
+            ]
+            .into(),
+        );
+        let u = diff(&v1, &v2, false, 2).unwrap();
+        assert!(u.federated_changed && u.entries.is_empty());
+        assert_eq!(u.federated_bundles.len(), 2);
+        assert!(diff(&v2, &v2, false, 3).is_none());
+        let mut v3 = v2.clone();
+        let mut one = std::collections::BTreeMap::clone(&v3.federated);
+        one.insert(
+            td("b.org"),
+            SpiffeBundle::empty(td("b.org")).with_sequence(2),
+        );
+        one.remove(&td("c.org"));
+        v3.federated = Arc::new(one);
+        let u = diff(&v2, &v3, false, 4).unwrap();
+        assert!(u.federated_changed);
+        let tds: Vec<_> = u.federated_bundles.keys().cloned().collect();
+        assert_eq!(tds, ["b.org"], "the whole set: c.org is gone (FED-10)");
     }
 }
