@@ -77,6 +77,9 @@ pub struct FederationRegistry {
     metrics: Arc<ServerMetrics>,
     state: Mutex<State>,
     changes: watch::Sender<u64>,
+    /// Serializes writes to the data directory (they share temporary
+    /// file names).
+    writing: Mutex<()>,
 }
 
 impl std::fmt::Debug for FederationRegistry {
@@ -113,6 +116,7 @@ impl FederationRegistry {
                 current: Arc::default(),
             }),
             changes: watch::Sender::new(0),
+            writing: Mutex::new(()),
         });
         let specs: Vec<RelationshipSpec> = match std::fs::read(registry.dir.join(RELATIONSHIPS)) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {
@@ -274,7 +278,10 @@ impl FederationRegistry {
             state.current = Arc::new(current);
         }
         self.federation.remove(td);
-        let _ = std::fs::remove_file(self.bundle_path(td));
+        {
+            let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = std::fs::remove_file(self.bundle_path(td));
+        }
         self.persist_relationships()?;
         self.changes.send_modify(|g| *g += 1);
         tracing::info!(trust_domain = %td, "federation relationship deleted");
@@ -425,6 +432,7 @@ impl FederationRegistry {
             }
             state.current = Arc::new(current);
         }
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         for b in &changed {
             let path = self.bundle_path(b.trust_domain());
             if let Err(error) = crate::fsutil::write_atomic(&path, &b.to_json()) {
@@ -447,6 +455,7 @@ impl FederationRegistry {
             .map(|r| r.spec.clone())
             .collect();
         let json = serde_json::to_vec_pretty(&specs).unwrap_or_default();
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         crate::fsutil::write_atomic(&self.dir.join(RELATIONSHIPS), &json)
             .map_err(|e| RelationshipError::Persist(e.to_string()))
     }
