@@ -731,6 +731,7 @@ poll_floor = "1s"
     .unwrap();
     assert!(v["last_error"].is_null(), "{v}");
     assert_eq!(v["profile"], "https_web");
+    assert!(v["endpoint_spiffe_id"].is_null(), "{v}");
     let accepted = v["accepted"].as_u64().unwrap();
     assert!(accepted >= 1, "{v}");
 

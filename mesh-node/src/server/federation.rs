@@ -238,13 +238,19 @@ impl FederationRegistry {
             .get(td)
             .map(|r| r.spec.clone())
             .ok_or_else(|| RelationshipError::NotFound(td.clone()))?;
+        // A new profile takes none of the old profile's fields.
+        let same_profile = patch.profile.is_none() || patch.profile == old.profile;
+        let keep = |new: Option<String>, old: Option<String>| match same_profile {
+            true => new.or(old),
+            false => new,
+        };
         let spec = RelationshipSpec {
             trust_domain: old.trust_domain.clone(),
             url: patch.url.or(old.url),
             profile: patch.profile.or(old.profile),
-            endpoint_spiffe_id: patch.endpoint_spiffe_id.or(old.endpoint_spiffe_id),
-            bundle: patch.bundle.clone().or(old.bundle),
-            web_roots: patch.web_roots.or(old.web_roots),
+            endpoint_spiffe_id: keep(patch.endpoint_spiffe_id, old.endpoint_spiffe_id),
+            bundle: keep(patch.bundle.clone(), old.bundle),
+            web_roots: keep(patch.web_roots, old.web_roots),
             poll_floor: patch.poll_floor.or(old.poll_floor),
         };
         // Check the new spec before touching the running relationship.
