@@ -162,6 +162,69 @@ impl From<&AuthorityInfo> for AuthorityView {
     }
 }
 
+/// A federation relationship as `federation create` and `federation
+/// update` send it, and as the server keeps it in its data directory.
+/// Files are read by the CLI: the server receives their contents. On
+/// update, absent fields keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelationshipSpec {
+    /// The federated trust domain (explicit, never taken from the URL: FED-4).
+    pub trust_domain: String,
+    /// The bundle endpoint URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `https_spiffe` or `https_web`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// `https_spiffe`: the SPIFFE ID the endpoint must present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_spiffe_id: Option<String>,
+    /// `https_spiffe`: the initial bundle, a SPIFFE bundle document or PEM
+    /// certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+    /// `https_web`: the PEM roots the endpoint's certificate must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_roots: Option<String>,
+    /// The shortest poll interval in seconds; 60 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_floor: Option<u64>,
+}
+
+/// A federation relationship and what its fetcher has done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelationshipView {
+    /// The federated trust domain.
+    pub trust_domain: String,
+    /// The bundle endpoint URL.
+    pub url: String,
+    /// `https_spiffe` or `https_web`.
+    pub profile: String,
+    /// `https_spiffe`: the endpoint's SPIFFE ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_spiffe_id: Option<String>,
+    /// Fetches accepted since the server started.
+    pub accepted: u64,
+    /// Unix seconds of the last accepted fetch since the server started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fetch: Option<u64>,
+    /// The held bundle's `spiffe_sequence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// X.509 authorities in the held bundle.
+    pub x509_authorities: usize,
+    /// JWT keys in the held bundle.
+    pub jwt_keys: usize,
+    /// Seconds until the next poll.
+    pub poll_interval: u64,
+    /// Failed or refused fetches by reason, since the server started.
+    pub refused: std::collections::BTreeMap<String, u64>,
+    /// Why the last fetch failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
 /// An error document: the one line the CLI prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorView {

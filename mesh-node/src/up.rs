@@ -190,6 +190,9 @@ impl UpHandle {
                 "  server admin   http://{h}/metrics  http://{h}/healthz\n"
             ));
         }
+        if let Some(a) = self.server.bundle_endpoint_addr {
+            out.push_str(&format!("  bundle endpoint https://{a}/\n"));
+        }
         for s in &self.sidecars {
             out.push_str(&format!(
                 "  sidecar        inbound {}  outbound {}  admin http://{}/\n",

@@ -2,11 +2,13 @@
 
 Usage: netns_py_spiffe.py SOCKET TRUST_DOMAIN
 
-Prints one JSON object on stdout, for tests/netns.rs to assert on: the
-uid it ran as, the SPIFFE IDs and hints of its X509-SVIDs, the SHA-256 of
-the default leaf, and the trust domains and authority count of the X.509
-bundles. A refusal is reported as {"error": ...} with exit code 0; any
-other failure exits non-zero. No check is made here.
+Prints one JSON object on stdout, for tests/netns.rs, tests/up.rs and
+tests/federation.rs to assert on: the uid it ran as, the SPIFFE IDs and
+hints of its X509-SVIDs, the SHA-256 of the default leaf, the trust
+domains of the X.509 bundles (its own and the federated ones), and the
+authority count of TRUST_DOMAIN's bundle. A refusal is reported as
+{"error": ...} with exit code 0; any other failure exits non-zero. No
+check is made here.
 """
 
 import hashlib

@@ -1,5 +1,5 @@
 //! Admin commands: `entry`, `token`, `agent list|show|evict`, `bundle`,
-//! `ca`. Each is one request to the server's admin socket.
+//! `ca`, `federation`. Each is one request to the server's admin socket.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,6 +24,7 @@ pub(crate) enum AdminCommand {
     Bundle(BundleCommand),
     Ca(CaCommand),
     PolicyStatus(AdminArgs),
+    Federation(super::federation::FederationCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,11 +298,11 @@ pub(crate) async fn call(
     }
 }
 
-fn decode<T: DeserializeOwned>(b: &Bytes) -> Result<T, AdminFailure> {
+pub(super) fn decode<T: DeserializeOwned>(b: &Bytes) -> Result<T, AdminFailure> {
     serde_json::from_slice(b).map_err(|e| AdminFailure::Http(format!("unexpected answer: {e}")))
 }
 
-fn json<T: Serialize>(v: &T) -> Vec<u8> {
+pub(super) fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
@@ -318,7 +319,7 @@ fn query(pairs: &[(&str, Option<&str>)]) -> String {
 }
 
 /// Percent-encodes everything but unreserved characters.
-fn percent(s: &str) -> String {
+pub(super) fn percent(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -370,7 +371,7 @@ fn print_entries(out: Output, entries: &[EntryView]) {
     }
 }
 
-fn print_one<T: Serialize>(out: Output, v: &T, table: impl FnOnce(&T)) {
+pub(super) fn print_one<T: Serialize>(out: Output, v: &T, table: impl FnOnce(&T)) {
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
         Output::Table => table(v),
@@ -412,6 +413,7 @@ fn print_authorities(out: Output, slots: &[AuthorityView]) {
 async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
     use http::Method;
     match cmd {
+        AdminCommand::Federation(cmd) => super::federation::execute(cmd).await?,
         AdminCommand::Entry(EntryCommand::Create { fields, admin }) => {
             let b = call(
                 &admin.socket(),

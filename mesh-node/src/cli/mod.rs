@@ -6,6 +6,7 @@
 //! any error they print one line to stderr and exit 1.
 
 mod admin;
+mod federation;
 mod iptables;
 mod policy_check;
 mod run;
@@ -51,6 +52,9 @@ enum Command {
     /// Inspect and rotate the CA's keys by hand.
     #[command(subcommand)]
     Ca(admin::CaCommand),
+    /// Manage federation relationships with other trust domains.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// Work with Istio security policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -203,6 +207,7 @@ pub fn main() -> ExitCode {
         Command::Token(c) => admin::run(admin::AdminCommand::Token(c)),
         Command::Bundle(c) => admin::run(admin::AdminCommand::Bundle(c)),
         Command::Ca(c) => admin::run(admin::AdminCommand::Ca(c)),
+        Command::Federation(c) => admin::run(admin::AdminCommand::Federation(c)),
         Command::Policy(PolicyCommand::Status { admin }) => {
             admin::run(admin::AdminCommand::PolicyStatus(admin))
         }

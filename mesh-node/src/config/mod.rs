@@ -11,7 +11,10 @@ mod server;
 use std::path::{Path, PathBuf};
 
 pub use agent::{AgentConfig, DEFAULT_AGENT_DATA_DIR};
-pub use server::{CaSettings, DEFAULT_SERVER_DATA_DIR, ServerConfig};
+pub use server::{
+    BundleEndpointSettings, CaSettings, DEFAULT_SERVER_DATA_DIR, FederationSettings,
+    RelationshipSettings, ServerConfig,
+};
 
 /// Why a configuration could not be read.
 #[derive(Debug, thiserror::Error)]

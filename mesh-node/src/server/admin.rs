@@ -14,9 +14,11 @@ use serde::Deserialize;
 use spiffe_core::{EntryId, Selector, SpiffeId, TrustDomain};
 use svid_ca::{EntryError, JoinTokenAttestor, RegistrationEntry, SlotKind};
 
+use super::federation::RelationshipError;
 use super::service::NodeService;
 use crate::admin_api::{
-    AgentView, AuthorityView, EntrySpec, EntryView, ErrorView, TokenSpec, TokenView, secs, unix,
+    AgentView, AuthorityView, EntrySpec, EntryView, ErrorView, RelationshipSpec, RelationshipView,
+    TokenSpec, TokenView, secs, unix,
 };
 
 #[derive(Debug, Clone)]
@@ -68,6 +70,17 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/v1/ca", get(show_ca))
         .route("/v1/ca/{op}", post(ca_op))
         .route("/v1/policy", get(policy_status))
+        .route(
+            "/v1/federation",
+            get(list_relationships).post(create_relationship),
+        )
+        .route(
+            "/v1/federation/{td}",
+            get(show_relationship)
+                .put(update_relationship)
+                .delete(delete_relationship),
+        )
+        .route("/v1/federation/{td}/refresh", post(refresh_relationship))
         .with_state(state)
 }
 
@@ -369,4 +382,84 @@ async fn ca_op(
 
 async fn policy_status(State(s): State<AdminState>) -> Json<crate::server::PolicyStatus> {
     Json(s.service.policies().status())
+}
+
+fn relationship_error(e: RelationshipError) -> AdminError {
+    let status = match e {
+        RelationshipError::NotFound(_) => StatusCode::NOT_FOUND,
+        RelationshipError::Duplicate(_) => StatusCode::CONFLICT,
+        RelationshipError::Persist(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    AdminError(status, e.to_string())
+}
+
+fn parse_td(v: &str) -> Result<TrustDomain> {
+    v.parse()
+        .map_err(|e| bad(format!("trust domain {v:?}: {e}")))
+}
+
+async fn list_relationships(State(s): State<AdminState>) -> Json<Vec<RelationshipView>> {
+    Json(s.service.federation().list())
+}
+
+async fn create_relationship(
+    State(s): State<AdminState>,
+    Json(spec): Json<RelationshipSpec>,
+) -> Result<Json<RelationshipView>> {
+    s.service
+        .federation()
+        .create(spec)
+        .map(Json)
+        .map_err(relationship_error)
+}
+
+async fn show_relationship(
+    State(s): State<AdminState>,
+    Path(td): Path<String>,
+) -> Result<Json<RelationshipView>> {
+    let td = parse_td(&td)?;
+    s.service
+        .federation()
+        .show(&td)
+        .map(Json)
+        .map_err(relationship_error)
+}
+
+async fn update_relationship(
+    State(s): State<AdminState>,
+    Path(td): Path<String>,
+    Json(spec): Json<RelationshipSpec>,
+) -> Result<Json<RelationshipView>> {
+    let td = parse_td(&td)?;
+    s.service
+        .federation()
+        .update(&td, spec)
+        .map(Json)
+        .map_err(relationship_error)
+}
+
+async fn delete_relationship(
+    State(s): State<AdminState>,
+    Path(td): Path<String>,
+) -> Result<Json<RelationshipView>> {
+    let td = parse_td(&td)?;
+    s.service
+        .federation()
+        .delete(&td)
+        .map(Json)
+        .map_err(relationship_error)
+}
+
+async fn refresh_relationship(
+    State(s): State<AdminState>,
+    Path(td): Path<String>,
+) -> Result<Json<RelationshipView>> {
+    let td = parse_td(&td)?;
+    s.service
+        .federation()
+        .refresh(&td)
+        .await
+        .map(Json)
+        .map_err(relationship_error)
 }

@@ -309,12 +309,14 @@ async fn run_sync(
     let mut changes = service.subscribe();
     let mut bundles = spiffe_core::BundleSource::subscribe(&**service.ca());
     let mut policies = service.policies().subscribe();
+    let mut federated = service.federation().subscribe();
     let mut sent = NodeView::default();
     let mut first = true;
     loop {
         changes.borrow_and_update();
         bundles.borrow_and_update();
         policies.borrow_and_update();
+        federated.borrow_and_update();
         // An evicted node's stream ends with PermissionDenied.
         match service.node(&node.spiffe_id) {
             Ok(_) => {}
@@ -336,6 +338,7 @@ async fn run_sync(
             r = changes.changed() => if r.is_err() { return },
             r = bundles.changed() => if r.is_err() { return },
             r = policies.changed() => if r.is_err() { return },
+            r = federated.changed() => if r.is_err() { return },
             _ = tx.closed() => return,
             () = stopping(&mut shutdown) => {
                 let _ = tx.send(Err(Status::unavailable("server shutting down"))).await;
@@ -368,7 +371,14 @@ fn diff(sent: &NodeView, now: &NodeView, first: bool, revision: u64) -> Option<p
     let bundle_changed = first || sent.bundle != now.bundle;
     let policy_version = |v: &NodeView| v.policy.as_ref().map(|p| p.version);
     let policy_changed = first || policy_version(sent) != policy_version(now);
-    if !first && entries.is_empty() && removed.is_empty() && !bundle_changed && !policy_changed {
+    let federated_changed = first || sent.federated != now.federated;
+    if !first
+        && entries.is_empty()
+        && removed.is_empty()
+        && !bundle_changed
+        && !policy_changed
+        && !federated_changed
+    {
         return None;
     }
     Some(proto::SyncUpdate {
@@ -381,8 +391,17 @@ fn diff(sent: &NodeView, now: &NodeView, first: bool, revision: u64) -> Option<p
         } else {
             Vec::new()
         },
-        federated_bundles: HashMap::new(),
-        federated_changed: false,
+        // The whole set when any changed, so a deleted relationship's
+        // bundle leaves the agents (FED-10).
+        federated_bundles: if federated_changed {
+            now.federated
+                .iter()
+                .map(|(td, b)| (td.to_string(), b.to_json()))
+                .collect()
+        } else {
+            HashMap::new()
+        },
+        federated_changed,
         policy_changed,
         policy: if policy_changed {
             now.policy.as_deref().map(policy_to_proto)
@@ -395,6 +414,7 @@ fn diff(sent: &NodeView, now: &NodeView, first: bool, revision: u64) -> Option<p
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spiffe_core::SpiffeBundle;
     use svid_ca::RegistrationEntry;
 
     fn entry(path: &str) -> Arc<RegistrationEntry> {
@@ -413,6 +433,7 @@ mod tests {
             entries: entries.iter().map(|e| (e.id.clone(), e.clone())).collect(),
             bundle: None,
             policy: None,
+            federated: Arc::default(),
         }
     }
 
@@ -443,5 +464,43 @@ mod tests {
         assert!(u.entries.is_empty());
         assert_eq!(u.removed.len(), 2);
         assert_eq!(u.revision, 4);
+    }
+
+    #[test]
+    fn sync_sends_every_federated_bundle_when_one_changes_or_goes() {
+        let td = |s: &str| s.parse::<spiffe_core::TrustDomain>().unwrap();
+        let v1 = view(&[entry("/a")]);
+        let first = diff(&NodeView::default(), &v1, true, 1).unwrap();
+        assert!(first.federated_changed && first.federated_bundles.is_empty());
+        let mut v2 = v1.clone();
+        v2.federated = Arc::new(
+            [
+                (
+                    td("b.org"),
+                    SpiffeBundle::empty(td("b.org")).with_sequence(1),
+                ),
+                (
+                    td("c.org"),
+                    SpiffeBundle::empty(td("c.org")).with_sequence(1),
+                ),
+            ]
+            .into(),
+        );
+        let u = diff(&v1, &v2, false, 2).unwrap();
+        assert!(u.federated_changed && u.entries.is_empty());
+        assert_eq!(u.federated_bundles.len(), 2);
+        assert!(diff(&v2, &v2, false, 3).is_none());
+        let mut v3 = v2.clone();
+        let mut one = std::collections::BTreeMap::clone(&v3.federated);
+        one.insert(
+            td("b.org"),
+            SpiffeBundle::empty(td("b.org")).with_sequence(2),
+        );
+        one.remove(&td("c.org"));
+        v3.federated = Arc::new(one);
+        let u = diff(&v2, &v3, false, 4).unwrap();
+        assert!(u.federated_changed);
+        let tds: Vec<_> = u.federated_bundles.keys().cloned().collect();
+        assert_eq!(tds, ["b.org"], "the whole set: c.org is gone (FED-10)");
     }
 }

@@ -25,6 +25,9 @@ pub struct ServerMetrics {
     pub(crate) ca_slots: Family<Labels, Gauge>,
     /// The version of the policy set in force.
     pub(crate) policy_version: Gauge,
+    /// Federated bundle fetches by trust domain and outcome (`accepted`
+    /// or the refusal reason).
+    pub(crate) federation_fetches: Family<Labels, Counter>,
 }
 
 impl ServerMetrics {
@@ -48,6 +51,11 @@ impl ServerMetrics {
             "policy_version",
             "Version of the policy set in force",
             self.policy_version.clone(),
+        );
+        r.register(
+            "federation_fetches",
+            "Federated bundle fetches by trust domain and outcome (accepted or the refusal reason)",
+            self.federation_fetches.clone(),
         );
         r.register(
             "ca_slots",
@@ -76,5 +84,15 @@ impl ServerMetrics {
         self.errors
             .get_or_create(&vec![("kind", kind.into())])
             .inc();
+    }
+
+    /// Counts `n` fetches of `trust_domain`'s bundle with `outcome`.
+    pub(crate) fn federation_fetch(&self, trust_domain: &str, outcome: &str, n: u64) {
+        self.federation_fetches
+            .get_or_create(&vec![
+                ("trust_domain", trust_domain.into()),
+                ("outcome", outcome.into()),
+            ])
+            .inc_by(n);
     }
 }

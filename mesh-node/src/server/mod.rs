@@ -7,6 +7,7 @@
 
 mod admin;
 mod discovery_grpc;
+mod federation;
 mod grpc;
 mod identity;
 mod metrics;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use mtls_tower::{ServerConfigBuilder, authorizer};
 use prometheus_client::registry::Registry as MetricsRegistry;
+use spiffe_core::SpiffeBundle;
 use svid_ca::{
     CaConfig, CertificateAuthority, JoinTokenAttestor, NodeStore, Registry, SqliteStore,
     SystemClock,
@@ -28,6 +30,7 @@ use svid_ca::{
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use federation::{FederationRegistry, RelationshipError};
 pub use metrics::ServerMetrics;
 pub use policy::{PolicyStatus, PolicyStore};
 pub use service::{NodeError, NodeService, NodeView, Signed};
@@ -59,6 +62,13 @@ pub enum ServerError {
     /// TLS could not be configured.
     #[error("TLS: {0}")]
     Tls(#[from] mtls_tower::ConfigError),
+    /// A federation relationship (from the file or the data directory)
+    /// cannot work.
+    #[error("federation: {0}")]
+    Federation(#[from] RelationshipError),
+    /// The bundle endpoint cannot be served.
+    #[error("bundle endpoint: {0}")]
+    BundleEndpoint(#[from] mtls_tower::federation::FederationError),
     /// A listener could not be bound.
     #[error("listening on {what}: {source}")]
     Bind {
@@ -86,6 +96,8 @@ pub struct ServerHandle {
     pub admin_socket: PathBuf,
     /// The health endpoint's bound address, if any.
     pub health_addr: Option<SocketAddr>,
+    /// The bundle endpoint's bound address, if it is served.
+    pub bundle_endpoint_addr: Option<SocketAddr>,
     /// The node API's logic (for in-process use and tests).
     pub service: Arc<NodeService>,
     shutdown: watch::Sender<bool>,
@@ -134,6 +146,56 @@ fn x509pop_attestor(
     }
     svid_ca::X509PopAttestor::new(td.clone(), &cas, store, Arc::new(SystemClock))
         .map_err(|e| invalid(e.to_string()))
+}
+
+/// Binds the bundle endpoint, if configured: its address and the future
+/// serving it. It publishes the CA's current bundle (X.509 and JWT
+/// authorities; its `spiffe_sequence` grows with every change).
+async fn bundle_endpoint(
+    config: &ServerConfig,
+    ca: &Arc<CertificateAuthority>,
+    svid: Arc<spiffe_core::MemorySvidSource>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Option<(SocketAddr, impl Future<Output = ()> + use<>)>, ServerError> {
+    use mtls_tower::federation::{BundleEndpoint, EndpointTls};
+    let Some(settings) = &config.federation.bundle_endpoint else {
+        return Ok(None);
+    };
+    let invalid = |message: &str| {
+        ServerError::Config(ConfigError::Invalid {
+            field: "federation.bundle_endpoint",
+            message: message.into(),
+        })
+    };
+    let tls = match settings.profile.as_str() {
+        "https_spiffe" => EndpointTls::https_spiffe(provider, svid)?,
+        "https_web" => {
+            let (Some(cert), Some(key)) = (&settings.cert_file, &settings.key_file) else {
+                return Err(invalid("profile https_web needs cert_file and key_file"));
+            };
+            EndpointTls::https_web(provider, cert, key)?
+        }
+        _ => return Err(invalid("profile must be https_spiffe or https_web")),
+    };
+    let ca = ca.clone();
+    let endpoint = BundleEndpoint::new(move || Some(SpiffeBundle::clone(&ca.bundle())))
+        .refresh_hint(settings.refresh_hint);
+    let listener =
+        TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: format!("bundle endpoint {}", settings.listen),
+                source,
+            })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        what: "bundle endpoint".into(),
+        source,
+    })?;
+    tracing::info!(%addr, profile = %settings.profile, "serving the trust bundle");
+    Ok(Some((
+        addr,
+        mtls_tower::federation::serve(listener, tls, endpoint),
+    )))
 }
 
 /// Starts a server: opens the store, starts the authority, binds every
@@ -190,6 +252,14 @@ pub async fn build(
         .policy_version
         .set(policies.current().version as i64);
     let services = Arc::new(crate::discovery::ServiceRegistry::new());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let federation = FederationRegistry::open(
+        td.clone(),
+        &config.data_dir,
+        provider.clone(),
+        metrics.clone(),
+        &config.federation.relationships,
+    )?;
     let service = Arc::new(NodeService::new(
         ca.clone(),
         registry.clone(),
@@ -198,11 +268,14 @@ pub async fn build(
         metrics.clone(),
         policies.clone(),
         services.clone(),
+        federation.clone(),
     ));
 
     // The node API's own identity, renewed by a task below.
     let server_svid = identity::ServerSvid::issue(ca.clone(), registry.server_id())?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let bundle_endpoint =
+        bundle_endpoint(&config, &ca, server_svid.source(), provider.clone()).await?;
+    let bundle_endpoint_addr = bundle_endpoint.as_ref().map(|(addr, _)| *addr);
     let tls = ServerConfigBuilder::new(
         provider,
         server_svid.source(),
@@ -241,6 +314,7 @@ pub async fn build(
         node_api_addr,
         admin_socket: admin_socket.clone(),
         health_addr,
+        bundle_endpoint_addr,
         service: service.clone(),
         shutdown: shutdown_tx,
     };
@@ -305,8 +379,16 @@ pub async fn build(
                 None => Ok(()),
             }
         };
+        let publish = async move {
+            match bundle_endpoint {
+                Some((_, serving)) => serving.await,
+                None => std::future::pending().await,
+            }
+        };
         let background = async {
             tokio::select! {
+                () = federation.run() => {}
+                () = publish => {}
                 () = ca.clone().rotation_task(rotation_period) => {}
                 () = server_svid.renew_task() => {}
                 () = identity::slot_metrics(ca.clone(), grpc.metrics.clone()) => {}
@@ -315,6 +397,7 @@ pub async fn build(
                 () = watch_policy_version(policies.clone(), policy_metrics.clone()) => {}
                 () = stopped() => {}
             }
+            federation.stop();
             Ok::<(), ServerError>(())
         };
         ready_tx.send_replace(true);

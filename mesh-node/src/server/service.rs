@@ -13,6 +13,7 @@ use svid_ca::{
 };
 use tokio::sync::watch;
 
+use super::federation::FederationRegistry;
 use super::metrics::ServerMetrics;
 use super::policy::PolicyStore;
 use crate::discovery::ServiceRegistry;
@@ -84,6 +85,9 @@ pub struct NodeView {
     pub bundle: Option<Arc<SpiffeBundle>>,
     /// The policy set in force.
     pub policy: Option<Arc<PolicyBundle>>,
+    /// The bundles of the federated trust domains (every relationship's
+    /// last good bundle).
+    pub federated: Arc<std::collections::BTreeMap<spiffe_core::TrustDomain, SpiffeBundle>>,
 }
 
 /// The node API's logic: attestation, node SVIDs, entry views, batch
@@ -98,11 +102,15 @@ pub struct NodeService {
     metrics: Arc<ServerMetrics>,
     policies: Arc<PolicyStore>,
     services: Arc<ServiceRegistry>,
+    federation: Arc<FederationRegistry>,
     default_parent: std::sync::RwLock<Option<SpiffeId>>,
 }
 
 impl NodeService {
     /// A service over the authority, its registry and node records.
+    // One argument per part `server::build` wires in; a builder would
+    // only move the same list elsewhere.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ca: Arc<CertificateAuthority>,
         registry: Arc<Registry>,
@@ -111,6 +119,7 @@ impl NodeService {
         metrics: Arc<ServerMetrics>,
         policies: Arc<PolicyStore>,
         services: Arc<ServiceRegistry>,
+        federation: Arc<FederationRegistry>,
     ) -> Self {
         NodeService {
             ca,
@@ -121,6 +130,7 @@ impl NodeService {
             metrics,
             policies,
             services,
+            federation,
             default_parent: std::sync::RwLock::new(None),
         }
     }
@@ -184,6 +194,11 @@ impl NodeService {
     pub fn changed(&self) {
         self.changes.send_modify(|r| *r += 1);
         self.metrics.entries.set(self.registry.len() as i64);
+    }
+
+    /// The federation relationships and their bundles.
+    pub fn federation(&self) -> &Arc<FederationRegistry> {
+        &self.federation
     }
 
     /// A receiver that sees every [`NodeService::changed`].
@@ -269,6 +284,7 @@ impl NodeService {
             entries,
             bundle: Some(self.ca.bundle()),
             policy: Some(self.policies.current()),
+            federated: self.federation.current(),
         }
     }
 
