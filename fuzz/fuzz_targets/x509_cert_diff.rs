@@ -141,10 +141,13 @@ fn x509_facts(der: &[u8]) -> Result<CertFacts, Refusal> {
             .as_ref()
             // Only an OID is a parameter the strict reader keeps: RSA's
             // NULL is read by x509-parser as an (empty) OID otherwise.
-            // (universal class: a context-specific [6] has the same number).
+            // (universal class and primitive: a context-specific [6] and a
+            // constructed UNIVERSAL 6 carry the same number, and neither
+            // is an OID).
             .filter(|p| {
                 p.tag() == x509_parser::der_parser::asn1_rs::Tag::Oid
                     && p.class() == x509_parser::der_parser::asn1_rs::Class::Universal
+                    && !p.header.is_constructed()
             })
             .and_then(|p| p.as_oid().ok())
             .map(|oid| oid.as_bytes().to_vec()),
