@@ -451,7 +451,9 @@ mod tests {
         let ca = test_support::TestCa::new("example.org");
         let der = ca.leaf("spiffe://example.org/w").chain[0].to_vec();
         // The EC key's AlgorithmIdentifier: SEQUENCE { id-ecPublicKey, curve }.
-        let alg = [0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+        let alg = [
+            0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+        ];
         let at = der
             .windows(alg.len())
             .position(|w| w == alg)
@@ -509,9 +511,20 @@ mod tests {
         };
         assert_eq!(read(&[0x30, 0x00]), Some(false));
         assert_eq!(read(&[0x30, 0x03, 0x01, 0x01, 0xff]), Some(true));
-        assert_eq!(read(&[0x30, 0x06, 0x01, 0x01, 0xff, 0x02, 0x01, 0x00]), Some(true));
-        assert_eq!(read(&[0x30, 0x03, 0x09, 0x01, 0xff]), None, "a REAL, not a BOOLEAN");
-        assert_eq!(read(&[0x30, 0x03, 0x01, 0x01, 0x01]), None, "BOOLEAN TRUE is FF in DER");
+        assert_eq!(
+            read(&[0x30, 0x06, 0x01, 0x01, 0xff, 0x02, 0x01, 0x00]),
+            Some(true)
+        );
+        assert_eq!(
+            read(&[0x30, 0x03, 0x09, 0x01, 0xff]),
+            None,
+            "a REAL, not a BOOLEAN"
+        );
+        assert_eq!(
+            read(&[0x30, 0x03, 0x01, 0x01, 0x01]),
+            None,
+            "BOOLEAN TRUE is FF in DER"
+        );
         assert_eq!(
             read(&[0x30, 0x06, 0x01, 0x01, 0xff, 0x04, 0x01, 0x00]),
             None,
@@ -529,7 +542,10 @@ mod tests {
         let ski = [0x06, 0x03, 0x55, 0x1d, 0x0e];
         let aki = [0x06, 0x03, 0x55, 0x1d, 0x23];
         assert!(der.windows(5).any(|w| w == aki), "the leaf has an AKI");
-        let at = der.windows(5).position(|w| w == ski).expect("the leaf has an SKI");
+        let at = der
+            .windows(5)
+            .position(|w| w == ski)
+            .expect("the leaf has an SKI");
         assert!(parse(&der, 0).is_ok());
         let mut twice = der;
         twice[at + 4] = 0x23; // the SKI becomes a second AKI

@@ -193,7 +193,11 @@ mod tests {
         assert_eq!(read(&[0x03, 0x02, 0x05, 0xa0]), Some((5, &[0xa0u8][..])));
         assert_eq!(read(&[0x03, 0x02, 0x05, 0xa1]), None, "an unused bit set");
         assert_eq!(read(&[0x03, 0x01, 0x00]), Some((0, &[][..])));
-        assert_eq!(read(&[0x03, 0x02, 0x80, 0x04]), None, "more than 7 unused bits");
+        assert_eq!(
+            read(&[0x03, 0x02, 0x80, 0x04]),
+            None,
+            "more than 7 unused bits"
+        );
         assert_eq!(read(&[0x03, 0x01, 0x03]), None, "unused bits without bytes");
         assert_eq!(read(&[0x03, 0x00]), None, "no unused-bits byte");
     }
