@@ -118,12 +118,12 @@ async fn tonic_server_over_acceptor_sees_client_identity() {
         .tonic_channel(uri.clone());
         let status = call_who(picky).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-        assert_eq!(
-            rustls_error(&status),
-            Some(&rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure
-            )),
-            "our client's authorizer refused the server: {status:?}"
+        // Our client's authorizer refused the server, and the status says so.
+        assert!(
+            status.message().contains(
+                "peer spiffe://example.org/ns/default/sa/server is not authorized by exact(spiffe://example.org/other)"
+            ),
+            "{status:?}"
         );
 
         // A client the server does not admit cannot call; the server keeps serving.
