@@ -179,7 +179,7 @@ impl Admin {
     }
 
     async fn token(&mut self) -> BenchResult<String> {
-        let body = serde_json::to_vec(&TokenSpec { ttl: 3600 })?;
+        let body = serde_json::to_vec(&TokenSpec { ttl: 3600, spiffe_id: None })?;
         let b = self
             .call(http::Method::POST, "/v1/tokens", Some(body))
             .await?;

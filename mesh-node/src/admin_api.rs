@@ -98,6 +98,10 @@ pub struct TokenView {
     pub token: String,
     /// Unix seconds after which it is refused.
     pub expires_at: u64,
+    /// The node alias entry that gives the node attesting with this token
+    /// the requested SPIFFE ID (`token generate --spiffe-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<EntryView>,
 }
 
 /// `token generate`'s request.
@@ -106,6 +110,11 @@ pub struct TokenView {
 pub struct TokenSpec {
     /// Validity in seconds.
     pub ttl: u64,
+    /// Also register this SPIFFE ID for the node that attests with the
+    /// token: a node alias entry whose selector is the token's
+    /// `join_token:<hash>`, so entries may name it as their parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
 }
 
 /// An attested node.

@@ -358,3 +358,65 @@ fn a_read_only_data_directory_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not writable"));
 }
+
+/// SPIRE's `token generate -spiffeID`: the node that attests with the
+/// token is also known by the given ID, so entries can name that stable ID
+/// as their parent instead of the token-derived one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_a_spiffe_id_gives_its_node_that_alias() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start_server(&tmp.path().join("server"), port);
+    let bundle = tmp.path().join("bundle.pem");
+    std::fs::write(&bundle, cli_ok(&server.dir, &["bundle", "show"])).unwrap();
+
+    let out = cli_ok(
+        &server.dir,
+        &[
+            "token",
+            "generate",
+            "--spiffe-id",
+            "spiffe://example.org/host/rack-7",
+            "--output",
+            "json",
+        ],
+    );
+    let view: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = view["token"].as_str().unwrap().to_owned();
+    let alias = &view["alias"];
+    assert_eq!(alias["spiffe_id"], "spiffe://example.org/host/rack-7", "{view}");
+    let selector = alias["selectors"][0].as_str().unwrap();
+    assert!(selector.starts_with("join_token:"), "{selector}");
+
+    // An entry under the alias, made before the node exists.
+    let uid = format!("unix:uid:{}", my_uid());
+    cli_ok(
+        &server.dir,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/api",
+            "--parent-id",
+            "spiffe://example.org/host/rack-7",
+            "--selector",
+            &uid,
+        ],
+    );
+    let agent_dir = tmp.path().join("agent");
+    let agent = start_agent(&agent_dir, port, &bundle, Some(&token));
+    // The node's own ID is token-derived; the alias makes the entry its own.
+    let nodes = agents(&server);
+    assert!(
+        nodes[0].starts_with("spiffe://example.org/node/join_token/")
+            && nodes[0].ends_with(selector.trim_start_matches("join_token:")),
+        "{nodes:?}"
+    );
+    wait_for_ids(&agent.socket, &["spiffe://example.org/api"], 10).await;
+
+    // A bad ID is refused with one line and exit 1.
+    let out = cli(&server.dir, &["token", "generate", "--spiffe-id", "http://x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("spiffe_id") && err.trim().lines().count() == 1, "{err}");
+}

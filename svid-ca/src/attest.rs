@@ -108,6 +108,7 @@ pub struct JoinToken {
     secret: Zeroizing<String>,
     /// When it stops being accepted.
     pub expires_at: SystemTime,
+    selector: Selector,
 }
 
 impl JoinToken {
@@ -115,6 +116,22 @@ impl JoinToken {
     pub fn secret(&self) -> &str {
         &self.secret
     }
+
+    /// The selector the node that attests with this token will carry
+    /// (`join_token:` and the first 32 hex digits of the token's SHA-256):
+    /// what a node alias entry names to give that node another SPIFFE ID.
+    pub fn selector(&self) -> &Selector {
+        &self.selector
+    }
+}
+
+/// The short form of a hashed token that names the node, and its selector.
+fn token_selector(hashed: &str) -> Result<(&str, Selector), AttestError> {
+    let short = hashed.get(..32).unwrap_or(hashed);
+    let selector = Selector::new(JOIN_TOKEN, short).map_err(|_| AttestError::Malformed {
+        attestor: JOIN_TOKEN,
+    })?;
+    Ok((short, selector))
 }
 
 impl fmt::Debug for JoinToken {
@@ -165,8 +182,14 @@ impl JoinTokenAttestor {
         let bytes = keys::random::<32>().ok_or(AttestError::Random)?;
         let secret = Zeroizing::new(keys::hex(&bytes));
         let expires_at = self.clock.now() + ttl;
-        self.store.create_join_token(&hash(&secret), expires_at)?;
-        Ok(JoinToken { secret, expires_at })
+        let hashed = hash(&secret);
+        let (_, selector) = token_selector(&hashed)?;
+        self.store.create_join_token(&hashed, expires_at)?;
+        Ok(JoinToken {
+            secret,
+            expires_at,
+            selector,
+        })
     }
 }
 
@@ -184,12 +207,9 @@ impl NodeAttestor for JoinTokenAttestor {
             })?;
         let hashed = hash(token);
         let now = self.clock.now();
-        let short = hashed.get(..32).unwrap_or(&hashed);
+        let (short, selector) = token_selector(&hashed)?;
         let spiffe_id = SpiffeId::from_segments(&self.trust_domain, &["node", JOIN_TOKEN, short])
             .map_err(|_| AttestError::Malformed {
-            attestor: JOIN_TOKEN,
-        })?;
-        let selector = Selector::new(JOIN_TOKEN, short).map_err(|_| AttestError::Malformed {
             attestor: JOIN_TOKEN,
         })?;
         let node = AttestedNode {

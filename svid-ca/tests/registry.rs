@@ -206,6 +206,13 @@ fn join_token_is_single_use_and_yields_a_node_svid() {
     assert!(!format!("{token:?}").contains(token.secret()));
     let node = a.attest(token.secret().as_bytes()).unwrap();
     assert!(node.spiffe_id.path().starts_with("/node/join_token/"));
+    // The token announced the selector its node now carries (what a node
+    // alias entry for `token generate --spiffe-id` names).
+    assert_eq!(
+        node.selectors.iter().collect::<Vec<_>>(),
+        [token.selector()]
+    );
+    assert!(node.spiffe_id.path().ends_with(token.selector().value()));
     assert_eq!(
         store.attested_node(&node.spiffe_id).unwrap(),
         Some(node.clone())

@@ -137,6 +137,10 @@ pub(crate) enum TokenCommand {
         /// How long it stays valid.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
         ttl: Duration,
+        /// Also give the node that attests with the token this SPIFFE ID
+        /// (a node alias entry; entries may then name it as parent).
+        #[arg(long = "spiffe-id", value_name = "ID")]
+        spiffe_id: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -476,9 +480,14 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
             let e: EntryView = decode(&b)?;
             print_one(admin.output, &e, |e| println!("deleted entry {}", e.id));
         }
-        AdminCommand::Token(TokenCommand::Generate { ttl, admin }) => {
+        AdminCommand::Token(TokenCommand::Generate {
+            ttl,
+            spiffe_id,
+            admin,
+        }) => {
             let spec = TokenSpec {
                 ttl: ttl.as_secs().max(1),
+                spiffe_id,
             };
             let b = call(
                 &admin.socket(),
@@ -488,7 +497,17 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
             )
             .await?;
             let t: TokenView = decode(&b)?;
-            print_one(admin.output, &t, |t| println!("Token: {}", t.token));
+            print_one(admin.output, &t, |t| {
+                println!("Token: {}", t.token);
+                if let Some(alias) = &t.alias {
+                    println!(
+                        "Node alias: {} (entry {}, selector {})",
+                        alias.spiffe_id,
+                        alias.id,
+                        alias.selectors.join(" ")
+                    );
+                }
+            });
         }
         AdminCommand::Agent(AgentAction::List { admin }) => {
             let b = call(&admin.socket(), Method::GET, "/v1/agents", None).await?;

@@ -250,15 +250,39 @@ async fn create_token(
     State(s): State<AdminState>,
     Json(spec): Json<TokenSpec>,
 ) -> Result<(StatusCode, Json<TokenView>)> {
+    // Checked before the token exists, so a bad ID leaves nothing behind.
+    let alias_id = spec
+        .spiffe_id
+        .as_deref()
+        .map(|v| parse_id("spiffe_id", v))
+        .transpose()?;
     let token = s
         .tokens
         .create_token(Duration::from_secs(spec.ttl))
         .map_err(bad)?;
+    // SPIRE's `token generate -spiffeID`: the node that attests with this
+    // token is also known by that ID (a node alias on its token selector).
+    let alias = match alias_id {
+        None => None,
+        Some(id) => {
+            let entry = RegistrationEntry::new(
+                id,
+                s.service.registry().server_id(),
+                vec![token.selector().clone()],
+            )
+            .map_err(bad)?;
+            let created = s.service.registry().create(entry).map_err(entry_error)?;
+            s.service.changed();
+            tracing::info!(entry = %created.id, spiffe_id = %created.spiffe_id, "node alias for a join token created");
+            Some(EntryView::from(&*created))
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(TokenView {
             token: token.secret().to_owned(),
             expires_at: unix(token.expires_at),
+            alias,
         }),
     ))
 }
