@@ -179,7 +179,10 @@ impl Admin {
     }
 
     async fn token(&mut self) -> BenchResult<String> {
-        let body = serde_json::to_vec(&TokenSpec { ttl: 3600, spiffe_id: None })?;
+        let body = serde_json::to_vec(&TokenSpec {
+            ttl: 3600,
+            spiffe_id: None,
+        })?;
         let b = self
             .call(http::Method::POST, "/v1/tokens", Some(body))
             .await?;
@@ -233,6 +236,8 @@ async fn attest(port: u16, bundle: &SpiffeBundle, token: String) -> BenchResult<
         bundles: trust,
         provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         insecure_bootstrap: false,
+        keepalive_interval: std::time::Duration::from_secs(15),
+        keepalive_timeout: std::time::Duration::from_secs(10),
     })?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let csr = CertificateParams::default().serialize_request(&key)?;

@@ -242,8 +242,11 @@ pub async fn build(
     let join_token = if agent_dir.join("node-svid.pem").exists() {
         None
     } else {
-        let body = serde_json::to_vec(&TokenSpec { ttl: 600, spiffe_id: None })
-            .map_err(|e| UpError::Agent(e.to_string()))?;
+        let body = serde_json::to_vec(&TokenSpec {
+            ttl: 600,
+            spiffe_id: None,
+        })
+        .map_err(|e| UpError::Agent(e.to_string()))?;
         let bytes = crate::cli::admin_call(
             &server_handle.admin_socket,
             http::Method::POST,

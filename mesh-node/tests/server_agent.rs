@@ -384,7 +384,10 @@ async fn a_token_with_a_spiffe_id_gives_its_node_that_alias() {
     let view: serde_json::Value = serde_json::from_str(&out).unwrap();
     let token = view["token"].as_str().unwrap().to_owned();
     let alias = &view["alias"];
-    assert_eq!(alias["spiffe_id"], "spiffe://example.org/host/rack-7", "{view}");
+    assert_eq!(
+        alias["spiffe_id"], "spiffe://example.org/host/rack-7",
+        "{view}"
+    );
     let selector = alias["selectors"][0].as_str().unwrap();
     assert!(selector.starts_with("join_token:"), "{selector}");
 
@@ -415,8 +418,14 @@ async fn a_token_with_a_spiffe_id_gives_its_node_that_alias() {
     wait_for_ids(&agent.socket, &["spiffe://example.org/api"], 10).await;
 
     // A bad ID is refused with one line and exit 1.
-    let out = cli(&server.dir, &["token", "generate", "--spiffe-id", "http://x"]);
+    let out = cli(
+        &server.dir,
+        &["token", "generate", "--spiffe-id", "http://x"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("spiffe_id") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("spiffe_id") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 }

@@ -560,6 +560,8 @@ pub async fn build(
             bundles: server_trust.clone(),
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             insecure_bootstrap: config.insecure_bootstrap,
+            keepalive_interval: config.sync_keepalive,
+            keepalive_timeout: config.sync_keepalive_timeout,
         })
         .map_err(AgentError::Attestation)?,
     );

@@ -52,6 +52,15 @@ pub struct AgentConfig {
     /// doubles up to 30 s.
     #[serde(with = "super::duration")]
     pub retry_initial: Duration,
+    /// HTTP/2 PING interval on the connection to the server, also while
+    /// the sync stream is idle: a silent partition (a cut link, a server
+    /// that stopped answering) is noticed within this plus
+    /// `sync_keepalive_timeout`, and the agent reconnects.
+    #[serde(with = "super::duration")]
+    pub sync_keepalive: Duration,
+    /// How long a PING may go unanswered before the connection is dropped.
+    #[serde(with = "super::duration")]
+    pub sync_keepalive_timeout: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -97,6 +106,8 @@ impl Default for AgentConfig {
             max_cached_svids: 10_000,
             attest_binary: false,
             retry_initial: Duration::from_millis(500),
+            sync_keepalive: Duration::from_secs(15),
+            sync_keepalive_timeout: Duration::from_secs(10),
         }
     }
 }

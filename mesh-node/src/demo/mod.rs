@@ -246,7 +246,13 @@ async fn up(dir: &Path, policies: Option<&Path>) -> Result<Mesh, DemoFailure> {
         &admin_socket,
         http::Method::POST,
         "/v1/tokens",
-        Some(serde_json::to_vec(&TokenSpec { ttl: 600, spiffe_id: None }).map_err(|e| step(e.to_string()))?),
+        Some(
+            serde_json::to_vec(&TokenSpec {
+                ttl: 600,
+                spiffe_id: None,
+            })
+            .map_err(|e| step(e.to_string()))?,
+        ),
     )
     .await
     .map_err(|e| step(format!("join token: {e}")))?;

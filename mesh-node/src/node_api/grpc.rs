@@ -38,6 +38,10 @@ pub struct NodeTls {
     /// Attest without authenticating the server when `bundles` holds no
     /// bundle of its trust domain (see the agent's `insecure_bootstrap`).
     pub insecure_bootstrap: bool,
+    /// HTTP/2 PING interval, also while idle.
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is dropped.
+    pub keepalive_timeout: Duration,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -104,7 +108,14 @@ fn channel(tls: &NodeTls, svid: Arc<MemorySvidSource>) -> Result<Channel, NodeAp
         .parse()
         .map_err(|e| NodeApiError::InvalidArgument(format!("server address: {e}")))?;
     let connector = MtlsConnector::new(config).connect_timeout(Duration::from_secs(5));
-    Ok(connector.tonic_channel(uri))
+    // PINGs, also while the sync stream is idle: a partition that drops
+    // packets without a reset ends the stream instead of leaving the agent
+    // waiting on a connection that is gone.
+    Ok(tonic::transport::Endpoint::from(uri)
+        .http2_keep_alive_interval(tls.keepalive_interval)
+        .keep_alive_timeout(tls.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .connect_with_connector_lazy(connector))
 }
 
 pub(crate) fn status_to_error(s: tonic::Status) -> NodeApiError {

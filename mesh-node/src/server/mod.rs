@@ -37,6 +37,11 @@ pub use service::{NodeError, NodeService, NodeView, Signed};
 
 use crate::config::{ConfigError, ServerConfig};
 
+/// HTTP/2 PING interval the node API sends to agents.
+const NODE_API_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long an agent may leave a PING unanswered.
+const NODE_API_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -337,7 +342,11 @@ pub async fn build(
     let rotation_period = config.ca.rotation_check;
     let policy_metrics = metrics.clone();
     let task = async move {
+        // PINGs to agents as well: the sync stream of an agent that went
+        // away without a reset is dropped instead of held.
         let node_api = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(NODE_API_KEEPALIVE))
+            .http2_keepalive_timeout(Some(NODE_API_KEEPALIVE_TIMEOUT))
             .add_service(crate::proto::node_server::NodeServer::new(grpc.clone()))
             .add_service(crate::proto::discovery_server::DiscoveryServer::new(
                 discovery_grpc::DiscoveryGrpc {
