@@ -429,3 +429,104 @@ async fn a_token_with_a_spiffe_id_gives_its_node_that_alias() {
         "{err}"
     );
 }
+
+/// The admin API over mTLS (`admin_listen`): a workload whose entry is
+/// marked `admin` runs admin commands with its X509-SVID from the Workload
+/// API (`--admin-addr`); any other identity is refused at the handshake
+/// and told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_over_mtls_admits_only_admin_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let admin_port = free_port();
+    let server = start_server_with(
+        &tmp.path().join("server"),
+        port,
+        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+    );
+    let bundle = tmp.path().join("bundle.pem");
+    std::fs::write(&bundle, cli_ok(&server.dir, &["bundle", "show"])).unwrap();
+    let agent = start_agent(
+        &tmp.path().join("agent"),
+        port,
+        &bundle,
+        Some(&token(&server)),
+    );
+    let node = agents(&server)[0].clone();
+    let uid = format!("unix:uid:{}", my_uid());
+    let created = cli_ok(
+        &server.dir,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/ops",
+            "--parent-id",
+            &node,
+            "--selector",
+            &uid,
+            "--output",
+            "json",
+        ],
+    );
+    let created: Vec<serde_json::Value> = serde_json::from_str(&created).unwrap();
+    let ops_entry = created[0]["id"].as_str().unwrap().to_owned();
+    wait_for_ids(&agent.socket, &["spiffe://example.org/ops"], 10).await;
+
+    let over_mtls = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .env(
+                "SPIFFE_ENDPOINT_SOCKET",
+                format!("unix://{}", agent.socket.display()),
+            )
+            .output()
+            .unwrap()
+    };
+    // Not marked admin: refused at the handshake, and the CLI says why.
+    let out = over_mtls(&["entry", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refused this client (spiffe://example.org/ops)")
+            && err.contains("its authorizer does not admit"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // Marked admin: the same identity runs admin commands.
+    cli_ok(
+        &server.dir,
+        &["entry", "update", "--id", &ops_entry, "--admin"],
+    );
+    let out = over_mtls(&["entry", "list", "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("spiffe://example.org/ops"), "{listed}");
+    let out = over_mtls(&["token", "generate", "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without a Workload API the CLI says so.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "entry",
+            "list",
+            "--admin-addr",
+            &format!("127.0.0.1:{admin_port}"),
+        ])
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("SPIFFE_ENDPOINT_SOCKET is not set"), "{err}");
+}

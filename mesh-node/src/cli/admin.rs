@@ -1,7 +1,6 @@
 //! Admin commands: `entry`, `token`, `agent list|show|evict`, `bundle`,
 //! `ca`, `federation`. Each is one request to the server's admin socket.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -248,29 +247,59 @@ pub(crate) enum AdminFailure {
         path: String,
         source: std::io::Error,
     },
+    #[error("admin API at {addr} over mTLS: {why}")]
+    Mtls { addr: String, why: String },
     #[error("{0}")]
     Http(String),
     #[error("{0}")]
     Server(String),
 }
 
-/// One request to the admin socket; the body of a 2xx answer.
+/// Where an admin command sends its request.
+#[derive(Debug, Clone)]
+pub(crate) enum AdminTarget {
+    /// The server's 0600 Unix socket (the server's own user).
+    Socket(std::path::PathBuf),
+    /// The admin API over mTLS, with this process's SVID from the Workload
+    /// API (`SPIFFE_ENDPOINT_SOCKET`); its entry must be marked `admin`.
+    Mtls(String),
+}
+
+/// One request to the admin API; the body of a 2xx answer.
 pub(crate) async fn call(
-    socket: &Path,
+    target: &AdminTarget,
     method: http::Method,
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<Bytes, AdminFailure> {
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|source| AdminFailure::Connect {
-            path: socket.display().to_string(),
-            source,
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| AdminFailure::Http(e.to_string()))?;
-    tokio::spawn(conn);
+    // The connection task runs detached; it ends with the connection.
+    let (mut sender, _connection) = match target {
+        AdminTarget::Socket(socket) => {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|source| AdminFailure::Connect {
+                    path: socket.display().to_string(),
+                    source,
+                })?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| AdminFailure::Http(e.to_string()))?;
+            (
+                sender,
+                tokio::spawn(async move { conn.await.map_err(|e| e.to_string()) }),
+            )
+        }
+        AdminTarget::Mtls(addr) => {
+            let stream = mtls_stream(addr).await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(stream)
+                .await
+                .map_err(|e| AdminFailure::Http(e.to_string()))?;
+            (
+                sender,
+                tokio::spawn(async move { conn.await.map_err(|e| e.to_string()) }),
+            )
+        }
+    };
     let mut req = http::Request::builder()
         .method(method)
         .uri(path)
@@ -284,7 +313,8 @@ pub(crate) async fn call(
     let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
         .await
         .map_err(|_| AdminFailure::Http("the server did not answer in 30 s".into()))?
-        .map_err(|e| AdminFailure::Http(e.to_string()))?;
+        // The whole chain: over mTLS a refused client learns why here.
+        .map_err(|e| AdminFailure::Http(spiffe_core::error_chain(&e)))?;
     let status = resp.status();
     let bytes = resp
         .into_body()
@@ -300,6 +330,34 @@ pub(crate) async fn call(
             .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
         Err(AdminFailure::Server(msg))
     }
+}
+
+/// An mTLS connection to the admin API at `addr`, as this process's
+/// workload identity, to the server's own SPIFFE ID in that trust domain.
+async fn mtls_stream(addr: &str) -> Result<mtls_tower::MtlsStream, AdminFailure> {
+    let fail = |why: String| AdminFailure::Mtls {
+        addr: addr.to_owned(),
+        why,
+    };
+    let source = workload_api::X509Source::from_env(workload_api::DEFAULT_CONNECT_WAIT)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let own = spiffe_core::SvidSource::x509_svid(&source)
+        .ok_or_else(|| fail("the Workload API withdrew this process's SVID".into()))?;
+    let server = spiffe_core::SpiffeId::from_path(own.spiffe_id().trust_domain(), "/server")
+        .map_err(|e| fail(e.to_string()))?;
+    let config =
+        mtls_tower::ClientConfigBuilder::from_source(source, mtls_tower::authorizer::exact(server))
+            .alpn_protocols(vec![b"http/1.1".to_vec()])
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+    let uri: http::Uri = format!("https://{addr}")
+        .parse()
+        .map_err(|e| fail(format!("address: {e}")))?;
+    mtls_tower::MtlsConnector::new(config)
+        .connect(uri)
+        .await
+        .map_err(|e| fail(spiffe_core::error_chain(&e)))
 }
 
 pub(super) fn decode<T: DeserializeOwned>(b: &Bytes) -> Result<T, AdminFailure> {
@@ -420,7 +478,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
         AdminCommand::Federation(cmd) => super::federation::execute(cmd).await?,
         AdminCommand::Entry(EntryCommand::Create { fields, admin }) => {
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::POST,
                 "/v1/entries",
                 Some(json(&fields.spec())),
@@ -440,7 +498,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
                 ("selector", selector.as_deref()),
             ]);
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::GET,
                 &format!("/v1/entries{q}"),
                 None,
@@ -451,7 +509,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
         }
         AdminCommand::Entry(EntryCommand::Show { id, admin }) => {
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::GET,
                 &format!("/v1/entries/{}", percent(&id)),
                 None,
@@ -461,7 +519,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
         }
         AdminCommand::Entry(EntryCommand::Update { id, fields, admin }) => {
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::PUT,
                 &format!("/v1/entries/{}", percent(&id)),
                 Some(json(&fields.spec())),
@@ -471,7 +529,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
         }
         AdminCommand::Entry(EntryCommand::Delete { id, admin }) => {
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::DELETE,
                 &format!("/v1/entries/{}", percent(&id)),
                 None,
@@ -490,7 +548,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
                 spiffe_id,
             };
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::POST,
                 "/v1/tokens",
                 Some(json(&spec)),
@@ -510,13 +568,13 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
             });
         }
         AdminCommand::Agent(AgentAction::List { admin }) => {
-            let b = call(&admin.socket(), Method::GET, "/v1/agents", None).await?;
+            let b = call(&admin.target(), Method::GET, "/v1/agents", None).await?;
             let agents: Vec<AgentView> = decode(&b)?;
             print_agents(admin.output, &agents);
         }
         AdminCommand::Agent(AgentAction::Show { id, admin }) => {
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::GET,
                 &format!("/v1/agent{}", query(&[("id", Some(&id))])),
                 None,
@@ -526,7 +584,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
         }
         AdminCommand::Agent(AgentAction::Evict { id, admin }) => {
             call(
-                &admin.socket(),
+                &admin.target(),
                 Method::DELETE,
                 &format!("/v1/agent{}", query(&[("id", Some(&id))])),
                 None,
@@ -543,7 +601,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
                 BundleFormat::Spiffe => "spiffe",
             };
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::GET,
                 &format!("/v1/bundle?format={f}"),
                 None,
@@ -555,7 +613,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
             }
         }
         AdminCommand::PolicyStatus(admin) => {
-            let b = call(&admin.socket(), Method::GET, "/v1/policy", None).await?;
+            let b = call(&admin.target(), Method::GET, "/v1/policy", None).await?;
             let st: crate::server::PolicyStatus = decode(&b)?;
             print_one(admin.output, &st, |st| {
                 println!("Directory : {}", st.dir.as_deref().unwrap_or("(none)"));
@@ -575,7 +633,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
         AdminCommand::Ca(cmd) => {
             let (op, kind, id, admin) = match cmd {
                 CaCommand::Show { admin } => {
-                    let b = call(&admin.socket(), Method::GET, "/v1/ca", None).await?;
+                    let b = call(&admin.target(), Method::GET, "/v1/ca", None).await?;
                     let slots: Vec<AuthorityView> = decode(&b)?;
                     print_authorities(admin.output, &slots);
                     return Ok(());
@@ -591,7 +649,7 @@ async fn execute(cmd: AdminCommand) -> Result<(), AdminFailure> {
             };
             let q = query(&[("kind", Some(kind)), ("id", id.as_deref())]);
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::POST,
                 &format!("/v1/ca/{op}{q}"),
                 None,

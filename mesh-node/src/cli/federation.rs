@@ -169,7 +169,7 @@ fn path(td: &str, suffix: &str) -> String {
 pub(crate) async fn execute(cmd: FederationCommand) -> Result<(), AdminFailure> {
     let (admin, view): (AdminArgs, RelationshipView) = match cmd {
         FederationCommand::List { admin } => {
-            let b = call(&admin.socket(), Method::GET, "/v1/federation", None).await?;
+            let b = call(&admin.target(), Method::GET, "/v1/federation", None).await?;
             let rs: Vec<RelationshipView> = decode(&b)?;
             print_relationships(admin.output, &rs);
             return Ok(());
@@ -181,7 +181,7 @@ pub(crate) async fn execute(cmd: FederationCommand) -> Result<(), AdminFailure> 
         } => {
             let spec = fields.spec(trust_domain)?;
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::POST,
                 "/v1/federation",
                 Some(json(&spec)),
@@ -193,7 +193,7 @@ pub(crate) async fn execute(cmd: FederationCommand) -> Result<(), AdminFailure> 
             trust_domain,
             admin,
         } => {
-            let b = call(&admin.socket(), Method::GET, &path(&trust_domain, ""), None).await?;
+            let b = call(&admin.target(), Method::GET, &path(&trust_domain, ""), None).await?;
             (admin, decode(&b)?)
         }
         FederationCommand::Update {
@@ -203,7 +203,7 @@ pub(crate) async fn execute(cmd: FederationCommand) -> Result<(), AdminFailure> 
         } => {
             let spec = fields.spec(trust_domain.clone())?;
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::PUT,
                 &path(&trust_domain, ""),
                 Some(json(&spec)),
@@ -216,7 +216,7 @@ pub(crate) async fn execute(cmd: FederationCommand) -> Result<(), AdminFailure> 
             admin,
         } => {
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::DELETE,
                 &path(&trust_domain, ""),
                 None,
@@ -233,7 +233,7 @@ pub(crate) async fn execute(cmd: FederationCommand) -> Result<(), AdminFailure> 
             admin,
         } => {
             let b = call(
-                &admin.socket(),
+                &admin.target(),
                 Method::POST,
                 &path(&trust_domain, "/refresh"),
                 None,

@@ -90,16 +90,31 @@ pub struct AdminArgs {
     /// The admin socket, when it is not in the data directory.
     #[arg(long, value_name = "PATH", global = true)]
     pub admin_socket: Option<PathBuf>,
+    /// The admin API over mTLS (the server's `admin_listen`), instead of
+    /// the socket: this process's identity comes from the Workload API
+    /// (`SPIFFE_ENDPOINT_SOCKET`) and its entry must be marked `admin`.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        global = true,
+        conflicts_with = "admin_socket"
+    )]
+    pub admin_addr: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
 }
 
 impl AdminArgs {
-    fn socket(&self) -> PathBuf {
-        self.admin_socket
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("admin.sock"))
+    fn target(&self) -> admin::AdminTarget {
+        match &self.admin_addr {
+            Some(addr) => admin::AdminTarget::Mtls(addr.clone()),
+            None => admin::AdminTarget::Socket(
+                self.admin_socket
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("admin.sock")),
+            ),
+        }
     }
 }
 
@@ -126,9 +141,14 @@ pub async fn admin_call(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<bytes::Bytes, String> {
-    admin::call(socket, method, path, body)
-        .await
-        .map_err(|e| e.to_string())
+    admin::call(
+        &admin::AdminTarget::Socket(socket.to_owned()),
+        method,
+        path,
+        body,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 pub(crate) use run::terminated;

@@ -22,6 +22,10 @@ pub struct ServerConfig {
     pub node_api_listen: SocketAddr,
     /// The admin API's Unix socket; `<data_dir>/admin.sock` when absent.
     pub admin_socket: Option<PathBuf>,
+    /// The admin API also over mTLS on this TCP address, for workloads
+    /// whose registration entry is marked `admin` (their X509-SVID is the
+    /// credential, checked at the handshake); off when absent.
+    pub admin_listen: Option<SocketAddr>,
     /// `/healthz`, `/readyz` and `/metrics`; off when absent.
     pub health_listen: Option<SocketAddr>,
     /// The certificate authority.
@@ -156,6 +160,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_SERVER_DATA_DIR),
             node_api_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             admin_socket: None,
+            admin_listen: None,
             health_listen: None,
             ca: CaSettings::default(),
             x509pop_ca_bundle_path: None,

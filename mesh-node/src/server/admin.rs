@@ -246,6 +246,23 @@ async fn delete_entry(
     Ok(Json(EntryView::from(&*e)))
 }
 
+/// The admin API's authorizer over mTLS: a client whose SPIFFE ID is that
+/// of a registration entry marked `admin` (SPIRE's admin entries).
+pub(crate) struct AdminEntries(pub(crate) Arc<svid_ca::Registry>);
+
+impl mtls_tower::Authorizer for AdminEntries {
+    fn authorize(&self, peer: &spiffe_core::SpiffeId) -> bool {
+        self.0
+            .list()
+            .iter()
+            .any(|e| e.admin && e.spiffe_id == *peer)
+    }
+
+    fn describe(&self) -> String {
+        "a registration entry marked admin".to_owned()
+    }
+}
+
 async fn create_token(
     State(s): State<AdminState>,
     Json(spec): Json<TokenSpec>,

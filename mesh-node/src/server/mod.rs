@@ -99,6 +99,8 @@ pub struct ServerHandle {
     pub node_api_addr: SocketAddr,
     /// The admin socket's path.
     pub admin_socket: PathBuf,
+    /// The admin API's mTLS address, if it is served.
+    pub admin_addr: Option<SocketAddr>,
     /// The health endpoint's bound address, if any.
     pub health_addr: Option<SocketAddr>,
     /// The bundle endpoint's bound address, if it is served.
@@ -281,6 +283,14 @@ pub async fn build(
     let bundle_endpoint =
         bundle_endpoint(&config, &ca, server_svid.source(), provider.clone()).await?;
     let bundle_endpoint_addr = bundle_endpoint.as_ref().map(|(addr, _)| *addr);
+    let admin_tls = ServerConfigBuilder::new(
+        provider.clone(),
+        server_svid.source(),
+        ca.clone(),
+        admin::AdminEntries(registry.clone()),
+    )
+    .alpn_protocols(vec![b"http/1.1".to_vec()])
+    .build()?;
     let tls = ServerConfigBuilder::new(
         provider,
         server_svid.source(),
@@ -305,6 +315,18 @@ pub async fn build(
         })?;
     let admin_socket = config.admin_socket();
     let admin_listener = crate::fsutil::bind_private_socket(&admin_socket)?;
+    let admin_tcp = match config.admin_listen {
+        None => None,
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    what: format!("admin API {addr}"),
+                    source,
+                })?,
+        ),
+    };
+    let admin_addr = admin_tcp.as_ref().and_then(|l| l.local_addr().ok());
     let health_listener = crate::health::bind(config.health_listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -318,6 +340,7 @@ pub async fn build(
     let handle = ServerHandle {
         node_api_addr,
         admin_socket: admin_socket.clone(),
+        admin_addr,
         health_addr,
         bundle_endpoint_addr,
         service: service.clone(),
@@ -367,6 +390,27 @@ pub async fn build(
             service: grpc.service.clone(),
             tokens,
         });
+        let admin_mtls = {
+            let app = admin_app.clone();
+            let stop = stopped();
+            async move {
+                let Some(listener) = admin_tcp else {
+                    return Ok(());
+                };
+                // A refused handshake (not an admin entry) is the client's
+                // error to read; the acceptor logs it and goes on.
+                axum::serve(
+                    mtls_tower::MtlsAcceptor::new(listener, admin_tls),
+                    mtls_tower::into_make_service(app),
+                )
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(|e| ServerError::Serve {
+                    what: "admin API over mTLS",
+                    message: e.to_string(),
+                })
+            }
+        };
         let admin = axum::serve(admin_listener, admin_app)
             .with_graceful_shutdown(stopped())
             .into_future()
@@ -411,7 +455,7 @@ pub async fn build(
         };
         ready_tx.send_replace(true);
         tracing::info!(%node_api_addr, admin = %admin_socket.display(), "server ready");
-        let result = tokio::try_join!(node_api, admin, health, background).map(|_| ());
+        let result = tokio::try_join!(node_api, admin, admin_mtls, health, background).map(|_| ());
         let _ = std::fs::remove_file(&admin_socket);
         result
     };
