@@ -72,6 +72,23 @@ async fn wait_health(
         .expect("the agent is running");
 }
 
+/// `GET /metrics` over HTTP/1.0.
+async fn get_metrics(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The value of the sample line starting with `name `.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_partition_ends_the_sync_stream_and_the_agent_resyncs() {
     let _limit = test_support::time_limit(120);
@@ -113,10 +130,16 @@ async fn a_silent_partition_ends_the_sync_stream_and_the_agent_resyncs() {
     config.retry_initial = Duration::from_millis(200);
     config.sync_keepalive = Duration::from_secs(1);
     config.sync_keepalive_timeout = Duration::from_secs(1);
+    config.health_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     let (agent, agent_task) = mesh_node::agent::build(config).await.unwrap();
     let agent_task = tokio::spawn(agent_task);
     let mut health = agent.health();
     wait_health(&mut health, "synced", |h| *h == AgentHealth::Synced).await;
+    // The sync lag is measured from the server's send time.
+    let metrics = get_metrics(agent.health_addr.expect("health listener")).await;
+    let count = metric(&metrics, "mesh_node_agent_sync_lag_seconds_count");
+    assert!(count >= 1.0, "{metrics}");
+    assert!(metric(&metrics, "mesh_node_agent_last_sync_timestamp_seconds") > 1.7e9);
 
     // Packets stop, nothing is reset: only keepalive can tell.
     path.send_replace(false);

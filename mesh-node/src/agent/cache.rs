@@ -311,6 +311,7 @@ mod tests {
             bundle: None,
             federated: None,
             policy: None,
+            sent_at: None,
         }
     }
 

@@ -141,13 +141,34 @@ impl AgentHandle {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct AgentMetrics {
     entries: Gauge,
     svids: Gauge,
     signed: Counter,
     errors: Family<Vec<(&'static str, String)>, Counter>,
     synced: Gauge,
+    /// From the server sending a sync message to the agent applying it.
+    sync_lag: prometheus_client::metrics::histogram::Histogram,
+    /// When the last sync message was applied (Unix seconds).
+    last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        AgentMetrics {
+            entries: Gauge::default(),
+            svids: Gauge::default(),
+            signed: Counter::default(),
+            errors: Family::default(),
+            synced: Gauge::default(),
+            // 1 ms to about 16 s.
+            sync_lag: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
+            ),
+            last_sync: Gauge::default(),
+        }
+    }
 }
 
 impl AgentMetrics {
@@ -170,6 +191,29 @@ impl AgentMetrics {
             "1 while in sync with the server, 0 while serving from cache",
             self.synced.clone(),
         );
+        r.register(
+            "sync_lag_seconds",
+            "From the server sending a sync message (an entry, bundle or policy change) to the agent applying it",
+            self.sync_lag.clone(),
+        );
+        r.register(
+            "last_sync_timestamp_seconds",
+            "When the last sync message was applied, in Unix seconds",
+            self.last_sync.clone(),
+        );
+    }
+
+    /// Records one applied sync message the server sent at `sent_at`.
+    fn synced_at(&self, sent_at: Option<std::time::SystemTime>) {
+        let now = std::time::SystemTime::now();
+        if let Some(sent) = sent_at {
+            // Clocks of two hosts: a message from the future counts as 0.
+            let lag = now.duration_since(sent).unwrap_or_default();
+            self.sync_lag.observe(lag.as_secs_f64());
+        }
+        if let Ok(t) = now.duration_since(std::time::UNIX_EPOCH) {
+            self.last_sync.set(t.as_secs_f64());
+        }
     }
     fn error(&self, kind: &'static str) {
         self.errors
@@ -357,7 +401,9 @@ impl Agent {
                                         tracing::warn!(%error, "persisting the bundle failed");
                                     }
                                 }
+                                let sent_at = update.sent_at;
                                 self.cache.apply(update);
+                                self.metrics.synced_at(sent_at);
                                 self.metrics.entries.set(self.cache.entry_count() as i64);
                                 self.set_health(AgentHealth::Synced);
                                 self.sign_due().await;

@@ -196,6 +196,8 @@ fn update_from_proto(td: &TrustDomain, u: proto::SyncUpdate) -> Result<SyncUpdat
         bundle,
         federated,
         policy,
+        sent_at: (u.sent_at_unix_ms > 0)
+            .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_millis(u.sent_at_unix_ms)),
     })
 }
 

@@ -58,6 +58,8 @@ pub struct SyncUpdate {
     pub federated: Option<Vec<SpiffeBundle>>,
     /// The policy set, when it changed.
     pub policy: Option<crate::policy_feed::PolicyBundle>,
+    /// When the server sent it, if it said.
+    pub sent_at: Option<std::time::SystemTime>,
 }
 
 /// The outcome of one CSR in a batch.

@@ -94,6 +94,10 @@ pub struct SyncUpdate {
     pub policy_changed: bool,
     #[prost(message, optional, tag = "9")]
     pub policy: ::core::option::Option<PolicySet>,
+    /// When the server sent this message, in milliseconds since the Unix
+    /// epoch: the agent measures its sync lag from it (0: unknown).
+    #[prost(uint64, tag = "10")]
+    pub sent_at_unix_ms: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PolicySet {

@@ -384,6 +384,9 @@ fn diff(sent: &NodeView, now: &NodeView, first: bool, revision: u64) -> Option<p
     Some(proto::SyncUpdate {
         revision,
         full: first,
+        sent_at_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         entries,
         removed,
         bundle: if bundle_changed {
