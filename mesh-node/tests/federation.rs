@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Proc, cli, cli_ok, free_port, my_uid};
+use common::{BIN, Proc, cli, cli_ok, free_port, my_uid, py_spiffe_fetch, py_spiffe_list};
 use spiffe::WorkloadApiClient;
 
 const SERVER_ID: &str = "spiffe://partner.org/ns/default/sa/server";
@@ -323,37 +323,7 @@ async fn backend() -> u16 {
 
 /// The trust domains of the X.509 bundles py-spiffe gets from `socket`.
 fn py_spiffe_trust_domains(socket: &str) -> Result<Vec<String>, String> {
-    let base = Some(PathBuf::from("/usr/bin/python3"))
-        .filter(|p| p.exists())
-        .or_else(|| test_support::find_binary("python3"))
-        .ok_or("python3")?;
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-spiffe-venv-any-uid");
-    let python = test_support::py_spiffe_venv(&dir, &base, Duration::from_secs(600))?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns_py_spiffe.py");
-    let path = socket.strip_prefix("unix://").unwrap_or(socket);
-    let out = test_support::run_bounded(
-        Command::new(python)
-            .arg(script)
-            .arg(path)
-            .arg("example.org"),
-        Duration::from_secs(60),
-    )?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "py-spiffe failed: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.trim()).map_err(|e| format!("{stdout}: {e}"))?;
-    assert!(v.get("error").is_none(), "py-spiffe was refused: {v}");
-    Ok(v["trust_domains"]
-        .as_array()
-        .ok_or_else(|| format!("no trust domains in {v}"))?
-        .iter()
-        .filter_map(|s| s.as_str().map(str::to_owned))
-        .collect())
+    py_spiffe_list(&py_spiffe_fetch(socket)?, "trust_domains")
 }
 
 fn sidecar(service: &str, inbound: &str, app: u16, outbound: u16, extra: &str) -> String {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, Proc, cli_ok, free_port, wait_until};
+use common::{BIN, Proc, cli_ok, free_port, py_spiffe_fetch, py_spiffe_list, wait_until};
 use spiffe::WorkloadApiClient;
 
 /// Starts `up`; returns the process and its summary lines.
@@ -181,37 +181,7 @@ admin = {{ listen = "127.0.0.1:{admin}", access_log = false }}
 /// The SPIFFE IDs py-spiffe gets from `socket` (`unix:///...`), in the
 /// virtualenv the netns test also uses.
 fn py_spiffe_ids(socket: &str) -> Result<Vec<String>, String> {
-    let base = Some(std::path::PathBuf::from("/usr/bin/python3"))
-        .filter(|p| p.exists())
-        .or_else(|| test_support::find_binary("python3"))
-        .ok_or("python3")?;
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-spiffe-venv-any-uid");
-    let python = test_support::py_spiffe_venv(&dir, &base, Duration::from_secs(600))?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns_py_spiffe.py");
-    let path = socket.strip_prefix("unix://").unwrap_or(socket);
-    let out = test_support::run_bounded(
-        Command::new(python)
-            .arg(script)
-            .arg(path)
-            .arg("example.org"),
-        Duration::from_secs(60),
-    )?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "py-spiffe failed: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.trim()).map_err(|e| format!("{stdout}: {e}"))?;
-    assert!(v.get("error").is_none(), "py-spiffe was refused: {v}");
-    Ok(v["spiffe_ids"]
-        .as_array()
-        .ok_or_else(|| format!("no SVIDs in {v}"))?
-        .iter()
-        .filter_map(|s| s.as_str().map(str::to_owned))
-        .collect())
+    py_spiffe_list(&py_spiffe_fetch(socket)?, "spiffe_ids")
 }
 
 async fn get(port: u16, path: &str, want: &str) -> String {

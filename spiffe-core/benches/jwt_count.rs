@@ -12,55 +12,30 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use serde_json::json;
-use spiffe_core::jwt::{JwtClaims, sign_jwt_svid};
-use spiffe_core::{JwtBundle, JwtSvid, PrivateKey, SpiffeId};
-use test_support::{KeyKind, TestJwtKey};
+use spiffe_core::{JwtSvid, SpiffeId};
+
+mod common;
+
+use common::{JwtFixture, jwt_fixture};
 
 const N: usize = 200;
 
 struct Fixture {
-    token: String,
-    ours: JwtBundle,
-    theirs: spiffe::JwtBundleSet,
+    jwt: JwtFixture,
     jwk: jsonwebtoken::DecodingKey,
 }
 
 fn fixture() -> Fixture {
-    let key = TestJwtKey::generate(KeyKind::P256);
-    let jwks = json!({"keys": [key.jwk("k1")]});
-    let ours =
-        JwtBundle::from_jwks("example.org".parse().unwrap(), jwks.to_string().as_bytes()).unwrap();
-    let theirs = {
-        let td = spiffe::TrustDomain::new("example.org").unwrap();
-        let mut set = spiffe::JwtBundleSet::new();
-        set.add_bundle(spiffe::JwtBundle::from_jwt_authorities(td, &ours.to_jwks()).unwrap());
-        set
-    };
-    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.jwk("k1")).unwrap();
+    let jwt = jwt_fixture();
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwt.jwk.clone()).unwrap();
     let jwk = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
-    let pk = PrivateKey::from_pkcs8_der(key.pkcs8()).unwrap();
-    let claims = JwtClaims {
-        subject: "spiffe://example.org/w".parse().unwrap(),
-        audience: vec!["api".into()],
-        expiry: SystemTime::now() + Duration::from_secs(3600),
-        issued_at: SystemTime::now(),
-        issuer: None,
-        extra: Default::default(),
-    };
-    let token = sign_jwt_svid(&pk, "k1", &claims).unwrap();
-    Fixture {
-        token,
-        ours,
-        theirs,
-        jwk,
-    }
+    Fixture { jwt, jwk }
 }
 
 fn ours(f: &Fixture, now: SystemTime) {
-    black_box(JwtSvid::validate(black_box(&f.token), &f.ours, "api", now).unwrap());
+    black_box(JwtSvid::validate(black_box(&f.jwt.token), &f.jwt.ours, "api", now).unwrap());
 }
 
 fn jsonwebtoken_validate(f: &Fixture, validation: &jsonwebtoken::Validation) {
@@ -68,13 +43,14 @@ fn jsonwebtoken_validate(f: &Fixture, validation: &jsonwebtoken::Validation) {
     struct Claims {
         sub: String,
     }
-    let data = jsonwebtoken::decode::<Claims>(black_box(&f.token), &f.jwk, validation).unwrap();
+    let data = jsonwebtoken::decode::<Claims>(black_box(&f.jwt.token), &f.jwk, validation).unwrap();
     black_box(data.claims.sub.parse::<SpiffeId>().unwrap());
 }
 
 fn spiffe_crate(f: &Fixture) {
     black_box(
-        spiffe::JwtSvid::parse_and_validate(black_box(&f.token), &f.theirs, &["api"]).unwrap(),
+        spiffe::JwtSvid::parse_and_validate(black_box(&f.jwt.token), &f.jwt.theirs, &["api"])
+            .unwrap(),
     );
 }
 

@@ -6,15 +6,15 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented functions.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rustls_pki_types::UnixTime;
-use serde_json::json;
-use spiffe_core::jwt::{JwtClaims, sign_jwt_svid};
-use spiffe_core::{JwtBundle, JwtSvid, PrivateKey, SpiffeId, X509Bundle, verify_x509_svid};
-use test_support::{CaSpec, KeyKind, TestCa, TestJwtKey};
+use spiffe_core::{JwtSvid, SpiffeId, X509Bundle, verify_x509_svid};
+use test_support::{CaSpec, TestCa};
 
 const IDS: &[(&str, &str)] = &[
     ("short", "spiffe://example.org/web"),
@@ -78,26 +78,12 @@ fn x509_verify(c: &mut Criterion) {
 
 fn jwt_validate(c: &mut Criterion) {
     let mut g = c.benchmark_group("jwt_svid_validate");
-    let key = TestJwtKey::generate(KeyKind::P256);
-    let jwks = json!({"keys": [key.jwk("k1")]});
-    let ours =
-        JwtBundle::from_jwks("example.org".parse().unwrap(), jwks.to_string().as_bytes()).unwrap();
-    let theirs = {
-        let td = spiffe::TrustDomain::new("example.org").unwrap();
-        let mut set = spiffe::JwtBundleSet::new();
-        set.add_bundle(spiffe::JwtBundle::from_jwt_authorities(td, &ours.to_jwks()).unwrap());
-        set
-    };
-    let pk = PrivateKey::from_pkcs8_der(key.pkcs8()).unwrap();
-    let claims = JwtClaims {
-        subject: "spiffe://example.org/w".parse().unwrap(),
-        audience: vec!["api".into()],
-        expiry: SystemTime::now() + Duration::from_secs(3600),
-        issued_at: SystemTime::now(),
-        issuer: None,
-        extra: Default::default(),
-    };
-    let token = sign_jwt_svid(&pk, "k1", &claims).unwrap();
+    let common::JwtFixture {
+        token,
+        ours,
+        theirs,
+        ..
+    } = common::jwt_fixture();
     let now = SystemTime::now();
     g.bench_function("ours/es256", |b| {
         b.iter(|| JwtSvid::validate(black_box(&token), &ours, "api", now).unwrap())

@@ -2,8 +2,6 @@
 //! written whole (temporary file, fsync, rename, fsync of the directory),
 //! so a crash leaves the old file or the new one, never half of either.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use spiffe_core::{SpiffeBundle, TrustDomain, X509Svid};
@@ -44,25 +42,12 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Pe
     }
 }
 
-/// Writes `bytes` to `dir/name` atomically with mode 0600.
+/// Writes `bytes` to `dir/name` atomically with mode 0600
+/// ([`crate::fsutil::write_atomic`]: temporary file, fsync, rename, fsync
+/// of the directory).
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), PersistError> {
     let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io("create", &tmp))?;
-    f.write_all(bytes).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync", dir))?;
-    Ok(())
+    crate::fsutil::write_atomic(&path, bytes).map_err(io("write atomically", &path))
 }
 
 /// The node SVID and bundle a previous run left, if any.

@@ -252,3 +252,46 @@ pub(crate) fn my_uid() -> u32 {
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .unwrap()
 }
+
+/// What py-spiffe (PyPI `spiffe`, on grpcio) gets from the Workload API at
+/// `socket` (`unix:///...`), as the JSON that `tests/netns_py_spiffe.py`
+/// prints (`spiffe_ids`, `trust_domains`), run in the virtualenv the netns
+/// test also uses; `Err` when python3 or the virtualenv is missing.
+pub(crate) fn py_spiffe_fetch(socket: &str) -> Result<serde_json::Value, String> {
+    let base = Some(PathBuf::from("/usr/bin/python3"))
+        .filter(|p| p.exists())
+        .or_else(|| test_support::find_binary("python3"))
+        .ok_or("python3")?;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-spiffe-venv-any-uid");
+    let python = test_support::py_spiffe_venv(&dir, &base, Duration::from_secs(600))?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns_py_spiffe.py");
+    let path = socket.strip_prefix("unix://").unwrap_or(socket);
+    let out = test_support::run_bounded(
+        Command::new(python)
+            .arg(script)
+            .arg(path)
+            .arg("example.org"),
+        Duration::from_secs(60),
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "py-spiffe failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).map_err(|e| format!("{stdout}: {e}"))?;
+    assert!(v.get("error").is_none(), "py-spiffe was refused: {v}");
+    Ok(v)
+}
+
+/// The strings of the array `field` of a py-spiffe answer.
+pub(crate) fn py_spiffe_list(v: &serde_json::Value, field: &str) -> Result<Vec<String>, String> {
+    Ok(v[field]
+        .as_array()
+        .ok_or_else(|| format!("no {field} in {v}"))?
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect())
+}
