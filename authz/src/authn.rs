@@ -91,13 +91,9 @@ fn locations(rule: &JwtRule) -> Vec<TokenLocation> {
 
 /// A time claim: absent is `None`; present but not a number is an error.
 fn claim_time(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64>, JwtFailure> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or(JwtFailure::TimeClaimNotNumeric { claim: name }),
-    }
+    // The same NumericDate reading as JWT-SVID validation.
+    spiffe_core::jwt::numeric_date(claims, name)
+        .map_err(|e| JwtFailure::TimeClaimNotNumeric { claim: e.claim })
 }
 
 /// RA-3 time rules with Envoy's clock skew; `iat` must only be a number.

@@ -327,6 +327,9 @@ fn ra_3_non_numeric_token_times_make_the_token_invalid() {
         ("nbf", json!([1])),
         ("iat", json!("yesterday")),
         ("iat", json!({"t": 1})),
+        // A NumericDate is not negative: the same reading as JWT-SVIDs.
+        ("nbf", json!(-1)),
+        ("iat", json!(-0.5)),
     ] {
         let mut c = claims(json!({"iss": ISS, "sub": "a"}));
         c.insert(claim.to_owned(), value.clone());

@@ -36,6 +36,40 @@ pub fn unverified_payload(token: &str) -> Option<Map<String, Value>> {
     decode_payload(compact_segments(token)?.1)
 }
 
+/// A registered time claim (`exp`, `nbf`, `iat`: an RFC 7519 NumericDate)
+/// in seconds since the Unix epoch. Absent is `Ok(None)`; present but not a
+/// finite, non-negative number makes the token invalid, never "absent" (a
+/// string `exp` must not turn into "no expiry").
+///
+/// ```
+/// use spiffe_core::jwt::{NotNumericDate, numeric_date};
+/// let claims = serde_json::json!({"exp": 1700000000, "nbf": "soon"});
+/// let claims = claims.as_object().unwrap();
+/// assert_eq!(numeric_date(claims, "exp"), Ok(Some(1700000000.0)));
+/// assert_eq!(numeric_date(claims, "iat"), Ok(None));
+/// assert_eq!(numeric_date(claims, "nbf"), Err(NotNumericDate { claim: "nbf" }));
+/// ```
+pub fn numeric_date(
+    claims: &Map<String, Value>,
+    claim: &'static str,
+) -> Result<Option<f64>, NotNumericDate> {
+    match claims.get(claim) {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(secs) if secs.is_finite() && secs >= 0.0 => Ok(Some(secs)),
+            _ => Err(NotNumericDate { claim }),
+        },
+    }
+}
+
+/// A time claim that is present but not a NumericDate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the {claim} claim is not a NumericDate")]
+pub struct NotNumericDate {
+    /// `exp`, `nbf` or `iat`.
+    pub claim: &'static str,
+}
+
 /// The `aud` claim (RFC 7519 §4.1.3): a string or an array of strings.
 /// Absent is `Some(vec![])`; any other shape, or an array holding a
 /// non-string, is `None` (malformed, never read as "no audience").

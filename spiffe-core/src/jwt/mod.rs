@@ -10,7 +10,10 @@ mod svid;
 
 pub use alg::JwtAlgorithm;
 pub use bundle::{JwtBundle, JwtBundleLookup};
-pub use claims::{audience_claim, compact_segments, decode_payload, unverified_payload};
+pub use claims::{
+    NotNumericDate, audience_claim, compact_segments, decode_payload, numeric_date,
+    unverified_payload,
+};
 pub use error::JwtError;
 pub use jwk::{EcCurve, Jwk, JwtKey};
 pub(crate) use sign::rsa_public_key;

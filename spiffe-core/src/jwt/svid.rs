@@ -108,15 +108,9 @@ fn numeric_date(
     claims: &Map<String, Value>,
     claim: &'static str,
 ) -> Result<Option<SystemTime>, JwtError> {
-    let Some(v) = claims.get(claim) else {
-        return Ok(None);
-    };
-    match v.as_f64() {
-        Some(secs) if secs.is_finite() && secs >= 0.0 => {
-            Ok(Some(UNIX_EPOCH + Duration::from_secs_f64(secs.min(1e12))))
-        }
-        _ => Err(JwtError::InvalidTimeClaim { claim }),
-    }
+    let secs = super::claims::numeric_date(claims, claim)
+        .map_err(|e| JwtError::InvalidTimeClaim { claim: e.claim })?;
+    Ok(secs.map(|s| UNIX_EPOCH + Duration::from_secs_f64(s.min(1e12))))
 }
 
 fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, JwtError> {
