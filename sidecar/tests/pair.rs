@@ -5,7 +5,9 @@ mod support;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
+use hyper::body::Frame;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -132,6 +134,46 @@ async fn policy_update_applies_to_the_next_request() {
     pair.server.policies.update(&set, "v2");
     let (status, _, _) = get_via(pair.client.addrs.outbound, "server.default", "/admin").await;
     assert_eq!(status, 403);
+}
+
+/// A bidirectional gRPC stream through the pair: each message comes back
+/// before the next is sent, so neither sidecar may buffer a direction
+/// until its end; the trailers arrive after the client half-closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_bidirectional_streaming_flows_message_by_message() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(
+        |c| c.inbound.protocol = mesh_sidecar::config::AppProtocol::Grpc,
+        "",
+    )
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = http::Request::post(format!("http://{}/echo-stream", pair.client.addrs.outbound))
+        .header("host", "server.default")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(channel_body(rx))
+        .unwrap();
+    let resp = h2_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    for msg in [&b"\0\0\0\0\x05hello"[..], &b"\0\0\0\0\x05world"[..]] {
+        tx.send(Frame::data(Bytes::from_static(msg))).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < msg.len() {
+            let frame = body.frame().await.expect("the stream stays open").unwrap();
+            got.extend_from_slice(&frame.into_data().expect("a message, not trailers"));
+        }
+        assert_eq!(got, msg, "each message comes back before the next is sent");
+    }
+    drop(tx);
+    let rest = body.collect().await.unwrap();
+    let trailers = rest
+        .trailers()
+        .cloned()
+        .expect("trailers after the half-close");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert!(rest.to_bytes().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,7 +117,9 @@ pub async fn start(config: SidecarConfig, identity: Identity, yaml: &str) -> Run
 /// The application: answers every request with what it saw.
 ///
 /// `GET /grpc` answers as a gRPC server would: data, then trailers with
-/// `grpc-status: 0`. `GET /status/N` answers N.
+/// `grpc-status: 0`. `POST /echo-stream` is a bidirectional stream: each
+/// request data frame is sent back as it arrives, then trailers once the
+/// request ends. `GET /status/N` answers N.
 pub async fn app() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -145,6 +147,9 @@ async fn answer(req: http::Request<Incoming>) -> http::Response<ProxyBody> {
         let mut resp = http::Response::new(boxed(Full::new(Bytes::from("status"))));
         *resp.status_mut() = http::StatusCode::from_u16(code.parse().unwrap()).unwrap();
         return resp;
+    }
+    if path == "/echo-stream" {
+        return echo_stream(req);
     }
     if path == "/grpc" {
         let mut trailers = http::HeaderMap::new();
@@ -180,6 +185,36 @@ async fn answer(req: http::Request<Incoming>) -> http::Response<ProxyBody> {
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
     http::Response::new(boxed(Full::new(Bytes::from(format!("{text} body={body}")))))
+}
+
+/// Sends each data frame of `req` back as it arrives, then `grpc-status: 0`.
+fn echo_stream(req: http::Request<Incoming>) -> http::Response<ProxyBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Frame<Bytes>>(4);
+    tokio::spawn(async move {
+        let mut body = req.into_body();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data()
+                && tx.send(Frame::data(data)).await.is_err()
+            {
+                return;
+            }
+        }
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let _ = tx.send(Frame::trailers(trailers)).await;
+    });
+    let mut resp = http::Response::new(channel_body(rx));
+    resp.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    resp
+}
+
+/// A body that yields what `rx` receives, ending when its sender is dropped.
+pub fn channel_body(rx: tokio::sync::mpsc::Receiver<Frame<Bytes>>) -> ProxyBody {
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|f| (Ok::<_, Infallible>(f), rx))
+    });
+    boxed(StreamBody::new(frames))
 }
 
 /// A TCP echo server.
