@@ -224,6 +224,11 @@ pub struct Limits {
     pub tcp_idle_timeout: Duration,
     /// Concurrent inbound handshakes before new connections wait.
     pub max_handshakes: usize,
+    /// How often an open TCP connection's bytes are added to
+    /// `istio_tcp_sent_bytes_total` / `istio_tcp_received_bytes_total`, so
+    /// that long-lived connections show up before they close.
+    #[serde(with = "ms", rename = "tcp_report_interval_ms")]
+    pub tcp_report_interval: Duration,
 }
 
 impl Default for Limits {
@@ -235,6 +240,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             tcp_idle_timeout: Duration::from_secs(3600),
             max_handshakes: 256,
+            tcp_report_interval: Duration::from_secs(15),
         }
     }
 }

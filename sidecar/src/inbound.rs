@@ -690,11 +690,17 @@ where
         shared.policies.subscribe(),
         || engine.check(&request).allowed,
         shared.drain_hard.subscribe(),
+        crate::tcp::Progress {
+            every: shared.config.limits.tcp_report_interval,
+            report: |up, down| shared.metrics.tcp_bytes(&labels, up, down),
+        },
     )
     .await;
-    shared
-        .metrics
-        .tcp_closed(&labels, outcome.to_upstream, outcome.to_downstream);
+    shared.metrics.tcp_closed(
+        &labels,
+        outcome.to_upstream - outcome.reported_to_upstream,
+        outcome.to_downstream - outcome.reported_to_downstream,
+    );
     entry.request_bytes = outcome.to_upstream;
     entry.response_bytes = outcome.to_downstream;
     entry.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -340,12 +340,18 @@ where
             no_policy,
             || true,
             shared.drain_hard.subscribe(),
+            crate::tcp::Progress {
+                every: shared.config.limits.tcp_report_interval,
+                report: |up, down| shared.metrics.tcp_bytes(&labels, up, down),
+            },
         )
         .await;
         pick.finish(Outcome::Success);
-        shared
-            .metrics
-            .tcp_closed(&labels, outcome.to_upstream, outcome.to_downstream);
+        shared.metrics.tcp_closed(
+            &labels,
+            outcome.to_upstream - outcome.reported_to_upstream,
+            outcome.to_downstream - outcome.reported_to_downstream,
+        );
         let mut entry = AccessLogEntry::new(
             EntryKind::Tcp,
             Reporter::Source,

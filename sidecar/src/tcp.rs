@@ -21,36 +21,56 @@ pub struct SpliceOutcome {
     /// Why the proxy closed it, when it was not the peers: `idle_timeout`,
     /// `policy_denied`, `drained`, or an I/O error's kind.
     pub closed_by: Option<&'static str>,
+    /// Of `to_upstream`, the bytes already handed to the progress report.
+    pub reported_to_upstream: u64,
+    /// Of `to_downstream`, the bytes already handed to the progress report.
+    pub reported_to_downstream: u64,
+}
+
+/// What [`splice`] reports while the connection is open: every `every`,
+/// the bytes moved since the last report, `(to_upstream, to_downstream)`.
+#[allow(missing_debug_implementations)] // holds a closure
+pub struct Progress<F: Fn(u64, u64)> {
+    /// How often.
+    pub every: Duration,
+    /// Called with the new bytes of each direction (skipped when none moved).
+    pub report: F,
 }
 
 /// Copies between `down` and `up` until either side ends, nothing moves
 /// for `idle`, a policy update makes `still_allowed` false (re-checked on
-/// every change of `policy`), or `drain` changes.
-pub async fn splice<D, U>(
+/// every change of `policy`), or `drain` changes; reports the bytes moved
+/// so far through `progress` while it runs.
+pub async fn splice<D, U, F: Fn(u64, u64)>(
     down: D,
     up: U,
     idle: Duration,
     mut policy: watch::Receiver<u64>,
     still_allowed: impl Fn() -> bool,
     mut drain: watch::Receiver<bool>,
+    progress: Progress<F>,
 ) -> SpliceOutcome
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Arc::new(Activity::new());
+    // Bytes read from each side, shared with the loop below for reports.
+    let (from_down, from_up) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut down = Tracked {
         inner: down,
-        read: AtomicU64::new(0),
+        read: from_down.clone(),
         activity: activity.clone(),
     };
     let mut up = Tracked {
         inner: up,
-        read: AtomicU64::new(0),
+        read: from_up.clone(),
         activity: activity.clone(),
     };
     policy.mark_unchanged();
     let mut closed_by = None;
+    let (mut reported_up, mut reported_down) = (0u64, 0u64);
+    let mut next_report = Instant::now() + progress.every;
     {
         let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
         tokio::pin!(copy);
@@ -79,13 +99,24 @@ where
                     closed_by = Some("drained");
                     break;
                 }
+                _ = tokio::time::sleep_until(next_report) => {
+                    next_report = Instant::now() + progress.every;
+                    let (now_up, now_down) =
+                        (from_down.load(Ordering::Relaxed), from_up.load(Ordering::Relaxed));
+                    if (now_up, now_down) != (reported_up, reported_down) {
+                        (progress.report)(now_up - reported_up, now_down - reported_down);
+                        (reported_up, reported_down) = (now_up, now_down);
+                    }
+                }
             }
         }
     }
     SpliceOutcome {
-        to_upstream: down.read.load(Ordering::Relaxed),
-        to_downstream: up.read.load(Ordering::Relaxed),
+        to_upstream: from_down.load(Ordering::Relaxed),
+        to_downstream: from_up.load(Ordering::Relaxed),
         closed_by,
+        reported_to_upstream: reported_up,
+        reported_to_downstream: reported_down,
     }
 }
 
@@ -126,7 +157,7 @@ impl Activity {
 /// A stream that counts what is read from it and notes activity.
 struct Tracked<S> {
     inner: S,
-    read: AtomicU64,
+    read: Arc<AtomicU64>,
     activity: Arc<Activity>,
 }
 
@@ -174,6 +205,56 @@ mod tests {
 
     use super::*;
 
+    /// No report within any test's span.
+    fn quiet() -> Progress<fn(u64, u64)> {
+        Progress {
+            every: Duration::from_secs(24 * 3600),
+            report: |_, _| {},
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_connections_report_their_bytes_periodically_and_once() {
+        let (client, mut client_far) = tokio::io::duplex(1024);
+        let (server, mut server_far) = tokio::io::duplex(1024);
+        let (_ptx, prx) = watch::channel(0u64);
+        let (_dtx, drx) = watch::channel(false);
+        let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = reports.clone();
+        let task = tokio::spawn(splice(
+            client,
+            server,
+            Duration::from_secs(3600),
+            prx,
+            || true,
+            drx,
+            Progress {
+                every: Duration::from_secs(15),
+                report: move |up, down| seen.lock().unwrap().push((up, down)),
+            },
+        ));
+        client_far.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        server_far.read_exact(&mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        assert_eq!(*reports.lock().unwrap(), [(4, 0)], "reported while open");
+        // Nothing moved: no empty report.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(reports.lock().unwrap().len(), 1);
+        server_far.write_all(b"pong!").await.unwrap();
+        let mut buf = [0u8; 5];
+        client_far.read_exact(&mut buf).await.unwrap();
+        drop(client_far);
+        drop(server_far);
+        let out = task.await.unwrap();
+        assert_eq!((out.to_upstream, out.to_downstream), (4, 5));
+        // The caller adds only what was not reported: nothing counted twice.
+        assert_eq!(
+            (out.reported_to_upstream, out.reported_to_downstream),
+            (4, 0)
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn copies_both_ways_and_counts() {
         let (client, mut client_far) = tokio::io::duplex(1024);
@@ -187,6 +268,7 @@ mod tests {
             prx,
             || true,
             drx,
+            quiet(),
         ));
         client_far.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
@@ -210,7 +292,16 @@ mod tests {
         let (_ptx, prx) = watch::channel(0u64);
         let (_dtx, drx) = watch::channel(false);
         let started = Instant::now();
-        let out = splice(client, server, Duration::from_secs(30), prx, || true, drx).await;
+        let out = splice(
+            client,
+            server,
+            Duration::from_secs(30),
+            prx,
+            || true,
+            drx,
+            quiet(),
+        )
+        .await;
         assert_eq!(out.closed_by, Some("idle_timeout"));
         assert!(started.elapsed() >= Duration::from_secs(30));
         assert!(started.elapsed() < Duration::from_secs(31));
@@ -231,6 +322,7 @@ mod tests {
             prx,
             move || check.load(Ordering::SeqCst),
             drx,
+            quiet(),
         ));
         // An update that still allows keeps the connection.
         ptx.send(1).unwrap();

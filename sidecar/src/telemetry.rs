@@ -574,13 +574,21 @@ impl Metrics {
         self.tcp_opened.get_or_create(&set).inc();
     }
 
-    /// Records a closed TCP connection and its bytes: `sent` in the
-    /// response direction (server to client) and `received` in the request
-    /// direction, as Istio counts them. Unlike Envoy, bytes are counted
-    /// when the connection closes, not periodically.
+    /// Records a closed TCP connection and the bytes not yet reported by
+    /// [`Metrics::tcp_bytes`]: `sent` in the response direction (server to
+    /// client) and `received` in the request direction, as Istio counts
+    /// them.
     pub fn tcp_closed(&self, labels: &RequestLabels, sent: u64, received: u64) {
         let set = self.tcp_set(labels);
         self.tcp_closed.get_or_create(&set).inc();
+        self.tcp_sent.get_or_create(&set).inc_by(sent);
+        self.tcp_received.get_or_create(&set).inc_by(received);
+    }
+
+    /// Adds bytes an open TCP connection moved (reported periodically, as
+    /// Envoy does, so long-lived connections show before they close).
+    pub fn tcp_bytes(&self, labels: &RequestLabels, sent: u64, received: u64) {
+        let set = self.tcp_set(labels);
         self.tcp_sent.get_or_create(&set).inc_by(sent);
         self.tcp_received.get_or_create(&set).inc_by(received);
     }
