@@ -213,12 +213,14 @@ async fn handle(
             Ok(Err(mut e)) => {
                 last_error = e.error().to_string();
                 // Not sent (the connection was not ready): the request
-                // comes back whole. Refused before processing (HTTP/2
-                // REFUSED_STREAM): rebuilt when it had no body.
+                // comes back whole. Not processed by the peer (HTTP/2
+                // REFUSED_STREAM, or excluded by its GOAWAY): rebuilt when
+                // it had no body.
                 let again = e.take_message().or_else(|| {
-                    (refused_stream(e.error()) && replay.is_some())
-                        .then(|| replay.as_ref().map(|r| r.rebuild()))
-                        .flatten()
+                    replay
+                        .as_ref()
+                        .filter(|r| not_processed(e.error(), &r.method))
+                        .map(Replay::rebuild)
                 });
                 match again {
                     Some(req) => {
@@ -237,12 +239,18 @@ async fn handle(
     mesh_error(503, format!("{key}: {last_error}"))
 }
 
-/// Whether the peer refused the stream before processing it.
-fn refused_stream(e: &hyper::Error) -> bool {
+/// Whether the peer did not process the stream, so that a request without
+/// a body may be sent again: it refused it (`REFUSED_STREAM`), or, for an
+/// idempotent method, it announced a graceful shutdown (`GOAWAY`) that
+/// excluded it (RFC 9113 §6.8: streams above the GOAWAY's last stream ID
+/// were not processed; kept to idempotent methods in case the connection
+/// then died with processed streams in flight).
+fn not_processed(e: &hyper::Error, method: &http::Method) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote() && method.is_idempotent());
         }
         source = s.source();
     }
