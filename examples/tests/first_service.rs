@@ -54,9 +54,29 @@ fn example_binary(name: &str, into: &Path) -> PathBuf {
         "{} is missing or older than its source: run `cargo build -p examples --examples` first",
         built.display()
     );
+    // A hard link writes nothing, so no write descriptor can be inherited
+    // by a process another test forks at that moment (which would make
+    // executing the file fail with ETXTBSY); copy across file systems.
     let copy = into.join(name);
-    std::fs::copy(&built, &copy).unwrap();
+    if std::fs::hard_link(&built, &copy).is_err() {
+        std::fs::copy(&built, &copy).unwrap();
+    }
     copy
+}
+
+/// Spawns `cmd`, retrying while the binary is still "text file busy": a
+/// process forked by another test may briefly hold the descriptor that
+/// wrote it, until that process executes its own program.
+fn spawn_when_not_busy(cmd: &mut Command) -> Child {
+    for _ in 0..200 {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other.expect("the example binary runs"),
+        }
+    }
+    panic!("the example binary stayed busy for 2 s")
 }
 
 /// Kills the server process when the test ends.
@@ -136,14 +156,14 @@ impl Mesh {
         let policy = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("policies")
             .join(policy);
-        let mut child = Command::new(binary)
-            .args(["serve", "127.0.0.1:0"])
-            .arg(policy)
-            .env("SPIFFE_ENDPOINT_SOCKET", &self.socket)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_when_not_busy(
+            Command::new(binary)
+                .args(["serve", "127.0.0.1:0"])
+                .arg(policy)
+                .env("SPIFFE_ENDPOINT_SOCKET", &self.socket)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
         let stdout = child.stdout.take().unwrap();
         let served = Served(child);
         let line = tokio::task::spawn_blocking(move || {
@@ -162,7 +182,8 @@ impl Mesh {
         (served, addr)
     }
 
-    /// Runs `example call TARGET WAIT` as `uid`.
+    /// Runs `example call TARGET WAIT` as `uid` (after `serve` ran the same
+    /// binary, so it is no longer busy).
     async fn call(&self, example: &str, uid: u32, target: &str, wait: u64) -> Output {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(self.bin.join(example));
