@@ -91,8 +91,8 @@ pub struct EntrySpec {
     pub hint: Option<String>,
 }
 
-/// A new join token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A new join token. `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenView {
     /// The secret, shown once.
     pub token: String,
@@ -102,6 +102,16 @@ pub struct TokenView {
     /// the requested SPIFFE ID (`token generate --spiffe-id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<EntryView>,
+}
+
+impl std::fmt::Debug for TokenView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenView")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("alias", &self.alias)
+            .finish()
+    }
 }
 
 /// `token generate`'s request.
@@ -249,4 +259,17 @@ pub(crate) fn unix(t: SystemTime) -> u64 {
 /// Seconds as a duration, if non-zero.
 pub(crate) fn secs(s: Option<u64>) -> Option<Duration> {
     s.filter(|s| *s > 0).map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_token_view_debug_leaves_the_secret_out() {
+        let view = super::TokenView {
+            token: "s3cr3t-join-token".into(),
+            expires_at: 1,
+            alias: None,
+        };
+        assert!(!format!("{view:?}").contains("s3cr3t"));
+    }
 }

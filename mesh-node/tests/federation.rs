@@ -19,14 +19,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Proc, cli, cli_ok, free_port, my_uid, py_spiffe_fetch, py_spiffe_list};
+use common::{
+    Proc, cli, cli_ok, free_port, my_uid, py_spiffe_fetch, py_spiffe_list, sigterm, start_up,
+    summary_field,
+};
 use spiffe::WorkloadApiClient;
 
 const SERVER_ID: &str = "spiffe://partner.org/ns/default/sa/server";
@@ -57,47 +59,9 @@ struct Mesh {
     metrics: String,
 }
 
-fn start_up(dir: &Path, config: &Path) -> Mesh {
-    let mut child = Command::new(BIN)
-        .args(["up", "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(config)
-        .env("MESH_NODE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("up printed no summary in 30 s");
-        let done = l.contains("mesh-node entry create");
-        lines.push(l);
-        if done {
-            break;
-        }
-    }
-    let field = |key: &str| {
-        lines
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .unwrap_or_else(|| panic!("no `{key}` in {lines:?}"))
-            .trim()
-            .to_owned()
-    };
-    let metrics = field("server admin");
-    let metrics = metrics
+fn start_mesh(dir: &Path, config: &Path) -> Mesh {
+    let (proc, lines) = start_up(dir, config);
+    let metrics = summary_field(&lines, "server admin")
         .split_whitespace()
         .next()
         .unwrap()
@@ -105,26 +69,12 @@ fn start_up(dir: &Path, config: &Path) -> Mesh {
         .trim_end_matches("/metrics")
         .to_owned();
     Mesh {
-        proc: Proc { child, name: "up" },
+        proc,
         dir: dir.to_owned(),
         config: config.to_owned(),
-        socket: field("export SPIFFE_ENDPOINT_SOCKET="),
+        socket: summary_field(&lines, "export SPIFFE_ENDPOINT_SOCKET=").to_owned(),
         metrics,
     }
-}
-
-fn sigterm(proc: &mut Proc) {
-    let pid = proc.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    common::wait_until("up to exit after SIGTERM", 30, || {
-        proc.child.try_wait().unwrap().is_some()
-    });
 }
 
 /// Waits (bounded, never asserting on time) until `cond` returns `Some`.
@@ -378,7 +328,7 @@ refresh_hint = "2s"
         ),
     )
     .unwrap();
-    let mut ex = start_up(&ex_dir, &ex_config);
+    let mut ex = start_mesh(&ex_dir, &ex_config);
     for (id, hint) in [(CLIENT_ID, "client"), (OTHER_ID, "other")] {
         cli_ok(
             &ex.dir,
@@ -443,7 +393,7 @@ poll_floor = "1s"
         ),
     )
     .unwrap();
-    let pa = start_up(&pa_dir, &pa_config);
+    let pa = start_mesh(&pa_dir, &pa_config);
     cli_ok(
         &pa.dir,
         &[
@@ -735,7 +685,7 @@ poll_floor = "1s"
     // example.org's server restarts during the outage: it keeps the last
     // good bundle from its data directory, and the calls work.
     sigterm(&mut ex.proc);
-    ex = start_up(&ex_dir, &ex.config);
+    ex = start_mesh(&ex_dir, &ex.config);
     eventually("partner.org's bundle after the restart", 30, || async {
         authorities(&ex.socket, "partner.org")
             .await

@@ -5,73 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, Proc, cli_ok, free_port, py_spiffe_fetch, py_spiffe_list, wait_until};
+use common::{
+    cli_ok, free_port, py_spiffe_fetch, py_spiffe_list, sigterm, start_up, summary_field,
+};
 use spiffe::WorkloadApiClient;
-
-/// Starts `up`; returns the process and its summary lines.
-fn start_up(dir: &Path, config: &Path) -> (Proc, Vec<String>) {
-    let mut child = Command::new(BIN)
-        .args(["up", "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(config)
-        .env("MESH_NODE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("up printed no summary in 30 s");
-        let done = l.contains("mesh-node entry create");
-        lines.push(l);
-        if done {
-            break;
-        }
-    }
-    (Proc { child, name: "up" }, lines)
-}
-
-fn field<'a>(lines: &'a [String], key: &str) -> &'a str {
-    lines
-        .iter()
-        .find_map(|l| l.trim().strip_prefix(key))
-        .unwrap_or_else(|| panic!("no `{key}` in {lines:?}"))
-        .trim()
-}
-
-fn sigterm(proc: &mut Proc) -> std::process::ExitStatus {
-    let pid = proc.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut status = None;
-    wait_until("up to exit after SIGTERM", 30, || {
-        status = proc.child.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_identities_and_a_sidecar_and_keeps_state_across_restarts() {
@@ -97,8 +36,8 @@ admin = {{ listen = "127.0.0.1:{admin}", access_log = false }}
     )
     .unwrap();
     let (mut up, lines) = start_up(&dir, &config);
-    let node_id = field(&lines, "node ID").to_owned();
-    let socket = field(&lines, "export SPIFFE_ENDPOINT_SOCKET=").to_owned();
+    let node_id = summary_field(&lines, "node ID").to_owned();
+    let socket = summary_field(&lines, "export SPIFFE_ENDPOINT_SOCKET=").to_owned();
     assert!(
         lines
             .iter()
@@ -166,7 +105,7 @@ admin = {{ listen = "127.0.0.1:{admin}", access_log = false }}
     // Restart: same CA, same entry, same node.
     let (mut again, lines) = start_up(&dir, &config);
     assert_eq!(
-        field(&lines, "node ID"),
+        summary_field(&lines, "node ID"),
         node_id,
         "the node changed identity"
     );

@@ -295,3 +295,68 @@ pub(crate) fn py_spiffe_list(v: &serde_json::Value, field: &str) -> Result<Vec<S
         .filter_map(|s| s.as_str().map(str::to_owned))
         .collect())
 }
+
+/// Starts `mesh-node up` with state in `dir` and the config file `config`;
+/// returns the process and the summary lines it printed (up to the
+/// `entry create` hint).
+pub(crate) fn start_up(dir: &Path, config: &Path) -> (Proc, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args(["up", "--data-dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(config)
+        .env("MESH_NODE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("up printed no summary in 30 s");
+        let done = l.contains("mesh-node entry create");
+        lines.push(l);
+        if done {
+            break;
+        }
+    }
+    (Proc { child, name: "up" }, lines)
+}
+
+/// The value after `key` in `up`'s summary lines.
+pub(crate) fn summary_field<'a>(lines: &'a [String], key: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .unwrap_or_else(|| panic!("no `{key}` in {lines:?}"))
+        .trim()
+}
+
+/// Sends SIGTERM to `proc` and waits (up to 30 s) for it to exit.
+pub(crate) fn sigterm(proc: &mut Proc) -> std::process::ExitStatus {
+    let pid = proc.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut status = None;
+    wait_until("the process to exit after SIGTERM", 30, || {
+        status = proc.child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
