@@ -332,15 +332,22 @@ pub(crate) struct SpiffeServerVerifier {
 }
 
 impl SpiffeServerVerifier {
-    /// Applies the authorizer for `server_name` to a verified server.
-    fn authorize(&self, server_name: &str, v: PeerIdentity) -> Result<PeerIdentity, PeerRejected> {
+    /// Applies the authorizer for `server_name` to a verified server. The
+    /// name is rendered only to pick a per-target authorizer (an IP
+    /// address renders into a new string).
+    fn authorize(
+        &self,
+        server_name: &ServerName<'_>,
+        v: PeerIdentity,
+    ) -> Result<PeerIdentity, PeerRejected> {
         let authorizer: &dyn Authorizer = match &self.authorization {
             ServerAuthorization::All(a) => a.0.as_ref(),
             ServerAuthorization::PerTarget(targets) => {
+                let name = server_name.to_str();
                 targets
-                    .get(server_name)
+                    .get(&name)
                     .ok_or_else(|| PeerRejected::NoAuthorizerForTarget {
-                        server_name: server_name.to_owned(),
+                        server_name: name.into_owned(),
                     })?
             }
         };
@@ -364,16 +371,17 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let name = server_name.to_str();
         let checked = self
             .core
             .verify(end_entity, intermediates, now)
-            .and_then(|v| self.authorize(&name, v));
+            .and_then(|v| self.authorize(server_name, v));
         let v = match checked {
             Ok(v) => v,
             Err(rejected) => {
                 // Kept for the connector's error: the alert carries no detail.
-                self.core.peers.reject(&name, rejected.clone());
+                self.core
+                    .peers
+                    .reject(&server_name.to_str(), rejected.clone());
                 return Err(to_rustls_error(rejected));
             }
         };

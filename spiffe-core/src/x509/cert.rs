@@ -132,15 +132,23 @@ fn read(der: &[u8]) -> Option<CertInfo<'_>> {
     };
     if let Some(exts) = tbs.optional(tag::EXPLICIT_3)? {
         let mut exts = Reader::new(Reader::new(exts).expect(tag::SEQUENCE)?);
-        // RFC 5280 §4.2: at most one instance of each extension.
-        let mut seen: Vec<&[u8]> = Vec::new();
+        // RFC 5280 §4.2: at most one instance of each extension. The OIDs
+        // seen are kept on the stack (a certificate rarely has more than
+        // a dozen extensions); only a longer list spills to the heap.
+        let mut seen: [&[u8]; 16] = [&[]; 16];
+        let mut seen_more: Vec<&[u8]> = Vec::new();
+        let mut count = 0;
         while !exts.is_empty() {
             let mut ext = Reader::new(exts.expect(tag::SEQUENCE)?);
             let oid = ext.oid()?;
-            if seen.contains(&oid) {
+            if seen[..count.min(seen.len())].contains(&oid) || seen_more.contains(&oid) {
                 return None;
             }
-            seen.push(oid);
+            match seen.get_mut(count) {
+                Some(slot) => *slot = oid,
+                None => seen_more.push(oid),
+            }
+            count += 1;
             let critical = match ext.optional(tag::BOOLEAN)? {
                 Some([0xff]) => true,
                 Some([0x00]) | None => false,
