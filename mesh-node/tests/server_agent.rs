@@ -484,6 +484,42 @@ async fn the_admin_api_over_mtls_admits_only_admin_entries() {
             .output()
             .unwrap()
     };
+    // curl (another TLS stack) with the same SVID, taken by the `spiffe`
+    // crate: refused while the entry is not marked admin. `-k`: curl cannot
+    // check a SPIFFE ID; only our server's admission of the client is
+    // under test here.
+    let curl = test_support::find_binary("curl");
+    let curl_get = |curl: &std::path::Path, certs: &(std::path::PathBuf, std::path::PathBuf)| {
+        std::process::Command::new(curl)
+            .args(["-sS", "-k", "--max-time", "10", "--cert"])
+            .arg(&certs.0)
+            .arg("--key")
+            .arg(&certs.1)
+            .arg(format!("https://127.0.0.1:{admin_port}/v1/entries"))
+            .output()
+            .unwrap()
+    };
+    let svid = client(&agent.socket).await.fetch_x509_svid().await.unwrap();
+    let certs = (tmp.path().join("ops.pem"), tmp.path().join("ops.key"));
+    let chain: String = svid
+        .cert_chain()
+        .iter()
+        .map(|c| test_support::pem("CERTIFICATE", c.as_bytes()))
+        .collect();
+    std::fs::write(&certs.0, chain).unwrap();
+    std::fs::write(
+        &certs.1,
+        test_support::pem("PRIVATE KEY", svid.private_key().as_bytes()),
+    )
+    .unwrap();
+    match &curl {
+        Some(curl) => {
+            let out = curl_get(curl, &certs);
+            assert!(!out.status.success(), "curl was admitted: {out:?}");
+        }
+        None => test_support::skip("admin API over mTLS with curl", "the curl binary"),
+    }
+
     // Not marked admin: refused at the handshake, and the CLI says why.
     let out = over_mtls(&["entry", "list"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -514,6 +550,12 @@ async fn the_admin_api_over_mtls_admits_only_admin_entries() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if let Some(curl) = &curl {
+        let out = curl_get(curl, &certs);
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "curl: {out:?}");
+        assert!(body.contains("spiffe://example.org/ops"), "{body}");
+    }
 
     // Without a Workload API the CLI says so.
     let out = std::process::Command::new(BIN)
