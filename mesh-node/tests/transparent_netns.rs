@@ -435,19 +435,21 @@ spiffe_id = "{REVIEWS_ID}""#
         in_netns(server, None, &python.to_string_lossy()).arg(&app_script),
         tmp.path(),
     );
-    let sidecar = |ns: &str, config: &Path, name: &'static str| {
+    // One side on a single-threaded runtime, the other on two workers:
+    // both runtime shapes `--concurrency` picks carry the same traffic.
+    let sidecar = |ns: &str, config: &Path, name: &'static str, workers: &str| {
         Proc::start(
             name,
             in_netns(ns, None, BIN)
-                .args(["sidecar", "--config"])
+                .args(["sidecar", "--concurrency", workers, "--config"])
                 .arg(config)
                 .env("MESH_NODE_LOG", "info")
                 .env("NO_COLOR", "1"),
             tmp.path(),
         )
     };
-    let mut reviews = sidecar(server, &server_config, "reviews sidecar");
-    let mut productpage = sidecar(client, &client_config, "productpage sidecar");
+    let mut reviews = sidecar(server, &server_config, "reviews sidecar", "1");
+    let mut productpage = sidecar(client, &client_config, "productpage sidecar", "2");
     let ready = "http://127.0.0.1:15000/healthz/ready";
     wait_http(server, "http://127.0.0.1:9080/ready", &mut [&mut app], 30);
     wait_http(server, ready, &mut [&mut reviews], 30);

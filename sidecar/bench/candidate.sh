@@ -120,4 +120,4 @@ export MESH_NODE_LOG=${MESH_NODE_LOG:-warn}
 if [[ -n ${BENCH_WORKERS:-} ]]; then
   export TOKIO_WORKER_THREADS=$BENCH_WORKERS
 fi
-exec "$bin" sidecar --config "$cfg"
+exec "$bin" sidecar --config "$cfg" ${BENCH_WORKERS:+--concurrency "$BENCH_WORKERS"}

@@ -581,6 +581,9 @@ impl Shared {
         let req_bytes = request_bytes.load(Ordering::Relaxed);
         self.metrics
             .request(&labels, elapsed, req_bytes, stats.bytes);
+        if !self.access_log.is_enabled() {
+            return;
+        }
         let mut entry = AccessLogEntry::new(
             EntryKind::Http,
             labels.reporter,

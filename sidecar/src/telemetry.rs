@@ -29,12 +29,12 @@
 //! assert!(text.contains("istio_requests_total{reporter=\"destination\""));
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -149,7 +149,7 @@ impl Direction {
 /// everything else: set what is known. TCP metrics use the same labels
 /// without `response_code` and `grpc_response_status`, with
 /// `request_protocol` always `tcp`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestLabels {
     /// Which side reports.
     pub reporter: Reporter,
@@ -402,6 +402,23 @@ struct Admitted {
 
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
+/// The four request series of one admitted label set, resolved once so
+/// that recording a request is a lookup and four atomic updates rather than
+/// building and hashing the label set four times.
+#[derive(Debug)]
+struct RequestSeries {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// Resolved series by the labels that produced them. Only admitted sets are
+/// kept (an overflowed recording goes the slow way, so that it is counted as
+/// dropped), hence at most `max_label_sets` entries; the map is keyed by
+/// [`RequestLabels`] and hashed with a per-process seeded fast hash.
+type SeriesCache = HashMap<RequestLabels, Arc<RequestSeries>, foldhash::fast::RandomState>;
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS_MS)
 }
@@ -420,6 +437,7 @@ pub struct Metrics {
     registry: Registry,
     max_label_sets: usize,
     admitted: Mutex<Admitted>,
+    series: Mutex<SeriesCache>,
     requests: Family<RequestSet, Counter>,
     request_duration: HistogramFamily<RequestSet>,
     request_bytes: HistogramFamily<RequestSet>,
@@ -513,6 +531,7 @@ impl Metrics {
             registry,
             max_label_sets: config.max_label_sets,
             admitted: Mutex::new(Admitted::default()),
+            series: Mutex::new(SeriesCache::default()),
             requests,
             request_duration,
             request_bytes,
@@ -547,6 +566,20 @@ impl Metrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
+        let series = self.lock_series().get(labels).cloned();
+        let series = series.unwrap_or_else(|| self.resolve_request(labels));
+        series.requests.inc();
+        series.duration.observe(duration.as_secs_f64() * 1000.0);
+        // Precision past 2^53 bytes does not matter to a histogram.
+        series.request_bytes.observe(request_bytes as f64);
+        series.response_bytes.observe(response_bytes as f64);
+    }
+
+    /// The series for `labels`: its own set's, cached from then on, if the
+    /// set is admitted; otherwise its overflow set's, not cached, so that
+    /// every such recording counts as dropped.
+    #[cold]
+    fn resolve_request(&self, labels: &RequestLabels) -> Arc<RequestSeries> {
         let set = RequestSet {
             peers: PeerSet::new(labels),
             request_protocol: labels.request_protocol.as_str(),
@@ -555,17 +588,25 @@ impl Metrics {
             response_flags: labels.response_flags.clone(),
             connection_security_policy: labels.connection_security_policy.as_str(),
         };
-        let set = self.admit(set, |a| &mut a.requests);
-        self.requests.get_or_create(&set).inc();
-        let millis = duration.as_secs_f64() * 1000.0;
-        self.request_duration.get_or_create(&set).observe(millis);
-        // Precision past 2^53 bytes does not matter to a histogram.
-        self.request_bytes
-            .get_or_create(&set)
-            .observe(request_bytes as f64);
-        self.response_bytes
-            .get_or_create(&set)
-            .observe(response_bytes as f64);
+        let (set, admitted) = self.admit(set, |a| &mut a.requests);
+        // prometheus-client's handles share their value with the family, so
+        // a resolved series records into the exposed metric.
+        let series = Arc::new(RequestSeries {
+            requests: self.requests.get_or_create(&set).clone(),
+            duration: self.request_duration.get_or_create(&set).clone(),
+            request_bytes: self.request_bytes.get_or_create(&set).clone(),
+            response_bytes: self.response_bytes.get_or_create(&set).clone(),
+        });
+        if admitted {
+            let mut cache = self.lock_series();
+            if cache.len() >= self.max_label_sets {
+                // Only admitted sets enter, so this does not happen; it
+                // bounds the map regardless.
+                cache.clear();
+            }
+            cache.insert(labels.clone(), series.clone());
+        }
+        series
     }
 
     /// Records an opened TCP connection.
@@ -629,12 +670,12 @@ impl Metrics {
             response_flags: labels.response_flags.clone(),
             connection_security_policy: labels.connection_security_policy.as_str(),
         };
-        self.admit(set, |a| &mut a.tcp)
+        self.admit(set, |a| &mut a.tcp).0
     }
 
-    /// `set` if it is known or there is room for it, else its overflow
-    /// form (counted as dropped).
-    fn admit<S>(&self, set: S, kind: fn(&mut Admitted) -> &mut HashSet<S>) -> S
+    /// `(set, true)` if it is known or there is room for it, else its
+    /// overflow form (counted as dropped) and `false`.
+    fn admit<S>(&self, set: S, kind: fn(&mut Admitted) -> &mut HashSet<S>) -> (S, bool)
     where
         S: Overflow + Clone + Eq + Hash,
     {
@@ -642,15 +683,21 @@ impl Metrics {
         let total = admitted.requests.len() + admitted.tcp.len();
         let known = kind(&mut admitted);
         if known.contains(&set) {
-            return set;
+            return (set, true);
         }
         if total < self.max_label_sets {
             known.insert(set.clone());
-            return set;
+            return (set, true);
         }
         drop(admitted);
         self.label_sets_dropped.inc();
-        set.overflowed()
+        (set.overflowed(), false)
+    }
+
+    fn lock_series(&self) -> MutexGuard<'_, SeriesCache> {
+        // A map of handles stays consistent even if a panic poisoned the
+        // lock.
+        self.series.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock_admitted(&self) -> MutexGuard<'_, Admitted> {

@@ -93,6 +93,12 @@ pub(crate) struct SidecarArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Worker threads (Envoy's `--concurrency`). With 1, every connection is
+    /// served on one thread and no task ever moves between threads, which
+    /// is the cheapest way to run a sidecar that has one core's budget.
+    /// Default: `TOKIO_WORKER_THREADS`, else the number of CPUs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: Option<u16>,
 }
 
 /// Logging whose filter the sidecar's `/logging` endpoint can change.
@@ -118,7 +124,11 @@ fn init_reloadable_logging(format: LogFormat) -> Option<mesh_sidecar::runtime::L
 
 pub(crate) fn sidecar(args: SidecarArgs) -> ExitCode {
     let set_level = init_reloadable_logging(args.log_format);
-    block_on("sidecar", async move {
+    let workers = args
+        .concurrency
+        .map(usize::from)
+        .or_else(env_worker_threads);
+    block_on_with("sidecar", workers, async move {
         let mut config = crate::sidecar::SidecarRoleConfig::load(args.config.as_deref())
             .map_err(|e| e.to_string())?;
         if let Some(s) = args.workload_socket {
@@ -218,10 +228,39 @@ where
     F: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    block_on_with(what, None, f)
+}
+
+/// `TOKIO_WORKER_THREADS` when it holds a positive number (tokio reads the
+/// same variable for its multi-threaded runtime).
+fn env_worker_threads() -> Option<usize> {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+}
+
+/// [`block_on`] with a chosen number of worker threads: one runs `f` and
+/// every task it spawns on the calling thread (tokio's current-thread
+/// runtime); more, or `None` for tokio's default, a multi-threaded one.
+fn block_on_with<F, E>(what: &str, workers: Option<usize>, f: F) -> ExitCode
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let built = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mesh-node {what}: cannot start the runtime: {e}");
@@ -326,4 +365,79 @@ pub(crate) fn agent(args: AgentArgs) -> ExitCode {
         handle.shutdown();
         task.await.map_err(|e| e.to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use clap::Parser;
+    use tokio::runtime::{Handle, RuntimeFlavor};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn concurrency(args: &[&str]) -> Result<Option<u16>, clap::Error> {
+        let cli = Cli::try_parse_from(["mesh-node", "sidecar"].iter().chain(args))?;
+        match cli.command {
+            Command::Sidecar(a) => Ok(a.concurrency),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn concurrency_flag_takes_a_positive_thread_count() {
+        assert_eq!(concurrency(&[]).unwrap(), None);
+        assert_eq!(concurrency(&["--concurrency", "1"]).unwrap(), Some(1));
+        assert_eq!(concurrency(&["--concurrency", "4"]).unwrap(), Some(4));
+        for bad in ["0", "-1", "two", "70000"] {
+            let err = concurrency(&["--concurrency", bad]).unwrap_err();
+            assert!(err.to_string().contains("--concurrency"), "{bad}: {err}");
+        }
+    }
+
+    /// The runtime `f` ran on: its flavour, its worker count, and whether it
+    /// ran on the calling thread.
+    fn runtime_of(workers: Option<usize>) -> (RuntimeFlavor, usize, bool) {
+        let seen = Mutex::new(None);
+        let caller = std::thread::current().id();
+        let code = block_on_with("test", workers, async {
+            let handle = Handle::current();
+            // A spawned task sees the same runtime.
+            let on_caller = tokio::spawn(async move { std::thread::current().id() })
+                .await
+                .map_err(|e| e.to_string())?
+                == caller;
+            *seen.lock().unwrap() = Some((
+                handle.runtime_flavor(),
+                handle.metrics().num_workers(),
+                on_caller,
+            ));
+            Ok::<(), String>(())
+        });
+        assert_eq!(code, ExitCode::SUCCESS);
+        seen.into_inner().unwrap().expect("the future ran")
+    }
+
+    #[test]
+    fn one_worker_runs_everything_on_the_calling_thread() {
+        let (flavor, workers, on_caller) = runtime_of(Some(1));
+        assert_eq!(flavor, RuntimeFlavor::CurrentThread);
+        assert_eq!(workers, 1);
+        assert!(on_caller, "a spawned task left the calling thread");
+    }
+
+    #[test]
+    fn several_workers_get_a_multi_threaded_runtime_of_that_size() {
+        let (flavor, workers, on_caller) = runtime_of(Some(3));
+        assert_eq!(flavor, RuntimeFlavor::MultiThread);
+        assert_eq!(workers, 3);
+        assert!(!on_caller, "a spawned task ran on the blocked caller");
+    }
+
+    #[test]
+    fn a_failing_future_exits_1() {
+        let code = block_on_with("test", Some(1), async { Err::<(), _>("refused") });
+        assert_eq!(code, ExitCode::FAILURE);
+    }
 }
