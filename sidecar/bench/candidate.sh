@@ -27,8 +27,9 @@
 # else port 0.
 #
 # Workers: the peers run BENCH_WORKERS worker processes/threads (1 by
-# default); tokio's multi-threaded runtime reads TOKIO_WORKER_THREADS, so
-# the sidecar gets the same number of worker threads.
+# default); the sidecar gets the same number through --concurrency (1 is
+# tokio's current-thread runtime, as one nginx or haproxy worker is one
+# event loop).
 set -euo pipefail
 side=${1:?usage: candidate.sh in|out}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -117,7 +118,4 @@ access_log = false
 TOML
 
 export MESH_NODE_LOG=${MESH_NODE_LOG:-warn}
-if [[ -n ${BENCH_WORKERS:-} ]]; then
-  export TOKIO_WORKER_THREADS=$BENCH_WORKERS
-fi
 exec "$bin" sidecar --config "$cfg" ${BENCH_WORKERS:+--concurrency "$BENCH_WORKERS"}

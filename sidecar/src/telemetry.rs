@@ -1352,6 +1352,47 @@ mod tests {
     }
 
     #[test]
+    fn repeated_recordings_reach_the_exposition_and_every_overflow_counts() {
+        // The first recording of a set resolves its series; later ones use
+        // the cached handles, which must record into the exposed metrics.
+        // An overflowed set is never cached, so each recording counts.
+        let m = Metrics::new(MetricsConfig { max_label_sets: 1 });
+        let caller = |n: u32| RequestLabels {
+            source_workload: format!("c{n}"),
+            ..http_labels()
+        };
+        for bytes in [10, 20, 30] {
+            m.request(&caller(1), Duration::from_millis(2), bytes, bytes * 2);
+        }
+        for _ in 0..3 {
+            m.request(&caller(2), Duration::from_millis(2), 1, 1);
+        }
+        let all = samples(&m.encode());
+        let of = |metric: &str, workload: &str| {
+            find(&all, metric)
+                .into_iter()
+                .find(|s| label(s, "source_workload") == workload)
+                .map(|s| s.value.clone())
+        };
+        assert_eq!(of("istio_requests_total", "c1").as_deref(), Some("3"));
+        assert_eq!(of("istio_request_bytes_sum", "c1").as_deref(), Some("60.0"));
+        assert_eq!(
+            of("istio_response_bytes_sum", "c1").as_deref(),
+            Some("120.0")
+        );
+        assert_eq!(
+            of("istio_request_duration_milliseconds_count", "c1").as_deref(),
+            Some("3")
+        );
+        assert_eq!(of("istio_requests_total", "c2"), None);
+        assert_eq!(of("istio_requests_total", "overflow").as_deref(), Some("3"));
+        assert_eq!(
+            find(&all, "mesh_metrics_label_sets_dropped_total")[0].value,
+            "3"
+        );
+    }
+
+    #[test]
     fn authz_denials_name_policy_or_none() {
         let m = Metrics::new(MetricsConfig::default());
         m.authz_denied(Reporter::Destination, None, "no_allow_matched");
