@@ -271,25 +271,31 @@ pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Headers that describe one hop and never travel further.
 pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(http::header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
+    // Names, not strings: a `&str` key is parsed on every lookup.
     for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "transfer-encoding",
-        "upgrade",
+        &http::header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &http::header::PROXY_AUTHORIZATION,
+        &http::header::TRANSFER_ENCODING,
+        &http::header::UPGRADE,
     ] {
         headers.remove(name);
     }
@@ -709,4 +715,58 @@ where
     entry.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     entry.reason = outcome.closed_by.map(str::to_owned);
     shared.access_log.log(&entry);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_stripped() {
+        let mut h = headers(&[
+            ("connection", "close, X-Session-Hop"),
+            ("connection", "x-second"),
+            ("x-session-hop", "1"),
+            ("x-second", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+            ("host", "reviews:9080"),
+            ("x-request-id", "abc"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["host", "x-request-id"]);
+    }
+
+    #[test]
+    fn te_trailers_and_end_to_end_headers_travel() {
+        let mut h = headers(&[
+            ("te", "trailers"),
+            ("content-type", "application/grpc"),
+            ("authorization", "Bearer t"),
+        ]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn a_connection_header_naming_nothing_valid_strips_only_itself() {
+        let mut h = headers(&[("connection", "bad name, ,"), ("x-kept", "1")]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
 }

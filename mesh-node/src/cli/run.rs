@@ -390,8 +390,9 @@ mod tests {
         assert_eq!(concurrency(&[]).unwrap(), None);
         assert_eq!(concurrency(&["--concurrency", "1"]).unwrap(), Some(1));
         assert_eq!(concurrency(&["--concurrency", "4"]).unwrap(), Some(4));
-        for bad in ["0", "-1", "two", "70000"] {
-            let err = concurrency(&["--concurrency", bad]).unwrap_err();
+        for bad in ["0", "-1", "two", "70000", ""] {
+            let arg = format!("--concurrency={bad}");
+            let err = concurrency(&[&arg]).unwrap_err();
             assert!(err.to_string().contains("--concurrency"), "{bad}: {err}");
         }
     }
