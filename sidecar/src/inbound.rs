@@ -18,7 +18,7 @@ use authz::{AuthzLayer, MtlsMode, Request as AuthzRequest};
 use http::header::{HeaderName, HeaderValue};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use spiffe_core::ConnectionFacts;
+use spiffe_core::{ConnectionFacts, SpiffeId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tower::{Layer, ServiceExt};
@@ -28,8 +28,8 @@ use crate::config::AppProtocol;
 use crate::detect::{Detected, Prefixed, detect};
 use crate::runtime::Shared;
 use crate::telemetry::{
-    AccessDecision, AccessLogEntry, Direction, EntryKind, Reporter, RequestLabels, RequestProtocol,
-    SecurityPolicy,
+    AccessDecision, AccessLogEntry, Direction, EntryKind, LabelMemo, Reporter, RequestLabels,
+    RequestOutcome, RequestProtocol, SecurityPolicy,
 };
 
 static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -174,11 +174,13 @@ where
     };
     let service = authz.layer(forward);
     let facts = Arc::new(facts);
+    let labels = Arc::new(LabelMemo::new());
     let drain_source = shared.clone();
     let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let service = service.clone();
         let shared = shared.clone();
         let facts = facts.clone();
+        let labels = labels.clone();
         async move {
             let started = Instant::now();
             let request_bytes = Arc::new(AtomicU64::new(0));
@@ -193,6 +195,7 @@ where
             };
             Ok::<_, std::convert::Infallible>(shared.record_inbound(
                 &facts,
+                &labels,
                 info,
                 started,
                 request_bytes,
@@ -463,6 +466,7 @@ impl Shared {
     fn record_inbound(
         self: &Arc<Self>,
         facts: &ConnectionFacts,
+        labels: &LabelMemo<Option<SpiffeId>>,
         info: RequestInfo,
         started: Instant,
         request_bytes: Arc<AtomicU64>,
@@ -485,8 +489,15 @@ impl Shared {
         } else {
             (AccessDecision::Allow, None, None)
         };
+        let local = self.local_spiffe_id();
+        let labels = labels.get(
+            |built_for| *built_for == local,
+            || local.clone(),
+            || self.labels_inbound(facts),
+        );
         let record = HttpRecord {
-            labels: self.labels_inbound(facts, info.grpc),
+            labels,
+            protocol: request_protocol(info.grpc),
             header_grpc: crate::body::grpc_status(resp.headers()),
             info,
             started,
@@ -507,8 +518,9 @@ impl Shared {
         http::Response::from_parts(parts, boxed(body))
     }
 
-    /// The labels of traffic this sidecar receives.
-    fn labels_inbound(&self, facts: &ConnectionFacts, grpc: bool) -> RequestLabels {
+    /// The labels of traffic this sidecar receives (`request_protocol`
+    /// http).
+    fn labels_inbound(&self, facts: &ConnectionFacts) -> RequestLabels {
         let mut labels = RequestLabels {
             reporter: Reporter::Destination,
             ..RequestLabels::default()
@@ -526,11 +538,6 @@ impl Shared {
         labels.destination_service_name = workload.service.clone();
         labels.destination_service_namespace = workload.namespace.clone();
         labels.destination_service = format!("{}.{}", workload.service, workload.namespace);
-        labels.request_protocol = if grpc {
-            RequestProtocol::Grpc
-        } else {
-            RequestProtocol::Http
-        };
         labels.connection_security_policy = if facts.is_tls() {
             SecurityPolicy::MutualTls
         } else {
@@ -543,7 +550,9 @@ impl Shared {
 /// What one HTTP request's metrics and access-log line are made of,
 /// completed by the response body's end.
 pub(crate) struct HttpRecord {
-    pub(crate) labels: RequestLabels,
+    /// The connection's labels; the request's outcome is added at the end.
+    pub(crate) labels: Arc<RequestLabels>,
+    pub(crate) protocol: RequestProtocol,
     pub(crate) info: RequestInfo,
     pub(crate) started: Instant,
     pub(crate) request_bytes: Arc<AtomicU64>,
@@ -562,7 +571,8 @@ impl Shared {
     /// access-log line.
     pub(crate) fn finish_http(&self, record: HttpRecord, stats: BodyStats) {
         let HttpRecord {
-            mut labels,
+            labels,
+            protocol,
             info,
             started,
             request_bytes,
@@ -575,18 +585,23 @@ impl Shared {
             destination,
             upstream,
         } = record;
-        labels.response_code = code;
-        if info.grpc {
-            labels.grpc_response_status = stats
+        let grpc_status = match info.grpc {
+            true => stats
                 .grpc_status
                 .or(header_grpc)
                 .map(|g| g.to_string())
-                .unwrap_or_default();
-        }
+                .unwrap_or_default(),
+            false => String::new(),
+        };
+        let outcome = RequestOutcome {
+            protocol,
+            response_code: code,
+            grpc_response_status: &grpc_status,
+        };
         let elapsed = started.elapsed();
         let req_bytes = request_bytes.load(Ordering::Relaxed);
         self.metrics
-            .request(&labels, elapsed, req_bytes, stats.bytes);
+            .request_with(&labels, outcome, elapsed, req_bytes, stats.bytes);
         if !self.access_log.is_enabled() {
             return;
         }
@@ -602,7 +617,7 @@ impl Shared {
         entry.method = Some(info.method);
         entry.path = Some(info.path);
         entry.authority = Some(info.authority);
-        entry.protocol = Some(labels.request_protocol.as_str().to_owned());
+        entry.protocol = Some(protocol.as_str().to_owned());
         entry.status = Some(code);
         entry.request_bytes = req_bytes;
         entry.response_bytes = stats.bytes;
@@ -611,6 +626,15 @@ impl Shared {
         entry.policy = policy;
         entry.reason = reason;
         self.access_log.log(&entry);
+    }
+}
+
+/// Istio's `request_protocol` of an HTTP request.
+pub(crate) fn request_protocol(grpc: bool) -> RequestProtocol {
+    if grpc {
+        RequestProtocol::Grpc
+    } else {
+        RequestProtocol::Http
     }
 }
 
@@ -647,7 +671,7 @@ where
     let engine = shared.policies.engine().clone();
     let request = AuthzRequest::tcp().connection(&facts);
     let decision = engine.check(&request);
-    let mut labels = shared.labels_inbound(&facts, false);
+    let mut labels = shared.labels_inbound(&facts);
     labels.request_protocol = RequestProtocol::Tcp;
     let verdict = if decision.allowed {
         AccessDecision::Allow

@@ -19,6 +19,7 @@ use std::time::Instant;
 use http::header::HeaderValue;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use spiffe_core::SpiffeId;
 use tokio::net::TcpStream;
 
 use crate::balance::Outcome;
@@ -28,7 +29,7 @@ use crate::endpoint::{ServiceKey, Target, route};
 use crate::inbound::{HttpRecord, RequestInfo, status, strip_hop_by_hop};
 use crate::runtime::Shared;
 use crate::telemetry::{
-    AccessDecision, AccessLogEntry, EntryKind, Reporter, RequestLabels, RequestProtocol,
+    AccessDecision, AccessLogEntry, EntryKind, LabelMemo, Reporter, RequestLabels, RequestProtocol,
     SecurityPolicy,
 };
 
@@ -66,11 +67,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
         }
     }
     let io = Prefixed::new(sniffed, tcp);
+    let labels: Arc<OutboundLabels> = Arc::new(LabelMemo::new());
     let svc = hyper::service::service_fn({
         let shared = shared.clone();
         move |req: http::Request<Incoming>| {
             let shared = shared.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(shared, req, original, remote).await) }
+            let labels = labels.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    handle(shared, req, original, remote, &labels).await,
+                )
+            }
         }
     });
     let builder = crate::inbound::server_builder(&shared.config.limits);
@@ -79,12 +86,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
         .await;
 }
 
+/// The labels of one application connection's requests, kept for the
+/// local identity, service and endpoint they were built for.
+type OutboundLabels = LabelMemo<(Option<SpiffeId>, ServiceKey, Target)>;
+
 /// One request from the application.
 async fn handle(
     shared: Arc<Shared>,
     req: http::Request<Incoming>,
     original: Option<SocketAddr>,
     remote: SocketAddr,
+    labels: &OutboundLabels,
 ) -> http::Response<ProxyBody> {
     if req.method() == http::Method::CONNECT {
         return connect(shared, req, remote);
@@ -201,6 +213,7 @@ async fn handle(
                 return shared.record_outbound(
                     &key,
                     &target,
+                    labels,
                     info,
                     started,
                     request_bytes,
@@ -406,6 +419,7 @@ impl Shared {
         self: &Arc<Self>,
         key: &ServiceKey,
         target: &Target,
+        labels: &OutboundLabels,
         info: RequestInfo,
         started: Instant,
         request_bytes: Arc<AtomicU64>,
@@ -414,14 +428,15 @@ impl Shared {
         outcome: Outcome,
         remote: SocketAddr,
     ) -> http::Response<ProxyBody> {
-        let mut labels = self.labels_outbound(key, target);
-        labels.request_protocol = if info.grpc {
-            RequestProtocol::Grpc
-        } else {
-            RequestProtocol::Http
-        };
+        let local = self.local_spiffe_id();
+        let labels = labels.get(
+            |(id, k, t)| *id == local && k == key && t == target,
+            || (local.clone(), key.clone(), target.clone()),
+            || self.labels_outbound(key, target),
+        );
         let record = HttpRecord {
             labels,
+            protocol: crate::inbound::request_protocol(info.grpc),
             header_grpc: crate::body::grpc_status(resp.headers()),
             info,
             started,

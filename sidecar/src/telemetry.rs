@@ -413,11 +413,53 @@ struct RequestSeries {
     response_bytes: Histogram,
 }
 
-/// Resolved series by the labels that produced them. Only admitted sets are
-/// kept (an overflowed recording goes the slow way, so that it is counted as
-/// dropped), hence at most `max_label_sets` entries; the map is keyed by
-/// [`RequestLabels`] and hashed with a per-process seeded fast hash.
-type SeriesCache = HashMap<RequestLabels, Arc<RequestSeries>, foldhash::fast::RandomState>;
+/// One request's series under its connection's labels: the labels a
+/// request adds (protocol, status, gRPC status) and what they resolved to.
+#[derive(Debug)]
+struct Variant {
+    protocol: RequestProtocol,
+    response_code: u16,
+    grpc_response_status: String,
+    series: Arc<RequestSeries>,
+}
+
+impl Variant {
+    fn matches(&self, outcome: &RequestOutcome<'_>) -> bool {
+        self.protocol == outcome.protocol
+            && self.response_code == outcome.response_code
+            && self.grpc_response_status == outcome.grpc_response_status
+    }
+}
+
+/// Resolved series by the labels that produced them: the connection's
+/// labels, then a short list of the outcomes seen under them. Only
+/// admitted sets enter (an overflowed recording goes the slow way, so that
+/// it is counted as dropped), hence at most `max_label_sets` variants; the
+/// map is hashed with a per-process seeded fast hash.
+type SeriesCache = HashMap<RequestLabels, Vec<Variant>, foldhash::fast::RandomState>;
+
+/// What one request adds to the labels of its connection (see
+/// [`Metrics::request_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestOutcome<'a> {
+    /// HTTP or gRPC.
+    pub protocol: RequestProtocol,
+    /// The HTTP status; 0 when there was no response.
+    pub response_code: u16,
+    /// The gRPC status code; empty when the request is not gRPC.
+    pub grpc_response_status: &'a str,
+}
+
+impl<'a> RequestOutcome<'a> {
+    /// The outcome `labels` already carry.
+    pub fn of(labels: &'a RequestLabels) -> Self {
+        RequestOutcome {
+            protocol: labels.request_protocol,
+            response_code: labels.response_code,
+            grpc_response_status: &labels.grpc_response_status,
+        }
+    }
+}
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS_MS)
@@ -566,8 +608,35 @@ impl Metrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
-        let series = self.lock_series().get(labels).cloned();
-        let series = series.unwrap_or_else(|| self.resolve_request(labels));
+        self.request_with(
+            labels,
+            RequestOutcome::of(labels),
+            duration,
+            request_bytes,
+            response_bytes,
+        );
+    }
+
+    /// Records one finished request under `base` with `outcome`'s
+    /// protocol, status and gRPC status in place of `base`'s own: the
+    /// same series [`Metrics::request`] records with those fields set,
+    /// without building a label set per request. `base` is meant to be the
+    /// labels every request of a connection shares.
+    pub fn request_with(
+        &self,
+        base: &RequestLabels,
+        outcome: RequestOutcome<'_>,
+        duration: Duration,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
+        let cached = self.lock_series().get(base).and_then(|variants| {
+            variants
+                .iter()
+                .find(|v| v.matches(&outcome))
+                .map(|v| v.series.clone())
+        });
+        let series = cached.unwrap_or_else(|| self.resolve_request(base, outcome));
         series.requests.inc();
         series.duration.observe(duration.as_secs_f64() * 1000.0);
         // Precision past 2^53 bytes does not matter to a histogram.
@@ -575,18 +644,22 @@ impl Metrics {
         series.response_bytes.observe(response_bytes as f64);
     }
 
-    /// The series for `labels`: its own set's, cached from then on, if the
-    /// set is admitted; otherwise its overflow set's, not cached, so that
-    /// every such recording counts as dropped.
+    /// The series for `base` with `outcome`: its own set's, cached from
+    /// then on, if the set is admitted; otherwise its overflow set's, not
+    /// cached, so that every such recording counts as dropped.
     #[cold]
-    fn resolve_request(&self, labels: &RequestLabels) -> Arc<RequestSeries> {
+    fn resolve_request(
+        &self,
+        base: &RequestLabels,
+        outcome: RequestOutcome<'_>,
+    ) -> Arc<RequestSeries> {
         let set = RequestSet {
-            peers: PeerSet::new(labels),
-            request_protocol: labels.request_protocol.as_str(),
-            response_code: labels.response_code.to_string(),
-            grpc_response_status: labels.grpc_response_status.clone(),
-            response_flags: labels.response_flags.clone(),
-            connection_security_policy: labels.connection_security_policy.as_str(),
+            peers: PeerSet::new(base),
+            request_protocol: outcome.protocol.as_str(),
+            response_code: outcome.response_code.to_string(),
+            grpc_response_status: outcome.grpc_response_status.to_owned(),
+            response_flags: base.response_flags.clone(),
+            connection_security_policy: base.connection_security_policy.as_str(),
         };
         let (set, admitted) = self.admit(set, |a| &mut a.requests);
         // prometheus-client's handles share their value with the family, so
@@ -599,12 +672,22 @@ impl Metrics {
         });
         if admitted {
             let mut cache = self.lock_series();
-            if cache.len() >= self.max_label_sets {
+            let variants: usize = cache.values().map(Vec::len).sum();
+            if variants >= self.max_label_sets {
                 // Only admitted sets enter, so this does not happen; it
                 // bounds the map regardless.
                 cache.clear();
             }
-            cache.insert(labels.clone(), series.clone());
+            let known = cache.entry(base.clone()).or_default();
+            // Two first recordings of one set may race here; keep one.
+            if !known.iter().any(|v| v.matches(&outcome)) {
+                known.push(Variant {
+                    protocol: outcome.protocol,
+                    response_code: outcome.response_code,
+                    grpc_response_status: outcome.grpc_response_status.to_owned(),
+                    series: series.clone(),
+                });
+            }
         }
         series
     }
@@ -704,6 +787,43 @@ impl Metrics {
         // Inserting into a set leaves it consistent even if a panic
         // poisoned the lock.
         self.admitted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The labels one connection's requests share, built on its first request
+/// and again only when what they were built from changes (the local
+/// SPIFFE ID, which a rotation may change; outbound, the service and
+/// endpoint).
+pub(crate) struct LabelMemo<K> {
+    last: Mutex<Option<(K, Arc<RequestLabels>)>>,
+}
+
+impl<K> LabelMemo<K> {
+    pub(crate) fn new() -> Self {
+        LabelMemo {
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The kept labels if `fresh` accepts the key they were built for;
+    /// otherwise `build`'s, kept under `key`.
+    pub(crate) fn get(
+        &self,
+        fresh: impl FnOnce(&K) -> bool,
+        key: impl FnOnce() -> K,
+        build: impl FnOnce() -> RequestLabels,
+    ) -> Arc<RequestLabels> {
+        // An `Option` written whole stays consistent even if a panic
+        // poisoned the lock.
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((k, labels)) = last.as_ref()
+            && fresh(k)
+        {
+            return labels.clone();
+        }
+        let labels = Arc::new(build());
+        *last = Some((key(), labels.clone()));
+        labels
     }
 }
 
@@ -1390,6 +1510,79 @@ mod tests {
             find(&all, "mesh_metrics_label_sets_dropped_total")[0].value,
             "3"
         );
+    }
+
+    #[test]
+    fn request_with_records_the_series_of_the_labels_with_that_outcome() {
+        let m = Metrics::new(MetricsConfig::default());
+        let base = http_labels();
+        let full = RequestLabels {
+            request_protocol: RequestProtocol::Grpc,
+            response_code: 200,
+            grpc_response_status: "14".to_owned(),
+            ..base.clone()
+        };
+        m.request(&full, Duration::from_millis(1), 1, 1);
+        let outcome = RequestOutcome {
+            protocol: RequestProtocol::Grpc,
+            response_code: 200,
+            grpc_response_status: "14",
+        };
+        m.request_with(&base, outcome, Duration::from_millis(1), 1, 1);
+        m.request_with(&base, outcome, Duration::from_millis(1), 1, 1);
+        // Another outcome under the same base is another series.
+        let not_found = RequestOutcome {
+            protocol: RequestProtocol::Http,
+            response_code: 404,
+            grpc_response_status: "",
+        };
+        m.request_with(&base, not_found, Duration::from_millis(1), 1, 1);
+
+        let all = samples(&m.encode());
+        let requests = find(&all, "istio_requests_total");
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        let grpc = requests
+            .iter()
+            .find(|s| label(s, "grpc_response_status") == "14")
+            .expect("the gRPC series");
+        assert_eq!(grpc.value, "3");
+        assert_eq!(label(grpc, "request_protocol"), "grpc");
+        assert_eq!(label(grpc, "response_code"), "200");
+        let missing = requests
+            .iter()
+            .find(|s| label(s, "response_code") == "404")
+            .expect("the 404 series");
+        assert_eq!(missing.value, "1");
+        assert_eq!(label(missing, "request_protocol"), "http");
+        assert_eq!(label(missing, "grpc_response_status"), "");
+    }
+
+    #[test]
+    fn label_memo_rebuilds_only_when_its_key_changes() {
+        let memo = LabelMemo::new();
+        let built = std::cell::Cell::new(0);
+        let get = |key: &'static str| {
+            memo.get(
+                |k: &&str| *k == key,
+                || key,
+                || {
+                    built.set(built.get() + 1);
+                    RequestLabels {
+                        destination_workload: key.to_owned(),
+                        ..RequestLabels::default()
+                    }
+                },
+            )
+        };
+        let first = get("reviews");
+        let again = get("reviews");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(built.get(), 1);
+        let other = get("ratings");
+        assert_eq!(other.destination_workload, "ratings");
+        assert_eq!(built.get(), 2);
+        assert_eq!(get("reviews").destination_workload, "reviews");
+        assert_eq!(built.get(), 3);
     }
 
     #[test]
