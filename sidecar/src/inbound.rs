@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use authz::{AuthzLayer, MtlsMode, Request as AuthzRequest};
 use http::header::{HeaderName, HeaderValue};
+use http::uri::Authority;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use spiffe_core::{ConnectionFacts, SpiffeId};
@@ -168,9 +169,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let authz = AuthzLayer::new(shared.policies.engine().clone());
+    // A socket address always renders as a valid authority.
+    let Ok(authority) = app.addr.to_string().parse::<Authority>() else {
+        return;
+    };
     let forward = Forward {
         shared: shared.clone(),
         app,
+        authority,
     };
     let service = authz.layer(forward);
     let facts = Arc::new(facts);
@@ -315,6 +321,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
 struct Forward {
     shared: Arc<Shared>,
     app: AppTarget,
+    /// `app.addr` as a URI authority, parsed once per connection.
+    authority: Authority,
 }
 
 impl tower::Service<http::Request<ProxyBody>> for Forward {
@@ -334,7 +342,8 @@ impl tower::Service<http::Request<ProxyBody>> for Forward {
     fn call(&mut self, req: http::Request<ProxyBody>) -> Self::Future {
         let shared = self.shared.clone();
         let app = self.app;
-        Box::pin(async move { Ok(forward(&shared, app, req).await) })
+        let authority = self.authority.clone();
+        Box::pin(async move { Ok(forward(&shared, app, authority, req).await) })
     }
 }
 
@@ -342,6 +351,7 @@ impl tower::Service<http::Request<ProxyBody>> for Forward {
 async fn forward(
     shared: &Shared,
     app: AppTarget,
+    authority: Authority,
     mut req: http::Request<ProxyBody>,
 ) -> http::Response<ProxyBody> {
     let policy = req
@@ -369,13 +379,7 @@ async fn forward(
     {
         req.headers_mut().insert(http::header::HOST, v);
     }
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
-    let uri = format!("http://{}{}", app.addr, path);
-    match uri.parse() {
+    match absolute_uri(std::mem::take(req.uri_mut()), authority) {
         Ok(u) => *req.uri_mut() = u,
         Err(_) => return status(400, "bad request target"),
     }
@@ -405,6 +409,21 @@ async fn forward(
             status(503, "upstream connect error")
         }
     }
+}
+
+/// `uri`'s path and query (`/` if it has none) under `http://authority`,
+/// without rendering and parsing it again.
+pub(crate) fn absolute_uri(
+    uri: http::Uri,
+    authority: Authority,
+) -> Result<http::Uri, http::uri::InvalidUriParts> {
+    let mut parts = uri.into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    http::Uri::from_parts(parts)
 }
 
 /// Marks a response that the application produced after an allow.
@@ -772,6 +791,29 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["host", "x-request-id"]);
+    }
+
+    #[test]
+    fn absolute_uri_keeps_path_and_query_under_the_new_authority() {
+        let authority = |a: &str| a.parse::<Authority>().unwrap();
+        for (from, to, want) in [
+            (
+                "/reviews/1?x=1&y",
+                "127.0.0.1:9080",
+                "http://127.0.0.1:9080/reviews/1?x=1&y",
+            ),
+            ("http://other:1/p?q", "[::1]:8080", "http://[::1]:8080/p?q"),
+            ("https://other", "127.0.0.1:80", "http://127.0.0.1:80/"),
+            (
+                "reviews.bookinfo:9080",
+                "127.0.0.1:9080",
+                "http://127.0.0.1:9080/",
+            ),
+        ] {
+            let uri: http::Uri = from.parse().unwrap();
+            let got = absolute_uri(uri, authority(to)).unwrap();
+            assert_eq!(got.to_string(), want, "{from}");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::balance::Outcome;
 use crate::body::{BodyStats, Counted, ProxyBody, boxed};
 use crate::detect::{Detected, Prefixed, detect};
 use crate::endpoint::{ServiceKey, Target, route};
-use crate::inbound::{HttpRecord, RequestInfo, status, strip_hop_by_hop};
+use crate::inbound::{HttpRecord, RequestInfo, absolute_uri, status, strip_hop_by_hop};
 use crate::runtime::Shared;
 use crate::telemetry::{
     AccessDecision, AccessLogEntry, EntryKind, LabelMemo, Reporter, RequestLabels, RequestProtocol,
@@ -150,15 +150,14 @@ async fn handle(
     }
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(http::header::HOST);
-    let authority = info.authority.clone();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
-    parts.uri = match format!("http://{authority}{path}").parse() {
+    let uri = info
+        .authority
+        .parse::<http::uri::Authority>()
+        .map_err(|_| ())
+        .and_then(|a| absolute_uri(std::mem::take(&mut parts.uri), a).map_err(|_| ()));
+    parts.uri = match uri {
         Ok(u) => u,
-        Err(_) => return mesh_error(400, "request target is not a valid URI".to_owned()),
+        Err(()) => return mesh_error(400, "request target is not a valid URI".to_owned()),
     };
     parts.version = http::Version::HTTP_2;
     let replay = hyper::body::Body::is_end_stream(&body).then(|| Replay {
