@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Instructions per proxied request on each side of a mesh-node sidecar pair,
+# counted by callgrind: exact where wall-clock figures on a shared machine
+# are noise. Uses the shared harness's app and pair plumbing
+# (../shared/bench/lib.sh, pairs.sh) and this directory's candidate.sh.
+#
+#   sidecar/bench/instructions.sh [MESH_NODE_BIN]     (default target/release/mesh-node)
+#
+# Both sides start under callgrind with instrumentation off; after a warm-up
+# (pool connections made, caches filled) it is switched on, wrk sends load
+# for DURATION seconds (10) over CONNS connections (16), the counters are
+# dumped, and each side's instruction count is divided by the requests wrk
+# completed. Needs valgrind, wrk, nginx, curl.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+bench=${BENCH_DIR:-$root/../shared/bench}
+bin=$(realpath "${1:-${CARGO_TARGET_DIR:-$root/target}/release/mesh-node}")
+duration=${DURATION:-10} conns=${CONNS:-16}
+for tool in valgrind callgrind_control wrk curl; do
+  command -v "$tool" >/dev/null || { echo "instructions.sh: needs $tool" >&2; exit 1; }
+done
+# shellcheck source=/dev/null
+source "$bench/lib.sh"
+# shellcheck source=/dev/null
+source "$bench/pairs.sh"
+
+RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sidecar-instructions.XXXXXX")
+CERTS=$RUN_DIR/certs APP_PORT=${APP_PORT:-18080} WORKERS=1 TRUST_DOMAIN=example.org
+: >"$RUN_DIR/pgids"
+trap cleanup EXIT
+assert_ports_free "$APP_PORT" 15201 15206
+
+# candidate.sh execs $MESH_NODE_BIN; this wrapper puts callgrind in front.
+wrapper=$RUN_DIR/under-callgrind.sh
+cat >"$wrapper" <<SH
+#!/usr/bin/env bash
+side=\$(basename "\$3" .toml)
+exec valgrind --tool=callgrind --instr-atstart=no --dump-instr=no \
+  --callgrind-out-file="$RUN_DIR/callgrind.\$side.%p" "$bin" "\$@"
+SH
+chmod +x "$wrapper"
+export MESH_NODE_BIN=$wrapper
+CAND_NAME=mesh-node CAND_IN_CMD="$here/candidate.sh in" CAND_OUT_CMD="$here/candidate.sh out"
+"$bench/mkcerts.sh" "$CERTS" "$TRUST_DOMAIN" >/dev/null
+app_start
+pair_candidate_start 15201 15206
+url=http://$BENCH_HOST:15201/
+# Under valgrind the first requests are slow (code is translated as it
+# first runs): allow the pair half a minute to answer.
+for ((i = 0; ; i++)); do
+  [[ $(curl -s --max-time 10 "$url" || true) == ok ]] && break
+  ((i < 30)) || die "the pair does not answer"
+  sleep 1
+done
+wrk -t1 -c"$conns" -d3s "$url" >/dev/null
+
+sides=(in out)
+pids=()
+for side in "${sides[@]}"; do
+  pids+=("$(pgrep -f "callgrind.*$RUN_DIR.*$side.toml" | head -1)")
+done
+for pid in "${pids[@]}"; do callgrind_control -i on "$pid" >/dev/null; done
+requests=$(wrk -t2 -c"$conns" -d"${duration}s" "$url" | awk '/requests in/ {print $1}')
+for pid in "${pids[@]}"; do callgrind_control -d "$pid" >/dev/null; done
+sleep 1
+echo "binary: $bin"
+echo "requests: $requests (wrk -t2 -c$conns -d${duration}s)"
+for i in 0 1; do
+  # The explicit dump holds the measured window (instrumentation was off
+  # before it).
+  ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$RUN_DIR/callgrind.${sides[$i]}.${pids[$i]}.1")
+  echo "${sides[$i]}: $ir instructions, $((ir / requests)) per request"
+done
