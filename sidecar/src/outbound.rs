@@ -153,12 +153,12 @@ async fn handle(
     let uri = info
         .authority
         .parse::<http::uri::Authority>()
-        .map_err(|_| ())
-        .and_then(|a| absolute_uri(std::mem::take(&mut parts.uri), a).map_err(|_| ()));
-    parts.uri = match uri {
-        Ok(u) => u,
-        Err(()) => return mesh_error(400, "request target is not a valid URI".to_owned()),
+        .ok()
+        .and_then(|a| absolute_uri(std::mem::take(&mut parts.uri), a).ok());
+    let Some(uri) = uri else {
+        return mesh_error(400, "request target is not a valid URI".to_owned());
     };
+    parts.uri = uri;
     parts.version = http::Version::HTTP_2;
     let replay = hyper::body::Body::is_end_stream(&body).then(|| Replay {
         method: parts.method.clone(),
