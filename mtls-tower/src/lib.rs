@@ -32,6 +32,7 @@
 
 mod acceptor;
 pub mod authorizer;
+mod chain_cache;
 mod config;
 mod connector;
 mod error;

@@ -28,6 +28,7 @@ use spiffe_core::x509::verify_x509_svid_full;
 use spiffe_core::{BundleSource, PeerIdentity, SvidSource, VerifyError, X509Error, X509Svid};
 
 use crate::authorizer::{Authorizer, DynAuthorizer, TargetAuthorizers};
+use crate::chain_cache::{ChainKey, VerifiedChains};
 use crate::error::PeerRejected;
 use crate::trust::{AdmittedBundles, TrustPolicy, UnknownAuthorityHook};
 use crate::verified::VerifiedPeers;
@@ -130,6 +131,8 @@ pub(crate) struct PeerVerifier {
     pub(crate) peers: Arc<VerifiedPeers>,
     /// Told the trust domain of a peer whose chain its bundle did not anchor.
     on_unknown_authority: Option<UnknownAuthorityHook>,
+    /// Chains already verified against the current bundles.
+    chains: VerifiedChains,
 }
 
 impl PeerVerifier {
@@ -139,6 +142,7 @@ impl PeerVerifier {
         policy: TrustPolicy,
         provider: &CryptoProvider,
         peers: Arc<VerifiedPeers>,
+        chain_cache: usize,
     ) -> Self {
         PeerVerifier {
             svid,
@@ -147,6 +151,7 @@ impl PeerVerifier {
             algorithms: provider.signature_verification_algorithms,
             peers,
             on_unknown_authority: None,
+            chains: VerifiedChains::new(chain_cache),
         }
     }
 
@@ -166,7 +171,9 @@ impl PeerVerifier {
     }
 
     /// Bundle by the peer's trust domain (if the policy admits it), chain
-    /// validation, leaf rules: all inside `verify_x509_svid_full`.
+    /// validation, leaf rules: all inside `verify_x509_svid_full`, unless
+    /// the same chain already passed them against the same bundles and its
+    /// path is still valid (see `chain_cache`).
     fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -176,6 +183,11 @@ impl PeerVerifier {
         let set = self.bundles.bundle_set();
         let local = self.svid.x509_svid();
         let local_td = local.as_ref().map(|s| s.spiffe_id().trust_domain());
+        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        let key = ChainKey::of(end_entity, intermediates);
+        if let Some(peer) = self.chains.get(&key, &set, local_td, now) {
+            return Ok(peer);
+        }
         let lookup = AdmittedBundles {
             set: &set,
             policy: &self.policy,
@@ -184,7 +196,6 @@ impl PeerVerifier {
         let mut chain = Vec::with_capacity(intermediates.len() + 1);
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
-        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
         let result = match verify_x509_svid_full(&chain, &lookup, now) {
             Ok(v) => Ok(v),
             Err(VerifyError::NoBundle { trust_domain })
@@ -209,6 +220,9 @@ impl PeerVerifier {
         ) = (&result, &self.on_unknown_authority)
         {
             hook(trust_domain);
+        }
+        if let Ok(peer) = &result {
+            self.chains.insert(key, &set, local_td, now, peer.clone());
         }
         result
     }

@@ -68,6 +68,7 @@ fn client_verifier(
             policy,
             &provider(),
             Arc::new(VerifiedPeers::new()),
+            crate::chain_cache::DEFAULT_CAPACITY,
         ),
         authorizer: DynAuthorizer(Arc::new(a)),
         optional: false,
@@ -273,6 +274,7 @@ fn server_verifier_ignores_dns_names_and_uses_per_target_authorizers() {
             TrustPolicy::local_only(),
             &provider(),
             Arc::new(VerifiedPeers::new()),
+            crate::chain_cache::DEFAULT_CAPACITY,
         ),
         authorization: ServerAuthorization::PerTarget(targets),
     };
@@ -399,4 +401,136 @@ fn client_certificates_are_mandatory_unless_made_optional() {
         err,
         rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
     );
+}
+
+#[test]
+fn a_chain_verified_once_is_kept_and_each_new_chain_adds_one() {
+    let f = fixture();
+    let v = client_verifier(&f, TrustPolicy::local_only(), authorizer::any());
+    let leaf = f.ca.leaf("spiffe://example.org/client");
+    verify_client(&v, &leaf).unwrap();
+    verify_client(&v, &leaf).unwrap();
+    assert_eq!(v.core.chains.len(), 1);
+    verify_client(&v, &f.ca.leaf("spiffe://example.org/other")).unwrap();
+    assert_eq!(v.core.chains.len(), 2);
+    // Refusals are not kept.
+    let foreign = TestCa::new("example.org").leaf("spiffe://example.org/client");
+    assert!(verify_client(&v, &foreign).is_err());
+    assert!(verify_client(&v, &foreign).is_err());
+    assert_eq!(v.core.chains.len(), 2);
+}
+
+#[test]
+fn a_cached_chain_is_refused_once_its_authority_leaves_the_bundle() {
+    let f = fixture();
+    let v = client_verifier(&f, TrustPolicy::local_only(), authorizer::any());
+    let leaf = f.ca.leaf("spiffe://example.org/client");
+    verify_client(&v, &leaf).unwrap();
+    // The trust domain moves to a new CA and drops the old one.
+    f.bundles
+        .set(set_of([bundle(&TestCa::new("example.org"), "example.org")]));
+    assert_eq!(
+        verify_client(&v, &leaf),
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer
+        ))
+    );
+}
+
+#[test]
+fn a_cached_chain_is_refused_once_its_leaf_expires() {
+    let f = fixture();
+    let v = client_verifier(&f, TrustPolicy::local_only(), authorizer::any());
+    let leaf = f.ca.leaf("spiffe://example.org/client");
+    verify_client(&v, &leaf).unwrap();
+    let (_, until) = v.core.peers.get(&leaf.chain[0]).unwrap().path_valid();
+    let at = |t: std::time::SystemTime| {
+        UnixTime::since_unix_epoch(t.duration_since(UNIX_EPOCH).unwrap())
+    };
+    // The last second of the period still holds; the next does not.
+    v.verify_client_cert(&leaf.chain[0], &[], at(until))
+        .unwrap();
+    assert_eq!(
+        v.verify_client_cert(&leaf.chain[0], &[], at(until + Duration::from_secs(1)))
+            .map(|_| ()),
+        Err(rustls::Error::InvalidCertificate(CertificateError::Expired))
+    );
+}
+
+#[test]
+fn a_cached_chain_is_refused_once_its_intermediate_expires() {
+    let f = fixture();
+    let mut spec = test_support::CaSpec::new("example.org");
+    spec.not_after = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+    let inter = f.ca.intermediate(spec.clone());
+    let v = client_verifier(&f, TrustPolicy::local_only(), authorizer::any());
+    let leaf = inter.leaf("spiffe://example.org/client");
+    verify_client(&v, &leaf).unwrap();
+    // The leaf is good for an hour, its issuer for ten minutes.
+    let after = UNIX_EPOCH + Duration::from_secs(spec.not_after.unix_timestamp() as u64 + 1);
+    let after = UnixTime::since_unix_epoch(after.duration_since(UNIX_EPOCH).unwrap());
+    assert_eq!(
+        v.verify_client_cert(&leaf.chain[0], &leaf.chain[1..], after)
+            .map(|_| ()),
+        Err(rustls::Error::InvalidCertificate(CertificateError::Expired))
+    );
+}
+
+#[test]
+fn a_cached_chain_still_meets_the_authorizer_on_every_handshake() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let f = fixture();
+    let allow = Arc::new(AtomicBool::new(true));
+    let gate = allow.clone();
+    let v = client_verifier(&f, TrustPolicy::local_only(), move |_: &SpiffeId| {
+        gate.load(Ordering::SeqCst)
+    });
+    let leaf = f.ca.leaf("spiffe://example.org/client");
+    verify_client(&v, &leaf).unwrap();
+    allow.store(false, Ordering::SeqCst);
+    assert_eq!(
+        verify_client(&v, &leaf),
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::ApplicationVerificationFailure
+        ))
+    );
+}
+
+#[test]
+fn a_cached_chain_is_checked_again_when_the_local_trust_domain_changes() {
+    let f = fixture();
+    let v = client_verifier(&f, TrustPolicy::local_only(), authorizer::any());
+    let leaf = f.ca.leaf("spiffe://example.org/client");
+    verify_client(&v, &leaf).unwrap();
+    // This workload now belongs to another trust domain: example.org is
+    // foreign and the local-only policy no longer admits it.
+    let other = TestCa::new("other.org");
+    f.svids.set(svid(&other.leaf("spiffe://other.org/server")));
+    assert_eq!(
+        verify_client(&v, &leaf),
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer
+        ))
+    );
+}
+
+#[test]
+fn without_the_cache_every_chain_is_verified_in_full() {
+    let f = fixture();
+    let v = SpiffeClientVerifier {
+        core: PeerVerifier::new(
+            f.svids.clone(),
+            f.bundles.clone(),
+            TrustPolicy::local_only(),
+            &provider(),
+            Arc::new(VerifiedPeers::new()),
+            0,
+        ),
+        authorizer: DynAuthorizer(Arc::new(authorizer::any())),
+        optional: false,
+    };
+    let leaf = f.ca.leaf("spiffe://example.org/client");
+    verify_client(&v, &leaf).unwrap();
+    verify_client(&v, &leaf).unwrap();
+    assert_eq!(v.core.chains.len(), 0);
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use common::*;
-use mtls_tower::{AcceptError, authorizer};
+use mtls_tower::{AcceptError, ServerConfigBuilder, authorizer};
 use test_support::{LeafSpec, TestCa};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -34,12 +34,26 @@ fn binary(name: &str) -> Option<PathBuf> {
 /// A server whose SVID also carries the DNS SAN `localhost` (X509-2), since
 /// these tools check the host name; the client PEM files in a temp dir.
 async fn setup(name: &str) -> (Server, Dir) {
+    setup_with(name, |b| b).await
+}
+
+/// [`setup`], with the server's builder adjusted by `adjust`.
+async fn setup_with(
+    name: &str,
+    adjust: impl FnOnce(ServerConfigBuilder) -> ServerConfigBuilder,
+) -> (Server, Dir) {
     let ca = TestCa::new(TD);
     let server = Workload::new(&ca, SERVER, TD);
     server.svids.set(svid(
         &ca.leaf_with(LeafSpec::new(SERVER).dns(&["localhost"])),
     ));
-    let srv = start_server(server.server_config(authorizer::exact(CLIENT.parse().unwrap()))).await;
+    let builder = ServerConfigBuilder::new(
+        provider(),
+        server.svids.clone(),
+        server.bundles.clone(),
+        authorizer::exact(CLIENT.parse().unwrap()),
+    );
+    let srv = start_server(adjust(builder).build().unwrap()).await;
     let dir = std::env::temp_dir().join(format!("mtls-tower-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -146,6 +160,52 @@ async fn openssl_s_client_verifies_server_and_is_identified() {
             stdout.contains(CLIENT),
             "the server saw the client's SPIFFE ID: {stdout}"
         );
+    })
+    .await
+}
+
+/// The suite `openssl s_client`, with its default preferences
+/// (TLS_AES_256_GCM_SHA384 first), negotiates with a server set up by
+/// `adjust`.
+async fn suite_openssl_gets(
+    name: &str,
+    adjust: impl FnOnce(ServerConfigBuilder) -> ServerConfigBuilder,
+) -> Option<String> {
+    let openssl = binary("openssl")?;
+    let (srv, dir) = setup_with(name, adjust).await;
+    let out = Command::new(&openssl)
+        .arg("s_client")
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{}", srv.addr.port()))
+        .arg("-CAfile")
+        .arg(dir.0.join("ca.pem"))
+        .arg("-cert")
+        .arg(dir.0.join("client.pem"))
+        .arg("-key")
+        .arg(dir.0.join("client.key"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let suite = stdout
+        .lines()
+        .find_map(|l| l.split_once("Cipher is ").map(|(_, s)| s.trim().to_owned()));
+    Some(suite.unwrap_or_else(|| panic!("no cipher in the output: {stdout}")))
+}
+
+#[tokio::test]
+async fn a_server_preferring_sha256_suites_overrides_openssls_order() {
+    test_support::within(60, async move {
+        let Some(default) = suite_openssl_gets("suite-default", |b| b).await else {
+            return;
+        };
+        // Without the preference the client's first choice stands.
+        assert_eq!(default, "TLS_AES_256_GCM_SHA384");
+        let preferred = suite_openssl_gets("suite-sha256", |b| b.prefer_sha256_suites())
+            .await
+            .unwrap();
+        assert_eq!(preferred, "TLS_AES_128_GCM_SHA256");
     })
     .await
 }

@@ -97,10 +97,14 @@ pub fn verify_x509_svid_full(
         .map_err(chain_err)?;
     // webpki checks cA on issuers but not their keyUsage: apply X509-4 to
     // the intermediates the validated path actually went through.
+    // The same pass narrows the validity window to the whole path.
+    let mut window = (leaf.not_before, leaf.not_after);
     for (i, cert) in path.intermediate_certificates().enumerate() {
         let der = cert.der();
-        rules::check_signing(&cert::parse(&der, i + 1)?, i + 1)?;
+        let info = cert::parse(&der, i + 1)?;
+        rules::check_signing(&info, i + 1)?;
+        window = (window.0.max(info.not_before), window.1.min(info.not_after));
     }
     rules::check_leaf(&leaf, &spiffe_id)?;
-    Ok(PeerIdentity::verified(spiffe_id, leaf.not_after))
+    Ok(PeerIdentity::verified(spiffe_id, leaf.not_after, window))
 }
