@@ -92,6 +92,11 @@ impl VerifiedChains {
         }
     }
 
+    /// Whether the cache keeps anything (capacity above 0).
+    pub(crate) fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     /// The identity `key`'s chain produced against exactly `bundles` with
     /// this local trust domain, if its path is valid at `now`.
     pub(crate) fn get(
@@ -101,7 +106,7 @@ impl VerifiedChains {
         local: Option<&TrustDomain>,
         now: SystemTime,
     ) -> Option<PeerIdentity> {
-        if self.capacity == 0 {
+        if !self.enabled() {
             return None;
         }
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -126,7 +131,7 @@ impl VerifiedChains {
         now: SystemTime,
         peer: PeerIdentity,
     ) {
-        if self.capacity == 0 {
+        if !self.enabled() {
             return;
         }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);

@@ -184,8 +184,11 @@ impl PeerVerifier {
         let local = self.svid.x509_svid();
         let local_td = local.as_ref().map(|s| s.spiffe_id().trust_domain());
         let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        let key = ChainKey::of(end_entity, intermediates);
-        if let Some(peer) = self.chains.get(&key, &set, local_td, now) {
+        let key = self
+            .chains
+            .enabled()
+            .then(|| ChainKey::of(end_entity, intermediates));
+        if let Some(peer) = key.and_then(|k| self.chains.get(&k, &set, local_td, now)) {
             return Ok(peer);
         }
         let lookup = AdmittedBundles {
@@ -221,7 +224,7 @@ impl PeerVerifier {
         {
             hook(trust_domain);
         }
-        if let Ok(peer) = &result {
+        if let (Ok(peer), Some(key)) = (&result, key) {
             self.chains.insert(key, &set, local_td, now, peer.clone());
         }
         result

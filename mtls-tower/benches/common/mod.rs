@@ -56,7 +56,9 @@ fn key(l: &Leaf) -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(l.key_der.clone()))
 }
 
-pub fn ours(ca: &TestCa, server_leaf: &Leaf, client_leaf: &Leaf) -> Pair {
+/// Our configs; `chain_cache` is each side's verified-chain cache capacity
+/// (0: every handshake verifies the peer's chain in full).
+pub fn ours(ca: &TestCa, server_leaf: &Leaf, client_leaf: &Leaf, chain_cache: usize) -> Pair {
     let mut set = BundleSet::new();
     set.insert_x509(X509Bundle::new("example.org".parse().unwrap(), vec![ca.root_cert()]).unwrap());
     let bundles = Arc::new(MemoryBundleSource::new(set));
@@ -67,6 +69,7 @@ pub fn ours(ca: &TestCa, server_leaf: &Leaf, client_leaf: &Leaf) -> Pair {
         bundles.clone(),
         authorizer::exact(CLIENT.parse().unwrap()),
     )
+    .verified_chain_cache(chain_cache)
     .build()
     .unwrap();
     let client = ClientConfigBuilder::new(
@@ -75,6 +78,7 @@ pub fn ours(ca: &TestCa, server_leaf: &Leaf, client_leaf: &Leaf) -> Pair {
         bundles,
         authorizer::exact(SERVER.parse().unwrap()),
     )
+    .verified_chain_cache(chain_cache)
     .build()
     .unwrap();
     (client.rustls().clone(), server.rustls().clone())
@@ -107,13 +111,24 @@ pub fn plain(ca: &TestCa, server_leaf: &Leaf, client_leaf: &Leaf) -> Pair {
     (Arc::new(client), Arc::new(server))
 }
 
-/// Both config pairs over the same certificates.
-pub fn both() -> (Pair, Pair) {
+/// The config pairs under test, over the same certificates.
+pub struct Configs {
+    /// Ours with the default verified-chain cache.
+    pub ours: Pair,
+    /// Ours with the cache off.
+    pub uncached: Pair,
+    /// Plain rustls.
+    pub plain: Pair,
+}
+
+/// All three config pairs over the same certificates.
+pub fn configs() -> Configs {
     let ca = TestCa::new("example.org");
     let server_leaf = leaf(&ca, SERVER);
     let client_leaf = leaf(&ca, CLIENT);
-    (
-        ours(&ca, &server_leaf, &client_leaf),
-        plain(&ca, &server_leaf, &client_leaf),
-    )
+    Configs {
+        ours: ours(&ca, &server_leaf, &client_leaf, 1024),
+        uncached: ours(&ca, &server_leaf, &client_leaf, 0),
+        plain: plain(&ca, &server_leaf, &client_leaf),
+    }
 }
