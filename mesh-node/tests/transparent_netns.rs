@@ -19,6 +19,11 @@
 //! STRICT PeerAuthentication, so plaintext that bypasses the client's
 //! sidecar (root is exempt from redirection) is refused.
 //!
+//! The server's host also runs a plain HTTP server outside the mesh on port
+//! 9099, which its rules do not intercept: the client's sidecar refuses
+//! it under the default REGISTRY_ONLY and passes it through under
+//! ALLOW_ANY.
+//!
 //! No namespace has a default route: traffic cannot leave them. Needs
 //! root and `ip`, `iptables`, `curl`, `setpriv` and `python3`; without
 //! them the test prints `SKIPPED:` (and fails under `CI=true`).
@@ -39,6 +44,8 @@ const PRODUCTPAGE_ID: &str = "spiffe://example.org/ns/bookinfo/sa/productpage";
 const REVIEWS_ID: &str = "spiffe://example.org/ns/bookinfo/sa/reviews";
 const CLIENT_IP: &str = "10.200.0.1";
 const SERVER_IP: &str = "10.200.0.2";
+/// A plain HTTP server on the server's host that is no mesh service.
+const EXTERNAL_PORT: &str = "9099";
 
 const STRICT: &str = r#"
 apiVersion: security.istio.io/v1
@@ -416,7 +423,13 @@ spiffe_id = "{REVIEWS_ID}""#
     let (client, server) = (ns.client.as_str(), ns.server.as_str());
 
     for ns in [client, server] {
-        let printed = iptables_cli(ns, &["--apply", "--proxy-uid", "0"]);
+        // The server's host also runs a service outside the mesh, on a
+        // port its rules leave alone.
+        let mut args = vec!["--apply", "--proxy-uid", "0"];
+        if ns == server {
+            args.extend(["--exclude-inbound-ports", EXTERNAL_PORT]);
+        }
+        let printed = iptables_cli(ns, &args);
         assert!(
             printed.contains("-A MESH_OUTPUT -m owner --uid-owner 0 -j RETURN"),
             "{printed}"
@@ -433,6 +446,23 @@ spiffe_id = "{REVIEWS_ID}""#
     let mut app = Proc::start(
         "reviews app",
         in_netns(server, None, &python.to_string_lossy()).arg(&app_script),
+        tmp.path(),
+    );
+    let site = tmp.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("ext.txt"), "outside the mesh\n").unwrap();
+    let mut external = Proc::start(
+        "external server",
+        in_netns(server, None, &python.to_string_lossy())
+            .args([
+                "-m",
+                "http.server",
+                EXTERNAL_PORT,
+                "--bind",
+                SERVER_IP,
+                "--directory",
+            ])
+            .arg(&site),
         tmp.path(),
     );
     // One side on a single-threaded runtime, the other on two workers:
@@ -452,6 +482,8 @@ spiffe_id = "{REVIEWS_ID}""#
     let mut productpage = sidecar(client, &client_config, "productpage sidecar", "2");
     let ready = "http://127.0.0.1:15000/healthz/ready";
     wait_http(server, "http://127.0.0.1:9080/ready", &mut [&mut app], 30);
+    let external_url = format!("http://{SERVER_IP}:{EXTERNAL_PORT}/ext.txt");
+    wait_http(server, &external_url, &mut [&mut external], 30);
     wait_http(server, ready, &mut [&mut reviews], 30);
     wait_http(client, ready, &mut [&mut productpage], 30);
 
@@ -539,6 +571,66 @@ spiffe_id = "{REVIEWS_ID}""#
     assert!(app_log.contains("GET /by-ip "), "{app_log}");
     assert!(!app_log.contains("/bypass"), "{app_log}");
 
+    // A destination outside the mesh under the default REGISTRY_ONLY: the
+    // sidecar answers 503 naming the unknown service, at once, and
+    // nothing reaches it.
+    let out = curl(client, Some(APP_UID), &external_url);
+    let got = text(&out);
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    assert!(
+        got.contains(&format!(
+            "x-mesh-error: no mesh service named by {SERVER_IP}:{EXTERNAL_PORT}"
+        )),
+        "{got}"
+    );
+    let external_log = std::fs::read_to_string(&external.log).unwrap();
+    assert!(
+        !external_log.contains(&format!("{CLIENT_IP} - - ")),
+        "{external_log}"
+    );
+
+    // Under ALLOW_ANY the same call passes through as plain TCP from the
+    // sidecar (Istio's PassthroughCluster), while mesh traffic keeps mTLS.
+    drop(productpage);
+    let config = std::fs::read_to_string(&client_config).unwrap();
+    let outbound = "[outbound]\nlisten = \"127.0.0.1:15001\"\ntransparent = true\n";
+    assert!(config.contains(outbound), "{config}");
+    let allow_any = tmp.path().join("allow-any.toml");
+    std::fs::write(
+        &allow_any,
+        config.replace(
+            outbound,
+            &format!("{outbound}traffic_policy = \"ALLOW_ANY\"\n"),
+        ),
+    )
+    .unwrap();
+    let mut productpage = sidecar(client, &allow_any, "productpage sidecar (ALLOW_ANY)", "2");
+    wait_http(client, ready, &mut [&mut productpage], 30);
+    let out = curl(client, Some(APP_UID), &external_url);
+    let got = text(&out);
+    assert!(got.starts_with("HTTP/1.0 200"), "{got}");
+    assert!(got.contains("outside the mesh"), "{got}");
+    let external_log = std::fs::read_to_string(&external.log).unwrap();
+    assert!(
+        external_log.contains(&format!("{CLIENT_IP} - - ")),
+        "the request came from the client's host: {external_log}"
+    );
+    let client_stats = String::from_utf8_lossy(&curl(client, None, stats).stdout).into_owned();
+    let passed = series(
+        &client_stats,
+        "istio_tcp_connections_opened_total",
+        &[
+            "reporter=\"source\"",
+            "destination_service=\"PassthroughCluster\"",
+            &format!("source_principal=\"{PRODUCTPAGE_ID}\""),
+        ],
+    );
+    assert_eq!(passed.len(), 1, "{client_stats}");
+    let out = curl(client, Some(APP_UID), "http://reviews.bookinfo:9080/after");
+    let got = text(&out);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains(&format!("URI={PRODUCTPAGE_ID}\n")), "{got}");
+
     // Without the client's rules the application's own request is that
     // same plaintext, and is refused too; the rules are gone.
     iptables_cli(client, &["--remove"]);
@@ -547,8 +639,8 @@ spiffe_id = "{REVIEWS_ID}""#
     let out = curl(client, Some(APP_UID), "http://reviews.bookinfo:9080/");
     assert!(!out.status.success(), "{}", text(&out));
 
-    for p in [&mut app, &mut reviews, &mut productpage] {
+    for p in [&mut app, &mut external, &mut reviews, &mut productpage] {
         p.assert_running();
     }
-    drop((app, reviews, productpage));
+    drop((app, external, reviews, productpage));
 }

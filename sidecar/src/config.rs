@@ -163,6 +163,25 @@ pub struct OutboundConfig {
     /// authority names none: a sidecar fronting one upstream, as in a
     /// benchmark. Unset: such requests get a 503.
     pub default_service: Option<String>,
+    /// What happens to redirected connections whose original destination
+    /// is no endpoint of a mesh service (Istio's
+    /// `outboundTrafficPolicy.mode`).
+    pub traffic_policy: OutboundTrafficPolicy,
+}
+
+/// Where redirected traffic to destinations outside the mesh may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum OutboundTrafficPolicy {
+    /// Only mesh services: such HTTP gets a 503 naming the unknown
+    /// service, such TCP is closed.
+    #[default]
+    #[serde(rename = "REGISTRY_ONLY")]
+    RegistryOnly,
+    /// Passed through unchanged, as plain TCP from the sidecar to the
+    /// original destination, whatever the protocol (Istio's
+    /// `PassthroughCluster`); counted under that service name.
+    #[serde(rename = "ALLOW_ANY")]
+    AllowAny,
 }
 
 impl Default for OutboundConfig {
@@ -174,6 +193,7 @@ impl Default for OutboundConfig {
             retries: 2,
             balance: crate::balance::BalanceConfig::default(),
             default_service: None,
+            traffic_policy: OutboundTrafficPolicy::RegistryOnly,
         }
     }
 }
@@ -265,4 +285,35 @@ pub struct IdentityFiles {
     pub key: PathBuf,
     /// PEM trust bundle of the local trust domain.
     pub bundle: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_traffic_policy_takes_istios_names_and_defaults_to_registry_only() {
+        assert_eq!(
+            OutboundConfig::default().traffic_policy,
+            OutboundTrafficPolicy::RegistryOnly
+        );
+        let allow: OutboundConfig =
+            serde_json::from_str(r#"{"traffic_policy": "ALLOW_ANY"}"#).unwrap();
+        assert_eq!(allow.traffic_policy, OutboundTrafficPolicy::AllowAny);
+        let registry: OutboundConfig =
+            serde_json::from_str(r#"{"traffic_policy": "REGISTRY_ONLY"}"#).unwrap();
+        assert_eq!(registry.traffic_policy, OutboundTrafficPolicy::RegistryOnly);
+        for bad in ["allow_any", "ANY", ""] {
+            let err = serde_json::from_str::<OutboundConfig>(&format!(
+                r#"{{"traffic_policy": "{bad}"}}"#
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("unknown variant"), "{bad}: {err}");
+            assert!(
+                err.contains("ALLOW_ANY"),
+                "the error lists the choices: {err}"
+            );
+        }
+    }
 }

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 
 use crate::balance::Outcome;
 use crate::body::{BodyStats, Counted, ProxyBody, boxed};
+use crate::config::OutboundTrafficPolicy;
 use crate::detect::{Detected, Prefixed, detect};
 use crate::endpoint::{ServiceKey, Target, route};
 use crate::inbound::{HttpRecord, RequestInfo, absolute_uri, status, strip_hop_by_hop};
@@ -56,6 +57,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
     }
     let mut sniffed = bytes::Bytes::new();
     if let Some(dst) = original {
+        if shared.config.outbound.traffic_policy == OutboundTrafficPolicy::AllowAny
+            && shared.endpoints.by_address(dst).is_none()
+        {
+            passthrough(shared, tcp, dst, remote).await;
+            return;
+        }
         let Ok((proto, bytes)) = detect(&mut tcp, shared.config.limits.detect_timeout).await else {
             return;
         };
@@ -350,58 +357,107 @@ where
         };
         let mut labels = shared.labels_outbound(&key, &target);
         labels.request_protocol = RequestProtocol::Tcp;
-        shared.metrics.tcp_opened(&labels);
-        let started = Instant::now();
-        let (_never, no_policy) = tokio::sync::watch::channel(0u64);
-        let outcome = crate::tcp::splice(
+        relay(
+            &shared,
             io,
             TokioIo::new(stream),
-            shared.config.limits.tcp_idle_timeout,
-            no_policy,
-            || true,
-            shared.drain_hard.subscribe(),
-            crate::tcp::Progress {
-                every: shared.config.limits.tcp_report_interval,
-                report: |up, down| shared.metrics.tcp_bytes(&labels, up, down),
-            },
+            &labels,
+            remote,
+            target.addr,
         )
         .await;
         pick.finish(Outcome::Success);
-        shared.metrics.tcp_closed(
-            &labels,
-            outcome.to_upstream - outcome.reported_to_upstream,
-            outcome.to_downstream - outcome.reported_to_downstream,
-        );
-        let mut entry = AccessLogEntry::new(
-            EntryKind::Tcp,
-            Reporter::Source,
-            AccessDecision::Allow,
-            remote,
-            target.addr,
-        );
-        entry.source_principal = labels.source_principal.clone();
-        entry.destination_principal = labels.destination_principal.clone();
-        entry.authority = Some(key.to_string());
-        entry.upstream = Some(target.addr);
-        entry.request_bytes = outcome.to_upstream;
-        entry.response_bytes = outcome.to_downstream;
-        entry.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        entry.reason = outcome.closed_by.map(str::to_owned);
-        shared.access_log.log(&entry);
         return;
     }
+}
+
+/// Istio's name for the destination of traffic passed through to an
+/// address outside the mesh.
+pub const PASSTHROUGH: &str = "PassthroughCluster";
+
+/// A redirected connection to `dst`, which no mesh service owns, under
+/// `ALLOW_ANY`: plain TCP from the sidecar (exempt from redirection) to
+/// the original destination, bytes relayed unchanged both ways.
+async fn passthrough(shared: Arc<Shared>, tcp: TcpStream, dst: SocketAddr, remote: SocketAddr) {
+    let connect = TcpStream::connect(dst);
+    let upstream = match tokio::time::timeout(shared.config.limits.handshake_timeout, connect).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%dst, error = %e, "passthrough connect failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%dst, "passthrough connect timed out");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let mut labels = shared.labels_source();
+    labels.destination_service = PASSTHROUGH.to_owned();
+    labels.destination_service_name = PASSTHROUGH.to_owned();
+    labels.request_protocol = RequestProtocol::Tcp;
+    labels.connection_security_policy = SecurityPolicy::Unknown;
+    relay(&shared, tcp, upstream, &labels, remote, dst).await;
+}
+
+/// Relays an opaque TCP connection to its upstream until either side
+/// closes, idles out or the drain ends; counts it in the TCP metrics under
+/// `labels` and logs it.
+async fn relay<D, U>(
+    shared: &Arc<Shared>,
+    down: D,
+    up: U,
+    labels: &RequestLabels,
+    remote: SocketAddr,
+    upstream: SocketAddr,
+) where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    shared.metrics.tcp_opened(labels);
+    let started = Instant::now();
+    let (_never, no_policy) = tokio::sync::watch::channel(0u64);
+    let outcome = crate::tcp::splice(
+        down,
+        up,
+        shared.config.limits.tcp_idle_timeout,
+        no_policy,
+        || true,
+        shared.drain_hard.subscribe(),
+        crate::tcp::Progress {
+            every: shared.config.limits.tcp_report_interval,
+            report: |sent, received| shared.metrics.tcp_bytes(labels, sent, received),
+        },
+    )
+    .await;
+    shared.metrics.tcp_closed(
+        labels,
+        outcome.to_upstream - outcome.reported_to_upstream,
+        outcome.to_downstream - outcome.reported_to_downstream,
+    );
+    let mut entry = AccessLogEntry::new(
+        EntryKind::Tcp,
+        Reporter::Source,
+        AccessDecision::Allow,
+        remote,
+        upstream,
+    );
+    entry.source_principal = labels.source_principal.clone();
+    entry.destination_principal = labels.destination_principal.clone();
+    entry.authority = Some(labels.destination_service.clone());
+    entry.upstream = Some(upstream);
+    entry.request_bytes = outcome.to_upstream;
+    entry.response_bytes = outcome.to_downstream;
+    entry.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    entry.reason = outcome.closed_by.map(str::to_owned);
+    shared.access_log.log(&entry);
 }
 
 impl Shared {
     /// The labels of traffic this sidecar originates.
     pub(crate) fn labels_outbound(&self, key: &ServiceKey, target: &Target) -> RequestLabels {
-        let mut labels = RequestLabels {
-            reporter: Reporter::Source,
-            ..RequestLabels::default()
-        };
-        labels.source_principal = self.local_spiffe_id();
-        labels.source_workload = self.config.workload.name.clone();
-        labels.source_workload_namespace = self.config.workload.namespace.clone();
+        let mut labels = self.labels_source();
         labels.destination_principal = Some(target.identity.clone());
         let (ns, sa) = crate::inbound::namespace_and_account(target.identity.path());
         labels.destination_workload = sa;
@@ -411,6 +467,18 @@ impl Shared {
         labels.destination_service_namespace = key.namespace.clone();
         labels.connection_security_policy = SecurityPolicy::MutualTls;
         labels
+    }
+
+    /// What every label set of traffic this sidecar originates starts from:
+    /// the reporter and this workload as the source.
+    fn labels_source(&self) -> RequestLabels {
+        RequestLabels {
+            reporter: Reporter::Source,
+            source_principal: self.local_spiffe_id(),
+            source_workload: self.config.workload.name.clone(),
+            source_workload_namespace: self.config.workload.namespace.clone(),
+            ..RequestLabels::default()
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
