@@ -83,7 +83,9 @@ impl Pool {
         {
             return Ok(sender.clone());
         }
-        let sender = connect_h2(&self.connector, target).await?;
+        // Boxed: the handshake's future is large and rarely needed, and
+        // inline it would make every request's future carry its size.
+        let sender = Box::pin(connect_h2(&self.connector, target)).await?;
         *held = Some(sender.clone());
         Ok(sender)
     }
@@ -129,8 +131,11 @@ async fn connect_h2(
         .keep_alive_interval(std::time::Duration::from_secs(30))
         .keep_alive_timeout(std::time::Duration::from_secs(10))
         .keep_alive_while_idle(true);
+    // The stream goes in boxed: hyper moves a future the size of the
+    // connection (the stream inline) into a new task for every request,
+    // and a boxed TLS stream keeps that future small.
     let (sender, conn) = builder
-        .handshake(stream)
+        .handshake(Box::new(stream))
         .await
         .map_err(|e| PoolError::Connect {
             addr: target.addr,
