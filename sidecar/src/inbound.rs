@@ -283,8 +283,25 @@ pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The names `strip_hop_by_hop` acts on.
+static HOP_BY_HOP: [&HeaderName; 7] = [
+    &http::header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &http::header::PROXY_AUTHORIZATION,
+    &http::header::TRANSFER_ENCODING,
+    &http::header::UPGRADE,
+    &http::header::TE,
+];
+
 /// Headers that describe one hop and never travel further.
 pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    // Most messages carry none of them: one pass over the names present
+    // (well-known names compare as tags) costs less than hashing each
+    // of the seven names for a lookup.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
+        return;
+    }
     if headers.contains_key(http::header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(http::header::CONNECTION)
@@ -297,16 +314,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
             headers.remove(name);
         }
     }
-    // Names, not strings: a `&str` key is parsed on every lookup.
-    for name in [
-        &http::header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &http::header::PROXY_AUTHORIZATION,
-        &http::header::TRANSFER_ENCODING,
-        &http::header::UPGRADE,
-    ] {
-        headers.remove(name);
+    // Names, not strings: a `&str` key is parsed on every lookup. TE is
+    // the last of them and kept when it only asks for trailers.
+    for name in &HOP_BY_HOP[..6] {
+        headers.remove(*name);
     }
     if headers
         .get(http::header::TE)
@@ -826,6 +837,20 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_alone_is_found_and_stripped() {
+        for name in HOP_BY_HOP {
+            let mut h = headers(&[("x-first", "1"), (name.as_str(), "v"), ("x-last", "2")]);
+            strip_hop_by_hop(&mut h);
+            let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+            assert_eq!(left, ["x-first", "x-last"], "{name}");
+        }
+        let mut none = headers(&[("host", "a"), ("x-connection", "close")]);
+        let before = none.clone();
+        strip_hop_by_hop(&mut none);
+        assert_eq!(none, before);
     }
 
     #[test]

@@ -134,13 +134,14 @@ async fn connect_h2(
     // The stream goes in boxed: hyper moves a future the size of the
     // connection (the stream inline) into a new task for every request,
     // and a boxed TLS stream keeps that future small.
-    let (sender, conn) = builder
-        .handshake(Box::new(stream))
-        .await
-        .map_err(|e| PoolError::Connect {
-            addr: target.addr,
-            source: Box::new(e),
-        })?;
+    let (sender, conn) =
+        builder
+            .handshake(Box::new(stream))
+            .await
+            .map_err(|e| PoolError::Connect {
+                addr: target.addr,
+                source: Box::new(e),
+            })?;
     let addr = target.addr;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
