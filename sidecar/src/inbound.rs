@@ -390,10 +390,6 @@ async fn forward(
     {
         req.headers_mut().insert(http::header::HOST, v);
     }
-    match absolute_uri(std::mem::take(req.uri_mut()), authority) {
-        Ok(u) => *req.uri_mut() = u,
-        Err(_) => return status(400, "bad request target"),
-    }
     let h2 = match app.protocol {
         AppProtocol::Http2 | AppProtocol::Grpc => true,
         AppProtocol::Http => false,
@@ -402,15 +398,34 @@ async fn forward(
         }
     };
     let result = if h2 {
+        match absolute_uri(std::mem::take(req.uri_mut()), authority) {
+            Ok(u) => *req.uri_mut() = u,
+            Err(_) => return status(400, "bad request target"),
+        }
         *req.version_mut() = http::Version::HTTP_2;
-        shared.app_h2.request(req).await
+        shared
+            .app_h2
+            .request(req)
+            .await
+            .map(|r| r.map(boxed))
+            .map_err(|e| e.to_string())
     } else {
+        // HTTP/1.1 over a direct connection: the origin-form target.
+        match origin_form(std::mem::take(req.uri_mut())) {
+            Ok(u) => *req.uri_mut() = u,
+            Err(_) => return status(400, "bad request target"),
+        }
         *req.version_mut() = http::Version::HTTP_11;
-        shared.app_h1.request(req).await
+        shared
+            .app
+            .send(app.addr, req)
+            .await
+            .map(|r| r.map(boxed))
+            .map_err(|e| e.to_string())
     };
     match result {
         Ok(resp) => {
-            let mut resp = resp.map(boxed);
+            let mut resp = resp;
             strip_hop_by_hop(resp.headers_mut());
             resp.extensions_mut().insert(Allowed { policy });
             resp
@@ -431,6 +446,18 @@ pub(crate) fn absolute_uri(
     let mut parts = uri.into_parts();
     parts.scheme = Some(http::uri::Scheme::HTTP);
     parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    http::Uri::from_parts(parts)
+}
+
+/// `uri`'s path and query alone (`/` if it has none): the request target
+/// of a request sent straight to its server.
+pub(crate) fn origin_form(uri: http::Uri) -> Result<http::Uri, http::uri::InvalidUriParts> {
+    let mut parts = uri.into_parts();
+    parts.scheme = None;
+    parts.authority = None;
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }

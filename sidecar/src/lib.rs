@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod app_pool;
 pub mod balance;
 pub mod body;
 pub mod config;

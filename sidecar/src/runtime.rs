@@ -14,6 +14,7 @@ use mtls_tower::{
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::app_pool::AppPool;
 use crate::body::ProxyBody;
 use crate::config::SidecarConfig;
 use crate::endpoint::{Endpoints, ServiceKey, Target};
@@ -59,7 +60,9 @@ pub(crate) struct Shared {
     pub(crate) server_tls: MtlsServerConfig,
     pub(crate) tcp_connector: MtlsConnector,
     pub(crate) pool: Pool,
-    pub(crate) app_h1: Client<HttpConnector, ProxyBody>,
+    /// HTTP/1.1 to the application.
+    pub(crate) app: Arc<AppPool>,
+    /// HTTP/2 (gRPC) to the application.
     pub(crate) app_h2: Client<HttpConnector, ProxyBody>,
     /// Flips when inbound should drain (graceful HTTP shutdown).
     pub(crate) drain: watch::Sender<bool>,
@@ -245,9 +248,7 @@ impl Sidecar {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
-        let app_h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(http.clone());
+        let app = Arc::new(AppPool::new(timeout, APP_IDLE_TIMEOUT, APP_MAX_IDLE));
         let app_h2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .build(http);
@@ -271,7 +272,7 @@ impl Sidecar {
             server_tls,
             tcp_connector: MtlsConnector::new(tcp_tls).connect_timeout(timeout),
             pool: Pool::new(MtlsConnector::new(pool_tls).connect_timeout(timeout)),
-            app_h1,
+            app,
             app_h2,
             drain: watch::Sender::new(false),
             drain_hard: watch::Sender::new(false),
@@ -324,6 +325,7 @@ impl Sidecar {
             }));
         let expiry_task = tokio::spawn(expiry_gauge(shared.clone()));
         let prune_task = tokio::spawn(prune_pool(shared.clone()));
+        let prune_app_task = tokio::spawn(prune_app_pool(shared.app.clone()));
         // Inbound runs here so that it stops first.
         {
             let inbound_loop = accept_loop(inbound, shared.clone(), Some(limit), |s, t, r, p| {
@@ -346,6 +348,7 @@ impl Sidecar {
         admin_task.abort();
         expiry_task.abort();
         prune_task.abort();
+        prune_app_task.abort();
     }
 }
 
@@ -391,6 +394,21 @@ async fn prune_pool(shared: Arc<Shared>) {
     let mut changes = shared.endpoints.subscribe();
     while changes.changed().await.is_ok() {
         shared.pool.retain(|t| shared.endpoints.contains(t));
+    }
+}
+
+/// How long an idle HTTP/1.1 connection to the application is kept.
+const APP_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How many idle HTTP/1.1 connections to the application are kept.
+const APP_MAX_IDLE: usize = 256;
+
+/// Closes idle application connections past their idle timeout, also
+/// when no request comes to do it.
+async fn prune_app_pool(app: Arc<AppPool>) {
+    let mut tick = tokio::time::interval(APP_IDLE_TIMEOUT / 3);
+    loop {
+        tick.tick().await;
+        app.prune();
     }
 }
 
