@@ -17,7 +17,9 @@ async fn app() -> (SocketAddr, Arc<AtomicUsize>) {
     let count = accepted.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             count.fetch_add(1, Ordering::SeqCst);
             let service = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
                 let path = req.uri().path().to_owned();
@@ -125,7 +127,9 @@ async fn an_idle_connection_closed_by_the_application_is_skipped() {
     let count = served.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
             let count = count.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];

@@ -384,11 +384,13 @@ async fn forward(
             headers.insert(XFCC.clone(), v);
         }
     }
-    if !headers.contains_key(http::header::HOST)
-        && let Some(a) = req.uri().authority()
-        && let Ok(v) = HeaderValue::try_from(a.as_str())
-    {
-        req.headers_mut().insert(http::header::HOST, v);
+    // HTTP/1.1 needs a Host: an HTTP/2 request's authority, else (an
+    // HTTP/1.0 request without one) the application's address.
+    if !headers.contains_key(http::header::HOST) {
+        let host = req.uri().authority().unwrap_or(&authority);
+        if let Ok(v) = HeaderValue::try_from(host.as_str()) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
     }
     let h2 = match app.protocol {
         AppProtocol::Http2 | AppProtocol::Grpc => true,

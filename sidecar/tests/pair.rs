@@ -258,6 +258,19 @@ async fn strict_refuses_plaintext_permissive_accepts_it() {
         out.contains("xfcc=-"),
         "plaintext must carry no identity: {out}"
     );
+
+    // HTTP/1.0 without a Host reaches the application as HTTP/1.1 with the
+    // application's address as its Host.
+    let mut tcp = TcpStream::connect(permissive.server.addrs.inbound)
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /old HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+    let app = permissive.app;
+    assert!(out.contains(&format!("path=/old host={app} ")), "{out}");
+    assert!(out.contains("version=HTTP/1.1"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
