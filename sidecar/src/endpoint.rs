@@ -53,7 +53,8 @@ impl ServiceKey {
 #[derive(Debug)]
 pub struct Endpoints {
     config: BalanceConfig,
-    services: RwLock<HashMap<ServiceKey, Arc<Balancer>>>,
+    /// Looked up on every request: foldhash, not SipHash.
+    services: RwLock<HashMap<ServiceKey, Arc<Balancer>, foldhash::fast::RandomState>>,
     changes: tokio::sync::watch::Sender<u64>,
 }
 
@@ -62,7 +63,7 @@ impl Endpoints {
     pub fn new(config: BalanceConfig) -> Self {
         Endpoints {
             config,
-            services: RwLock::new(HashMap::new()),
+            services: RwLock::new(HashMap::default()),
             changes: tokio::sync::watch::Sender::new(0),
         }
     }

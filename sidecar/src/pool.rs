@@ -45,7 +45,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>>;
 #[derive(Clone)]
 pub struct Pool {
     connector: MtlsConnector,
-    slots: Arc<Mutex<HashMap<Target, Slot>>>,
+    /// Looked up on every request: foldhash, not SipHash.
+    slots: Arc<Mutex<HashMap<Target, Slot, foldhash::fast::RandomState>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -64,19 +65,20 @@ impl Pool {
     pub fn new(connector: MtlsConnector) -> Self {
         Pool {
             connector,
-            slots: Arc::new(Mutex::new(HashMap::new())),
+            slots: Arc::new(Mutex::new(HashMap::default())),
         }
     }
 
     /// A ready sender to `target`, reusing the open connection.
     pub async fn get(&self, target: &Target) -> Result<SendRequest<ProxyBody>, PoolError> {
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(target.clone())
-            .or_default()
-            .clone();
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            // The endpoint is known after its first request: no key clone.
+            match slots.get(target) {
+                Some(slot) => slot.clone(),
+                None => slots.entry(target.clone()).or_default().clone(),
+            }
+        };
         let mut held = slot.lock().await;
         if let Some(sender) = held.as_ref()
             && !sender.is_closed()
