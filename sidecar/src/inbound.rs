@@ -549,12 +549,14 @@ impl Shared {
             (AccessDecision::Allow, None, None)
         };
         let local = self.local_spiffe_id();
+        let series_memo = labels.series();
         let labels = labels.get(
             |built_for| *built_for == local,
             || local.clone(),
             || self.labels_inbound(facts),
         );
         let record = HttpRecord {
+            series: series_memo,
             labels,
             protocol: request_protocol(info.grpc),
             header_grpc: crate::body::grpc_status(resp.headers()),
@@ -611,6 +613,8 @@ impl Shared {
 pub(crate) struct HttpRecord {
     /// The connection's labels; the request's outcome is added at the end.
     pub(crate) labels: Arc<RequestLabels>,
+    /// Where the connection keeps the series its labels resolved to.
+    pub(crate) series: Arc<crate::telemetry::SeriesMemo>,
     pub(crate) protocol: RequestProtocol,
     pub(crate) info: RequestInfo,
     pub(crate) started: Instant,
@@ -631,6 +635,7 @@ impl Shared {
     pub(crate) fn finish_http(&self, record: HttpRecord, stats: BodyStats) {
         let HttpRecord {
             labels,
+            series,
             protocol,
             info,
             started,
@@ -660,7 +665,7 @@ impl Shared {
         let elapsed = started.elapsed();
         let req_bytes = request_bytes.load(Ordering::Relaxed);
         self.metrics
-            .request_with(&labels, outcome, elapsed, req_bytes, stats.bytes);
+            .request_memo(&series, &labels, outcome, elapsed, req_bytes, stats.bytes);
         if !self.access_log.is_enabled() {
             return;
         }

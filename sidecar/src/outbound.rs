@@ -496,6 +496,7 @@ impl Shared {
         remote: SocketAddr,
     ) -> http::Response<ProxyBody> {
         let local = self.local_spiffe_id();
+        let series = labels.series();
         let labels = labels.get(
             |(id, k, t)| *id == local && k == key && t == target,
             || (local.clone(), key.clone(), target.clone()),
@@ -503,6 +504,7 @@ impl Shared {
         );
         let record = HttpRecord {
             labels,
+            series,
             protocol: crate::inbound::request_protocol(info.grpc),
             header_grpc: crate::body::grpc_status(resp.headers()),
             info,

@@ -413,9 +413,76 @@ struct RequestSeries {
     response_bytes: Histogram,
 }
 
+impl RequestSeries {
+    fn record(&self, duration: Duration, request_bytes: u64, response_bytes: u64) {
+        self.requests.inc();
+        self.duration.observe(duration.as_secs_f64() * 1000.0);
+        // Precision past 2^53 bytes does not matter to a histogram.
+        self.request_bytes.observe(request_bytes as f64);
+        self.response_bytes.observe(response_bytes as f64);
+    }
+}
+
+/// Outcomes one connection keeps series for (more go the shared way).
+const MEMO_VARIANTS: usize = 8;
+
+/// The series one connection's requests recorded into, for the label set
+/// they were resolved under (held, so that its address, which a hit is
+/// recognised by, is not reused by another set).
+#[derive(Debug, Default)]
+pub(crate) struct SeriesMemo {
+    last: Mutex<Option<(Arc<RequestLabels>, Vec<Variant>)>>,
+}
+
+impl SeriesMemo {
+    fn lock(&self) -> MutexGuard<'_, Option<(Arc<RequestLabels>, Vec<Variant>)>> {
+        // Written whole or pushed to: consistent even if a panic poisoned it.
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(
+        &self,
+        base: &Arc<RequestLabels>,
+        outcome: &RequestOutcome<'_>,
+    ) -> Option<Arc<RequestSeries>> {
+        let last = self.lock();
+        let (labels, variants) = last.as_ref()?;
+        if !Arc::ptr_eq(labels, base) {
+            return None;
+        }
+        variants
+            .iter()
+            .find(|v| v.matches(outcome))
+            .map(|v| v.series.clone())
+    }
+
+    fn keep(
+        &self,
+        base: &Arc<RequestLabels>,
+        outcome: &RequestOutcome<'_>,
+        series: &Arc<RequestSeries>,
+    ) {
+        let variant = Variant {
+            protocol: outcome.protocol,
+            response_code: outcome.response_code,
+            grpc_response_status: outcome.grpc_response_status.to_owned(),
+            series: series.clone(),
+        };
+        let mut last = self.lock();
+        match last.as_mut() {
+            Some((labels, variants)) if Arc::ptr_eq(labels, base) => {
+                if variants.len() < MEMO_VARIANTS {
+                    variants.push(variant);
+                }
+            }
+            _ => *last = Some((base.clone(), vec![variant])),
+        }
+    }
+}
+
 /// One request's series under its connection's labels: the labels a
 /// request adds (protocol, status, gRPC status) and what they resolved to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Variant {
     protocol: RequestProtocol,
     response_code: u16,
@@ -630,18 +697,52 @@ impl Metrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
+        let (series, _) = self.series_for(base, outcome);
+        series.record(duration, request_bytes, response_bytes);
+    }
+
+    /// [`Metrics::request_with`] for a connection's requests: `memo` keeps
+    /// the series the connection's label set `base` resolved to, so a
+    /// request under the same `Arc` of labels and an outcome seen before
+    /// records without hashing the labels. Only admitted sets are kept, so
+    /// every overflowed recording still counts as dropped.
+    pub(crate) fn request_memo(
+        &self,
+        memo: &SeriesMemo,
+        base: &Arc<RequestLabels>,
+        outcome: RequestOutcome<'_>,
+        duration: Duration,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
+        if let Some(series) = memo.get(base, &outcome) {
+            series.record(duration, request_bytes, response_bytes);
+            return;
+        }
+        let (series, admitted) = self.series_for(base, outcome);
+        if admitted {
+            memo.keep(base, &outcome, &series);
+        }
+        series.record(duration, request_bytes, response_bytes);
+    }
+
+    /// The series of `base` with `outcome`, and whether its set was
+    /// admitted (cached sets always were).
+    fn series_for(
+        &self,
+        base: &RequestLabels,
+        outcome: RequestOutcome<'_>,
+    ) -> (Arc<RequestSeries>, bool) {
         let cached = self.lock_series().get(base).and_then(|variants| {
             variants
                 .iter()
                 .find(|v| v.matches(&outcome))
                 .map(|v| v.series.clone())
         });
-        let series = cached.unwrap_or_else(|| self.resolve_request(base, outcome));
-        series.requests.inc();
-        series.duration.observe(duration.as_secs_f64() * 1000.0);
-        // Precision past 2^53 bytes does not matter to a histogram.
-        series.request_bytes.observe(request_bytes as f64);
-        series.response_bytes.observe(response_bytes as f64);
+        match cached {
+            Some(series) => (series, true),
+            None => self.resolve_request(base, outcome),
+        }
     }
 
     /// The series for `base` with `outcome`: its own set's, cached from
@@ -652,7 +753,7 @@ impl Metrics {
         &self,
         base: &RequestLabels,
         outcome: RequestOutcome<'_>,
-    ) -> Arc<RequestSeries> {
+    ) -> (Arc<RequestSeries>, bool) {
         let set = RequestSet {
             peers: PeerSet::new(base),
             request_protocol: outcome.protocol.as_str(),
@@ -689,7 +790,7 @@ impl Metrics {
                 });
             }
         }
-        series
+        (series, admitted)
     }
 
     /// Records an opened TCP connection.
@@ -796,13 +897,21 @@ impl Metrics {
 /// endpoint).
 pub(crate) struct LabelMemo<K> {
     last: Mutex<Option<(K, Arc<RequestLabels>)>>,
+    /// The series those labels resolved to.
+    series: Arc<SeriesMemo>,
 }
 
 impl<K> LabelMemo<K> {
     pub(crate) fn new() -> Self {
         LabelMemo {
             last: Mutex::new(None),
+            series: Arc::default(),
         }
+    }
+
+    /// Where the connection's requests keep their resolved series.
+    pub(crate) fn series(&self) -> Arc<SeriesMemo> {
+        self.series.clone()
     }
 
     /// The kept labels if `fresh` accepts the key they were built for;
@@ -1509,6 +1618,65 @@ mod tests {
         assert_eq!(
             find(&all, "mesh_metrics_label_sets_dropped_total")[0].value,
             "3"
+        );
+    }
+
+    #[test]
+    fn a_connections_memo_records_into_the_shared_series_and_keeps_no_overflow() {
+        let m = Metrics::new(MetricsConfig { max_label_sets: 2 });
+        let memo = SeriesMemo::default();
+        let ok = |code| RequestOutcome {
+            protocol: RequestProtocol::Http,
+            response_code: code,
+            grpc_response_status: "",
+        };
+        let base = Arc::new(RequestLabels {
+            source_workload: "c1".into(),
+            ..http_labels()
+        });
+        for _ in 0..3 {
+            m.request_memo(&memo, &base, ok(200), Duration::from_millis(1), 1, 1);
+        }
+        // The same labels in another `Arc` (another connection) land in
+        // the same series.
+        let same = Arc::new((*base).clone());
+        m.request_memo(
+            &SeriesMemo::default(),
+            &same,
+            ok(200),
+            Duration::from_millis(1),
+            1,
+            1,
+        );
+        // A second outcome is the second admitted set; a third overflows
+        // and, not kept by the memo, counts as dropped every time.
+        m.request_memo(&memo, &base, ok(404), Duration::from_millis(1), 1, 1);
+        for _ in 0..2 {
+            m.request_memo(&memo, &base, ok(503), Duration::from_millis(1), 1, 1);
+        }
+        assert!(memo.get(&base, &ok(200)).is_some());
+        assert!(memo.get(&base, &ok(404)).is_some());
+        assert!(memo.get(&base, &ok(503)).is_none());
+        assert!(memo.get(&same, &ok(200)).is_none(), "kept by address");
+        let all = samples(&m.encode());
+        let code = |c: &str| {
+            find(&all, "istio_requests_total")
+                .into_iter()
+                .find(|s| label(s, "response_code") == c)
+                .map(|s| s.value.clone())
+        };
+        assert_eq!(code("200").as_deref(), Some("4"));
+        assert_eq!(code("404").as_deref(), Some("1"));
+        // The overflowed recordings went to the overflow set, all of them.
+        let overflow = find(&all, "istio_requests_total")
+            .into_iter()
+            .find(|s| label(s, "response_code") == "503")
+            .unwrap();
+        assert_eq!(label(overflow, "source_workload"), "overflow");
+        assert_eq!(overflow.value, "2");
+        assert_eq!(
+            find(&all, "mesh_metrics_label_sets_dropped_total")[0].value,
+            "2"
         );
     }
 
