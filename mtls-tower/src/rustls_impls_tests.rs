@@ -13,11 +13,11 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn now() -> UnixTime {
-    UnixTime::since_unix_epoch(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
+    unix(SystemTime::now())
+}
+
+fn unix(t: SystemTime) -> UnixTime {
+    UnixTime::since_unix_epoch(t.duration_since(UNIX_EPOCH).unwrap_or_default())
 }
 
 fn svid(leaf: &test_support::Leaf) -> X509Svid {
@@ -61,6 +61,16 @@ fn client_verifier(
     policy: TrustPolicy,
     a: impl crate::Authorizer,
 ) -> SpiffeClientVerifier {
+    client_verifier_caching(f, policy, a, crate::chain_cache::DEFAULT_CAPACITY)
+}
+
+/// [`client_verifier`] with a verified-chain cache of `chain_cache` entries.
+fn client_verifier_caching(
+    f: &Fixture,
+    policy: TrustPolicy,
+    a: impl crate::Authorizer,
+    chain_cache: usize,
+) -> SpiffeClientVerifier {
     SpiffeClientVerifier {
         core: PeerVerifier::new(
             f.svids.clone(),
@@ -68,7 +78,7 @@ fn client_verifier(
             policy,
             &provider(),
             Arc::new(VerifiedPeers::new()),
-            crate::chain_cache::DEFAULT_CAPACITY,
+            chain_cache,
         ),
         authorizer: DynAuthorizer(Arc::new(a)),
         optional: false,
@@ -444,14 +454,11 @@ fn a_cached_chain_is_refused_once_its_leaf_expires() {
     let leaf = f.ca.leaf("spiffe://example.org/client");
     verify_client(&v, &leaf).unwrap();
     let (_, until) = v.core.peers.get(&leaf.chain[0]).unwrap().path_valid();
-    let at = |t: std::time::SystemTime| {
-        UnixTime::since_unix_epoch(t.duration_since(UNIX_EPOCH).unwrap())
-    };
     // The last second of the period still holds; the next does not.
-    v.verify_client_cert(&leaf.chain[0], &[], at(until))
+    v.verify_client_cert(&leaf.chain[0], &[], unix(until))
         .unwrap();
     assert_eq!(
-        v.verify_client_cert(&leaf.chain[0], &[], at(until + Duration::from_secs(1)))
+        v.verify_client_cert(&leaf.chain[0], &[], unix(until + Duration::from_secs(1)))
             .map(|_| ()),
         Err(rustls::Error::InvalidCertificate(CertificateError::Expired))
     );
@@ -467,8 +474,9 @@ fn a_cached_chain_is_refused_once_its_intermediate_expires() {
     let leaf = inter.leaf("spiffe://example.org/client");
     verify_client(&v, &leaf).unwrap();
     // The leaf is good for an hour, its issuer for ten minutes.
-    let after = UNIX_EPOCH + Duration::from_secs(spec.not_after.unix_timestamp() as u64 + 1);
-    let after = UnixTime::since_unix_epoch(after.duration_since(UNIX_EPOCH).unwrap());
+    let after = UnixTime::since_unix_epoch(Duration::from_secs(
+        spec.not_after.unix_timestamp() as u64 + 1,
+    ));
     assert_eq!(
         v.verify_client_cert(&leaf.chain[0], &leaf.chain[1..], after)
             .map(|_| ()),
@@ -517,18 +525,7 @@ fn a_cached_chain_is_checked_again_when_the_local_trust_domain_changes() {
 #[test]
 fn without_the_cache_every_chain_is_verified_in_full() {
     let f = fixture();
-    let v = SpiffeClientVerifier {
-        core: PeerVerifier::new(
-            f.svids.clone(),
-            f.bundles.clone(),
-            TrustPolicy::local_only(),
-            &provider(),
-            Arc::new(VerifiedPeers::new()),
-            0,
-        ),
-        authorizer: DynAuthorizer(Arc::new(authorizer::any())),
-        optional: false,
-    };
+    let v = client_verifier_caching(&f, TrustPolicy::local_only(), authorizer::any(), 0);
     let leaf = f.ca.leaf("spiffe://example.org/client");
     verify_client(&v, &leaf).unwrap();
     verify_client(&v, &leaf).unwrap();

@@ -68,6 +68,22 @@ async fn setup_with(
     (srv, Dir(dir))
 }
 
+/// `openssl s_client` to `srv`, trusting the test CA and presenting the
+/// client SVID from `dir`.
+fn s_client(openssl: &std::path::Path, srv: &Server, dir: &Dir) -> Command {
+    let mut cmd = Command::new(openssl);
+    cmd.arg("s_client")
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{}", srv.addr.port()))
+        .arg("-CAfile")
+        .arg(dir.0.join("ca.pem"))
+        .arg("-cert")
+        .arg(dir.0.join("client.pem"))
+        .arg("-key")
+        .arg(dir.0.join("client.key"));
+    cmd
+}
+
 #[tokio::test]
 async fn curl_with_client_svid_is_served_and_identified() {
     test_support::within(60, async move {
@@ -122,19 +138,10 @@ async fn openssl_s_client_verifies_server_and_is_identified() {
             return;
         };
         let (srv, dir) = setup("openssl").await;
-        let mut child = Command::new(&openssl)
-            .arg("s_client")
-            .arg("-connect")
-            .arg(format!("127.0.0.1:{}", srv.addr.port()))
+        let mut child = s_client(&openssl, &srv, &dir)
             .arg("-servername")
             .arg("localhost")
             .arg("-verify_return_error")
-            .arg("-CAfile")
-            .arg(dir.0.join("ca.pem"))
-            .arg("-cert")
-            .arg(dir.0.join("client.pem"))
-            .arg("-key")
-            .arg(dir.0.join("client.key"))
             .arg("-alpn")
             .arg("http/1.1")
             .arg("-ign_eof")
@@ -173,16 +180,7 @@ async fn suite_openssl_gets(
 ) -> Option<String> {
     let openssl = binary("openssl")?;
     let (srv, dir) = setup_with(name, adjust).await;
-    let out = Command::new(&openssl)
-        .arg("s_client")
-        .arg("-connect")
-        .arg(format!("127.0.0.1:{}", srv.addr.port()))
-        .arg("-CAfile")
-        .arg(dir.0.join("ca.pem"))
-        .arg("-cert")
-        .arg(dir.0.join("client.pem"))
-        .arg("-key")
-        .arg(dir.0.join("client.key"))
+    let out = s_client(&openssl, &srv, &dir)
         .stdin(Stdio::null())
         .output()
         .await

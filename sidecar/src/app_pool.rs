@@ -159,8 +159,10 @@ impl AppPool {
             }),
         };
         // A response without a body (204, 304, HEAD) ends here.
-        if body.inner.is_end_stream() {
-            body.give_back();
+        if body.inner.is_end_stream()
+            && let Some(r) = body.back.take()
+        {
+            r.home();
         }
         http::Response::from_parts(parts, body)
     }
@@ -183,8 +185,11 @@ impl AppPool {
 
     fn keep(&self, addr: SocketAddr, sender: SendRequest<ProxyBody>) {
         let mut idle = self.lock();
-        let timeout = self.idle_timeout;
-        idle.retain(|i| i.since.elapsed() <= timeout && !i.sender.is_closed());
+        // Stale entries go here only when they take room; otherwise the
+        // periodic prune and checkout drop them.
+        if idle.len() >= self.max_idle {
+            self.drop_stale(&mut idle);
+        }
         if idle.len() < self.max_idle {
             idle.push(Idle {
                 addr,
@@ -196,9 +201,12 @@ impl AppPool {
 
     /// Closes idle connections past the idle timeout or already closed.
     pub fn prune(&self) {
+        self.drop_stale(&mut self.lock());
+    }
+
+    fn drop_stale(&self, idle: &mut Vec<Idle>) {
         let timeout = self.idle_timeout;
-        self.lock()
-            .retain(|i| i.since.elapsed() <= timeout && !i.sender.is_closed());
+        idle.retain(|i| i.since.elapsed() <= timeout && !i.sender.is_closed());
     }
 
     /// Idle connections held now.
@@ -212,6 +220,13 @@ struct Return {
     pool: Arc<AppPool>,
     addr: SocketAddr,
     sender: SendRequest<ProxyBody>,
+}
+
+impl Return {
+    /// Hands the connection back to its pool.
+    fn home(self) {
+        self.pool.put_back(self.addr, self.sender);
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -229,14 +244,6 @@ impl std::fmt::Debug for PoolBody {
         f.debug_struct("PoolBody")
             .field("returns_connection", &self.back.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-impl PoolBody {
-    fn give_back(&mut self) {
-        if let Some(r) = self.back.take() {
-            r.pool.put_back(r.addr, r.sender);
-        }
     }
 }
 
@@ -261,7 +268,7 @@ impl Body for PoolBody {
             Poll::Pending => false,
         };
         if ended && let Some(r) = this.back.take() {
-            r.pool.put_back(r.addr, r.sender);
+            r.home();
         }
         polled
     }

@@ -51,11 +51,12 @@ fn get(path: &str) -> http::Request<ProxyBody> {
 }
 
 fn pool() -> Arc<AppPool> {
-    Arc::new(AppPool::new(
-        Duration::from_secs(5),
-        Duration::from_secs(90),
-        8,
-    ))
+    pool_with(Duration::from_secs(90), 8)
+}
+
+/// A pool with a 5 s connect timeout.
+fn pool_with(idle_timeout: Duration, max_idle: usize) -> Arc<AppPool> {
+    Arc::new(AppPool::new(Duration::from_secs(5), idle_timeout, max_idle))
 }
 
 async fn body_len(resp: http::Response<PoolBody>) -> usize {
@@ -174,11 +175,7 @@ async fn nothing_listening_is_a_connect_error_naming_the_address() {
 #[tokio::test(start_paused = true)]
 async fn idle_connections_past_the_timeout_are_closed_not_reused() {
     let (addr, accepted) = app().await;
-    let pool = Arc::new(AppPool::new(
-        Duration::from_secs(5),
-        Duration::from_secs(10),
-        8,
-    ));
+    let pool = pool_with(Duration::from_secs(10), 8);
     let resp = pool.send(addr, get("/1")).await.unwrap();
     assert_eq!(body_len(resp).await, 1);
     assert_eq!(pool.idle(), 1);
@@ -193,11 +190,7 @@ async fn idle_connections_past_the_timeout_are_closed_not_reused() {
 #[tokio::test]
 async fn at_most_max_idle_connections_are_kept() {
     let (addr, _) = app().await;
-    let pool = Arc::new(AppPool::new(
-        Duration::from_secs(5),
-        Duration::from_secs(90),
-        2,
-    ));
+    let pool = pool_with(Duration::from_secs(90), 2);
     let mut open = Vec::new();
     for _ in 0..4 {
         open.push(pool.send(addr, get("/3")).await.unwrap());

@@ -426,8 +426,7 @@ async fn forward(
             .map_err(|e| e.to_string())
     };
     match result {
-        Ok(resp) => {
-            let mut resp = resp;
+        Ok(mut resp) => {
             strip_hop_by_hop(resp.headers_mut());
             resp.extensions_mut().insert(Allowed { policy });
             resp
@@ -445,21 +444,23 @@ pub(crate) fn absolute_uri(
     uri: http::Uri,
     authority: Authority,
 ) -> Result<http::Uri, http::uri::InvalidUriParts> {
-    let mut parts = uri.into_parts();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(authority);
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    http::Uri::from_parts(parts)
+    retarget(uri, Some(authority))
 }
 
 /// `uri`'s path and query alone (`/` if it has none): the request target
 /// of a request sent straight to its server.
 pub(crate) fn origin_form(uri: http::Uri) -> Result<http::Uri, http::uri::InvalidUriParts> {
+    retarget(uri, None)
+}
+
+/// `uri`'s path and query (`/` if none) under `http://authority`, or alone.
+fn retarget(
+    uri: http::Uri,
+    authority: Option<Authority>,
+) -> Result<http::Uri, http::uri::InvalidUriParts> {
     let mut parts = uri.into_parts();
-    parts.scheme = None;
-    parts.authority = None;
+    parts.scheme = authority.as_ref().map(|_| http::uri::Scheme::HTTP);
+    parts.authority = authority;
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }

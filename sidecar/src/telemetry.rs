@@ -450,10 +450,7 @@ impl SeriesMemo {
         if !Arc::ptr_eq(labels, base) {
             return None;
         }
-        variants
-            .iter()
-            .find(|v| v.matches(outcome))
-            .map(|v| v.series.clone())
+        Variant::find(variants, outcome)
     }
 
     fn keep(
@@ -462,12 +459,7 @@ impl SeriesMemo {
         outcome: &RequestOutcome<'_>,
         series: &Arc<RequestSeries>,
     ) {
-        let variant = Variant {
-            protocol: outcome.protocol,
-            response_code: outcome.response_code,
-            grpc_response_status: outcome.grpc_response_status.to_owned(),
-            series: series.clone(),
-        };
+        let variant = Variant::new(outcome, series);
         let mut last = self.lock();
         match last.as_mut() {
             Some((labels, variants)) if Arc::ptr_eq(labels, base) => {
@@ -491,6 +483,23 @@ struct Variant {
 }
 
 impl Variant {
+    fn new(outcome: &RequestOutcome<'_>, series: &Arc<RequestSeries>) -> Self {
+        Variant {
+            protocol: outcome.protocol,
+            response_code: outcome.response_code,
+            grpc_response_status: outcome.grpc_response_status.to_owned(),
+            series: series.clone(),
+        }
+    }
+
+    /// The series of the variant among `variants` that `outcome` matches.
+    fn find(variants: &[Variant], outcome: &RequestOutcome<'_>) -> Option<Arc<RequestSeries>> {
+        variants
+            .iter()
+            .find(|v| v.matches(outcome))
+            .map(|v| v.series.clone())
+    }
+
     fn matches(&self, outcome: &RequestOutcome<'_>) -> bool {
         self.protocol == outcome.protocol
             && self.response_code == outcome.response_code
@@ -733,12 +742,10 @@ impl Metrics {
         base: &RequestLabels,
         outcome: RequestOutcome<'_>,
     ) -> (Arc<RequestSeries>, bool) {
-        let cached = self.lock_series().get(base).and_then(|variants| {
-            variants
-                .iter()
-                .find(|v| v.matches(&outcome))
-                .map(|v| v.series.clone())
-        });
+        let cached = self
+            .lock_series()
+            .get(base)
+            .and_then(|variants| Variant::find(variants, &outcome));
         match cached {
             Some(series) => (series, true),
             None => self.resolve_request(base, outcome),
@@ -782,12 +789,7 @@ impl Metrics {
             let known = cache.entry(base.clone()).or_default();
             // Two first recordings of one set may race here; keep one.
             if !known.iter().any(|v| v.matches(&outcome)) {
-                known.push(Variant {
-                    protocol: outcome.protocol,
-                    response_code: outcome.response_code,
-                    grpc_response_status: outcome.grpc_response_status.to_owned(),
-                    series: series.clone(),
-                });
+                known.push(Variant::new(&outcome, &series));
             }
         }
         (series, admitted)
