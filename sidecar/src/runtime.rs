@@ -321,15 +321,17 @@ impl Sidecar {
         ));
         let outbound_task =
             tokio::spawn(accept_loop(outbound, shared.clone(), None, |s, t, r, _| {
-                tokio::spawn(crate::outbound::serve(s, t, r));
+                tokio::spawn(Box::pin(crate::outbound::serve(s, t, r)));
             }));
         let expiry_task = tokio::spawn(expiry_gauge(shared.clone()));
         let prune_task = tokio::spawn(prune_pool(shared.clone()));
         let prune_app_task = tokio::spawn(prune_app_pool(shared.app.clone()));
         // Inbound runs here so that it stops first.
         {
+            // Boxed: a connection's future is several kilobytes, and the
+            // task moves it whole each time its stage changes.
             let inbound_loop = accept_loop(inbound, shared.clone(), Some(limit), |s, t, r, p| {
-                tokio::spawn(crate::inbound::serve(s, t, r, p));
+                tokio::spawn(Box::pin(crate::inbound::serve(s, t, r, p)));
             });
             tokio::pin!(inbound_loop);
             tokio::select! {
