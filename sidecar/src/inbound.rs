@@ -27,6 +27,7 @@ use tower::{Layer, ServiceExt};
 use crate::body::{BodyStats, Counted, ProxyBody, boxed, text};
 use crate::config::AppProtocol;
 use crate::detect::{Detected, Prefixed, detect};
+use crate::final_write::{FinalResponse, FinalWrite, MarksFinal, closes_connection};
 use crate::runtime::Shared;
 use crate::telemetry::{
     AccessDecision, AccessLogEntry, Direction, EntryKind, LabelMemo, Reporter, RequestLabels,
@@ -85,7 +86,8 @@ pub(crate) async fn serve(
         Ok(d) => d,
         Err(_) => return,
     };
-    let io = Prefixed::new(sniffed, tcp);
+    let final_response = FinalResponse::new();
+    let io = Prefixed::new(sniffed, FinalWrite::new(tcp, final_response.clone()));
     let tls = first == Detected::Tls && mode != MtlsMode::Disable;
     if !tls {
         if mode == MtlsMode::Strict {
@@ -94,7 +96,7 @@ pub(crate) async fn serve(
         }
         let facts = ConnectionFacts::new(local, remote);
         drop(handshake_permit);
-        after_transport(shared, io, facts, app, None).await;
+        after_transport(shared, io, facts, app, None, final_response).await;
         return;
     }
 
@@ -132,16 +134,18 @@ pub(crate) async fn serve(
         facts = facts.with_alpn(alpn.clone());
     }
     let hint = (alpn.as_deref() == Some(b"h2")).then_some(Detected::Http2);
-    after_transport(shared, stream, facts, app, hint).await;
+    after_transport(shared, stream, facts, app, hint, final_response).await;
 }
 
 /// Protocol detection (or the port's declaration), then HTTP or TCP.
+/// `final_response` is the hint of the connection's [`FinalWrite`].
 async fn after_transport<S>(
     shared: Arc<Shared>,
     mut io: S,
     facts: ConnectionFacts,
     app: AppTarget,
     hint: Option<Detected>,
+    final_response: Arc<FinalResponse>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -159,13 +163,20 @@ async fn after_transport<S>(
     };
     let io = Prefixed::new(sniffed, io);
     match proto {
-        Detected::Http1 | Detected::Http2 => serve_http(shared, io, facts, app).await,
+        Detected::Http1 | Detected::Http2 => {
+            serve_http(shared, io, facts, app, final_response).await
+        }
         Detected::Tcp | Detected::Tls => serve_tcp(shared, io, facts, app).await,
     }
 }
 
-async fn serve_http<S>(shared: Arc<Shared>, io: S, facts: ConnectionFacts, app: AppTarget)
-where
+async fn serve_http<S>(
+    shared: Arc<Shared>,
+    io: S,
+    facts: ConnectionFacts,
+    app: AppTarget,
+    final_response: Arc<FinalResponse>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let authz = AuthzLayer::new(shared.policies.engine().clone());
@@ -187,10 +198,12 @@ where
         let shared = shared.clone();
         let facts = facts.clone();
         let labels = labels.clone();
+        let final_response = final_response.clone();
         async move {
             let started = Instant::now();
             let request_bytes = Arc::new(AtomicU64::new(0));
             let (mut parts, body) = req.into_parts();
+            let last = closes_connection(parts.version, &parts.headers);
             parts.extensions.insert(ConnectionFacts::clone(&facts));
             let info = RequestInfo::of(&parts);
             let req =
@@ -199,14 +212,22 @@ where
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            Ok::<_, std::convert::Infallible>(shared.record_inbound(
+            let resp = shared.record_inbound(
                 &facts,
                 &labels,
                 info,
                 started,
                 request_bytes,
                 resp.map(boxed),
-            ))
+            );
+            // The connection ends after this response: its tail leaves
+            // with the FIN.
+            let resp = if last {
+                resp.map(|b| boxed(MarksFinal::new(b, final_response)))
+            } else {
+                resp
+            };
+            Ok::<_, std::convert::Infallible>(resp)
         }
     });
     let builder = server_builder(&drain_source.config.limits);

@@ -27,6 +27,7 @@ pub mod body;
 pub mod config;
 pub mod detect;
 pub mod endpoint;
+pub mod final_write;
 pub mod identity;
 pub mod inbound;
 pub mod intercept;

@@ -329,3 +329,83 @@ async fn sigterm_drains_inbound_and_exits() {
         "inbound still accepting after shutdown"
     );
 }
+
+/// An mTLS connection straight to the server sidecar's inbound, as a
+/// client without a sidecar (or openssl's `s_time -www`) makes one.
+async fn mtls_to_inbound(pair: &Pair) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let (svid, bundles) = sources(&pair.ca, CLIENT_ID);
+    let config = mtls_tower::ClientConfigBuilder::new(
+        std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        svid,
+        bundles,
+        mtls_tower::authorizer::exact(SERVER_ID.parse().unwrap()),
+    )
+    .alpn_protocols(vec![b"http/1.1".to_vec()])
+    .build()
+    .unwrap();
+    let tcp = TcpStream::connect(pair.server.addrs.inbound).await.unwrap();
+    tokio_rustls::TlsConnector::from(config.rustls().clone())
+        .connect("server.default".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Reads `tls` to its end: a peer that closes without `close_notify`
+/// makes this fail.
+async fn read_to_clean_close(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out))
+        .await
+        .expect("the connection was not closed")
+        .expect("the connection did not end with close_notify");
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_response_of_a_closing_mtls_connection_arrives_whole_before_close_notify() {
+    let _limit = test_support::time_limit(60);
+    let pair = pair(|_| {}, "").await;
+
+    // HTTP/1.0, as openssl s_time -www sends it.
+    let mut tls = mtls_to_inbound(&pair).await;
+    tls.write_all(b"GET /old HTTP/1.0\r\n\r\n").await.unwrap();
+    let out = read_to_clean_close(&mut tls).await;
+    assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+    assert!(out.ends_with("version=HTTP/1.1 body=0"), "{out}");
+    let xfcc = format!("xfcc=By={SERVER_ID};URI={CLIENT_ID}");
+    assert!(out.contains(&xfcc), "{out}");
+
+    // A kept-alive request first, then one that closes: the first answer
+    // is not held back, the second ends the connection.
+    let mut tls = mtls_to_inbound(&pair).await;
+    tls.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .expect("a kept-alive answer was held back")
+        .unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.contains("path=/first"), "{first}");
+    tls.write_all(
+        b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await
+    .unwrap();
+    let out = read_to_clean_close(&mut tls).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("connection: close"), "{out}");
+    let tail = format!("path=/second host=x {xfcc} version=HTTP/1.1 body=5");
+    assert!(out.ends_with(&tail), "{out}");
+
+    // An answer without a body ends the connection as cleanly.
+    let mut tls = mtls_to_inbound(&pair).await;
+    tls.write_all(b"HEAD /status/204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let out = read_to_clean_close(&mut tls).await;
+    assert!(out.starts_with("HTTP/1.1 204"), "{out}");
+}
