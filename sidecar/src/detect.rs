@@ -1,6 +1,7 @@
 //! Protocol detection on the first bytes of a connection.
 //!
-//! A bounded read (at most [`SNIFF_LEN`] bytes) with a deadline decides
+//! A bounded read (deciding on at most [`SNIFF_LEN`] bytes, reading at
+//! most [`READ_AHEAD`]) with a deadline decides
 //! between TLS, HTTP/2 with prior knowledge, HTTP/1.x and opaque TCP; the
 //! bytes read are replayed to whoever handles the connection next
 //! ([`Prefixed`]). A client that sends nothing before the deadline is
@@ -15,8 +16,13 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-/// The most bytes detection reads: the HTTP/2 connection preface.
+/// The most bytes detection needs to decide: the HTTP/2 connection
+/// preface.
 pub const SNIFF_LEN: usize = H2_PREFACE.len();
+
+/// The most bytes detection reads: room for a ClientHello with a
+/// post-quantum key share.
+pub const READ_AHEAD: usize = 4096;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -83,11 +89,15 @@ pub fn classify(bytes: &[u8]) -> Option<Detected> {
 
 /// Reads until the first bytes decide, [`SNIFF_LEN`] bytes were read, the
 /// peer closed, or `timeout` passed; returns the answer and the bytes read.
+///
+/// Each read takes what has arrived, up to [`READ_AHEAD`] bytes in all:
+/// a TLS ClientHello then usually reaches the handshake from the replayed
+/// bytes, without a second read from the socket.
 pub async fn detect<S: AsyncRead + Unpin>(
     io: &mut S,
     timeout: Duration,
 ) -> io::Result<(Detected, Bytes)> {
-    let mut buf = BytesMut::with_capacity(SNIFF_LEN);
+    let mut buf = BytesMut::with_capacity(READ_AHEAD);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(d) = classify(&buf) {
@@ -96,12 +106,9 @@ pub async fn detect<S: AsyncRead + Unpin>(
         if buf.len() >= SNIFF_LEN {
             return Ok((Detected::Tcp, buf.freeze()));
         }
-        let mut chunk = [0u8; SNIFF_LEN];
-        let want = SNIFF_LEN - buf.len();
-        match tokio::time::timeout_at(deadline, io.read(&mut chunk[..want])).await {
-            Err(_) => return Ok((Detected::Tcp, buf.freeze())),
-            Ok(Ok(0)) => return Ok((Detected::Tcp, buf.freeze())),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            Err(_) | Ok(Ok(0)) => return Ok((Detected::Tcp, buf.freeze())),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
         }
     }
@@ -223,6 +230,29 @@ mod tests {
         let mut out = [0u8; 16];
         replay.read_exact(&mut out).await.unwrap();
         assert_eq!(&out, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn what_has_arrived_is_taken_in_one_read_up_to_the_read_ahead() {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, mut b) = tokio::io::duplex(3 * READ_AHEAD);
+        // A ClientHello-sized first flight: all of it comes back to be
+        // replayed, not only the bytes that decided.
+        let mut hello = vec![0x16, 3, 1];
+        hello.resize(1500, 0xab);
+        b.write_all(&hello).await.unwrap();
+        let (d, bytes) = detect(&mut a, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(d, Detected::Tls);
+        assert_eq!(&bytes[..], &hello[..]);
+        // More than the read-ahead: the rest stays in the stream.
+        let big = vec![b'G'; 2 * READ_AHEAD];
+        b.write_all(&big).await.unwrap();
+        let (d, bytes) = detect(&mut a, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(d, Detected::Tcp);
+        assert_eq!(bytes.len(), READ_AHEAD);
+        let mut rest = vec![0u8; READ_AHEAD];
+        a.read_exact(&mut rest).await.unwrap();
+        assert!(rest.iter().all(|c| *c == b'G'));
     }
 
     #[tokio::test(start_paused = true)]
