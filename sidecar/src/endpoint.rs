@@ -154,15 +154,22 @@ impl Endpoints {
 /// VirtualService routing will slot in here, between naming and
 /// balancing.
 pub fn route(authority: &str, default_namespace: &str) -> Option<(ServiceKey, Option<u16>)> {
-    let authority: http::uri::Authority = authority.parse().ok()?;
+    route_parsed(&authority.parse().ok()?, default_namespace)
+}
+
+/// [`route`] for an authority already parsed.
+pub fn route_parsed(
+    authority: &http::uri::Authority,
+    default_namespace: &str,
+) -> Option<(ServiceKey, Option<u16>)> {
     let host = authority.host();
     if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
         return None;
     }
-    let labels: Vec<&str> = host.split('.').filter(|l| !l.is_empty()).collect();
-    let key = match labels.as_slice() {
-        [name] => ServiceKey::new(*name, default_namespace),
-        [name, ns] | [name, ns, "svc", ..] => ServiceKey::new(*name, *ns),
+    let mut labels = host.split('.').filter(|l| !l.is_empty());
+    let key = match (labels.next(), labels.next(), labels.next()) {
+        (Some(name), None, _) => ServiceKey::new(name, default_namespace),
+        (Some(name), Some(ns), None | Some("svc")) => ServiceKey::new(name, ns),
         _ => return None,
     };
     Some((key, authority.port_u16()))
@@ -190,6 +197,15 @@ mod tests {
         assert_eq!(
             route("reviews", "bookinfo"),
             Some((k("reviews", "bookinfo"), None))
+        );
+        assert_eq!(
+            route("reviews.bookinfo.svc", "x"),
+            Some((k("reviews", "bookinfo"), None))
+        );
+        assert_eq!(
+            route("reviews..bookinfo.", "x"),
+            Some((k("reviews", "bookinfo"), None)),
+            "empty labels are skipped"
         );
         assert_eq!(route("127.0.0.1:9080", "x"), None);
         assert_eq!(route("[::1]:9080", "x"), None);

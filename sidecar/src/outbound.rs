@@ -26,7 +26,7 @@ use crate::balance::Outcome;
 use crate::body::{BodyStats, Counted, ProxyBody, boxed};
 use crate::config::OutboundTrafficPolicy;
 use crate::detect::{Detected, Prefixed, detect};
-use crate::endpoint::{ServiceKey, Target, route};
+use crate::endpoint::{ServiceKey, Target, route, route_parsed};
 use crate::inbound::{HttpRecord, RequestInfo, absolute_uri, status, strip_hop_by_hop};
 use crate::runtime::Shared;
 use crate::telemetry::{
@@ -75,14 +75,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
     }
     let io = Prefixed::new(sniffed, tcp);
     let labels: Arc<OutboundLabels> = Arc::new(LabelMemo::new());
+    let routes = Arc::new(RouteMemo::default());
     let svc = hyper::service::service_fn({
         let shared = shared.clone();
         move |req: http::Request<Incoming>| {
             let shared = shared.clone();
             let labels = labels.clone();
+            let routes = routes.clone();
             async move {
                 Ok::<_, std::convert::Infallible>(
-                    handle(shared, req, original, remote, &labels).await,
+                    handle(shared, req, original, remote, &labels, &routes).await,
                 )
             }
         }
@@ -97,6 +99,52 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
 /// local identity, service and endpoint they were built for.
 type OutboundLabels = LabelMemo<(Option<SpiffeId>, ServiceKey, Target)>;
 
+/// What one authority string resolved to: parsed, and the mesh service
+/// it names.
+#[derive(Clone)]
+struct Resolved {
+    authority: Option<http::uri::Authority>,
+    route: Option<(ServiceKey, Option<u16>)>,
+}
+
+/// The authorities an application connection's requests named, resolved:
+/// a connection names the same few (its `Host`, the default service)
+/// request after request, so each is parsed and routed once.
+#[derive(Default)]
+struct RouteMemo {
+    seen: std::sync::Mutex<Vec<(String, Resolved)>>,
+}
+
+impl RouteMemo {
+    /// Kept per connection; more distinct authorities start it over.
+    const MAX: usize = 4;
+
+    fn resolve(&self, authority: &str, namespace: &str) -> Resolved {
+        let fresh = || {
+            let parsed = authority.parse::<http::uri::Authority>().ok();
+            let route = parsed.as_ref().and_then(|a| route_parsed(a, namespace));
+            Resolved {
+                authority: parsed,
+                route,
+            }
+        };
+        // Concurrent HTTP/2 requests on one connection: whoever finds it
+        // busy resolves on its own.
+        let Ok(mut seen) = self.seen.try_lock() else {
+            return fresh();
+        };
+        if let Some((_, r)) = seen.iter().find(|(a, _)| a == authority) {
+            return r.clone();
+        }
+        let resolved = fresh();
+        if seen.len() == Self::MAX {
+            seen.clear();
+        }
+        seen.push((authority.to_owned(), resolved.clone()));
+        resolved
+    }
+}
+
 /// One request from the application.
 async fn handle(
     shared: Arc<Shared>,
@@ -104,6 +152,7 @@ async fn handle(
     original: Option<SocketAddr>,
     remote: SocketAddr,
     labels: &OutboundLabels,
+    routes: &RouteMemo,
 ) -> http::Response<ProxyBody> {
     if req.method() == http::Method::CONNECT {
         return connect(shared, req, remote);
@@ -120,13 +169,22 @@ async fn handle(
         .map(str::to_owned);
     let namespace = shared.config.workload.namespace.as_str();
     let mut authority = uri_authority.clone().or(host_header.clone());
+    let mut parsed = None;
     let mut routed = None;
+    let mut first = true;
     for candidate in [&uri_authority, &host_header].into_iter().flatten() {
-        if let Some((key, _)) = route(candidate, namespace) {
+        let resolved = routes.resolve(candidate, namespace);
+        if let Some((key, _)) = resolved.route {
             authority = Some(candidate.clone());
+            parsed = resolved.authority;
             routed = Some(key);
             break;
         }
+        // Unrouted, the first authority present is the one sent on.
+        if first {
+            parsed = resolved.authority;
+        }
+        first = false;
     }
     let routed = routed
         .or_else(|| {
@@ -136,7 +194,7 @@ async fn handle(
         })
         .or_else(|| {
             let fallback = shared.config.outbound.default_service.as_deref()?;
-            route(fallback, namespace).map(|(k, _)| k)
+            routes.resolve(fallback, namespace).route.map(|(k, _)| k)
         });
     let Some(key) = routed else {
         return mesh_error(
@@ -157,10 +215,8 @@ async fn handle(
     }
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(http::header::HOST);
-    let uri = info
-        .authority
-        .parse::<http::uri::Authority>()
-        .ok()
+    let uri = parsed
+        .or_else(|| info.authority.parse::<http::uri::Authority>().ok())
         .and_then(|a| absolute_uri(std::mem::take(&mut parts.uri), a).ok());
     let Some(uri) = uri else {
         return mesh_error(400, "request target is not a valid URI".to_owned());
@@ -527,5 +583,43 @@ impl Shared {
             shared.finish_http(record, stats)
         });
         http::Response::from_parts(parts, boxed(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_memo_answers_as_route_does_and_stays_bounded() {
+        let memo = RouteMemo::default();
+        for a in [
+            "reviews.bookinfo:9080",
+            "reviews",
+            "127.0.0.1:15001",
+            "bad host:1",
+            "reviews.bookinfo:9080",
+            "reviews",
+        ] {
+            let got = memo.resolve(a, "default");
+            assert_eq!(got.route, route(a, "default"), "{a}");
+            assert_eq!(
+                got.authority.as_ref().map(|x| x.as_str()),
+                a.parse::<http::uri::Authority>()
+                    .ok()
+                    .as_ref()
+                    .map(|x| x.as_str()),
+                "{a}"
+            );
+        }
+        // Four distinct authorities, each kept once.
+        assert_eq!(memo.seen.lock().unwrap().len(), RouteMemo::MAX);
+        // A fifth starts the memo over; answers do not change.
+        let got = memo.resolve("ratings.bookinfo", "default");
+        assert_eq!(got.route, route("ratings.bookinfo", "default"));
+        assert_eq!(memo.seen.lock().unwrap().len(), 1);
+        // Asked again, the memo gives the same answer.
+        let again = memo.resolve("ratings.bookinfo", "default");
+        assert_eq!(again.route, got.route);
     }
 }
