@@ -18,7 +18,9 @@ use authz::{AuthzLayer, MtlsMode, Request as AuthzRequest};
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+
+use crate::runtime::BoxingExecutor;
 use spiffe_core::{ConnectionFacts, SpiffeId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -248,8 +250,8 @@ async fn serve_http<S>(
 /// slow or oversized request head.
 pub(crate) fn server_builder(
     limits: &crate::config::Limits,
-) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+) -> hyper_util::server::conn::auto::Builder<BoxingExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(BoxingExecutor);
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())

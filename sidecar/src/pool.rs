@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use mtls_tower::MtlsConnector;
 
 use crate::body::ProxyBody;
@@ -127,7 +127,7 @@ async fn connect_h2(
     target: &Target,
 ) -> Result<SendRequest<ProxyBody>, PoolError> {
     let stream = connect_tls(connector, target).await?;
-    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::client::conn::http2::Builder::new(crate::runtime::BoxingExecutor);
     builder
         .timer(TokioTimer::new())
         .keep_alive_interval(std::time::Duration::from_secs(30))

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use mtls_tower::{
     ClientConfigBuilder, MtlsConnector, MtlsServerConfig, ServerConfigBuilder, TrustPolicy,
     authorizer,
@@ -249,9 +248,7 @@ impl Sidecar {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
         let app = Arc::new(AppPool::new(timeout, APP_IDLE_TIMEOUT, APP_MAX_IDLE));
-        let app_h2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(http);
+        let app_h2 = Client::builder(BoxingExecutor).http2_only(true).build(http);
         let inbound = bind("inbound", config.inbound.listen).await?;
         let outbound = bind("outbound", config.outbound.listen).await?;
         let admin = bind("admin", config.admin.listen).await?;
@@ -366,6 +363,24 @@ impl ShutdownHandle {
 impl Default for ShutdownHandle {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Spawns the futures hyper hands its executor (a task per HTTP/2 request
+/// on both sides, a connection's task) boxed. Hyper's are enums as large
+/// as their largest variant, a whole connection, and a task moves its
+/// future whole when it is created and each time its stage changes; boxed,
+/// only a pointer moves.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BoxingExecutor;
+
+impl<F> hyper::rt::Executor<F> for BoxingExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(Box::pin(fut));
     }
 }
 
