@@ -190,6 +190,7 @@ async fn serve_http<S>(
         shared: shared.clone(),
         app,
         authority,
+        xfcc: Arc::default(),
     };
     let service = authz.layer(forward);
     let facts = Arc::new(facts);
@@ -319,32 +320,48 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
 
 /// Headers that describe one hop and never travel further.
 pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    // Most messages carry none of them: one pass over the names present
-    // (well-known names compare as tags) costs less than hashing each
-    // of the seven names for a lookup.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
+    // One pass over the names present (well-known names compare as tags)
+    // finds which of the seven are there; only those are removed. Most
+    // messages carry none, and a response usually only `Connection`.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if headers.contains_key(http::header::CONNECTION) {
+    if present & 1 != 0 {
+        // Names `Connection` lists go too; six of the seven are removed
+        // below anyway, without parsing them.
         let named: Vec<HeaderName> = headers
             .get_all(http::header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+            .map(str::trim)
+            .filter(|n| {
+                !HOP_BY_HOP[..6]
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(n))
+            })
+            .filter_map(|n| HeaderName::try_from(n).ok())
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    // Names, not strings: a `&str` key is parsed on every lookup. TE is
-    // the last of them and kept when it only asks for trailers.
-    for name in &HOP_BY_HOP[..6] {
-        headers.remove(*name);
+    // TE is the last of them and kept when it only asks for trailers.
+    for (i, name) in HOP_BY_HOP[..6].iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
-    if headers
-        .get(http::header::TE)
-        .is_some_and(|v| v.as_bytes() != b"trailers")
+    if present & (1 << 6) != 0
+        && headers
+            .get(http::header::TE)
+            .is_some_and(|v| v.as_bytes() != b"trailers")
     {
         headers.remove(http::header::TE);
     }
@@ -357,6 +374,37 @@ struct Forward {
     app: AppTarget,
     /// `app.addr` as a URI authority, parsed once per connection.
     authority: Authority,
+    xfcc: Arc<XfccMemo>,
+}
+
+/// The `x-forwarded-client-cert` value of one connection's requests (its
+/// peer does not change), kept for the SVID it names as `By`: the `Arc`
+/// is held, so a rotated SVID is a different one.
+#[derive(Default)]
+struct XfccMemo(std::sync::Mutex<Option<(Arc<spiffe_core::X509Svid>, HeaderValue)>>);
+
+impl XfccMemo {
+    fn value(
+        &self,
+        local: Option<Arc<spiffe_core::X509Svid>>,
+        peer: &spiffe_core::SpiffeId,
+    ) -> Option<HeaderValue> {
+        let build = |by: &str| HeaderValue::try_from(format!("By={by};URI={peer}")).ok();
+        let Some(local) = local else {
+            return build("");
+        };
+        let Ok(mut kept) = self.0.try_lock() else {
+            return build(local.spiffe_id().as_str());
+        };
+        if let Some((svid, v)) = &*kept
+            && Arc::ptr_eq(svid, &local)
+        {
+            return Some(v.clone());
+        }
+        let v = build(local.spiffe_id().as_str())?;
+        *kept = Some((local, v.clone()));
+        Some(v)
+    }
 }
 
 impl tower::Service<http::Request<ProxyBody>> for Forward {
@@ -377,7 +425,8 @@ impl tower::Service<http::Request<ProxyBody>> for Forward {
         let shared = self.shared.clone();
         let app = self.app;
         let authority = self.authority.clone();
-        Box::pin(async move { Ok(forward(&shared, app, authority, req).await) })
+        let xfcc = self.xfcc.clone();
+        Box::pin(async move { Ok(forward(&shared, app, authority, &xfcc, req).await) })
     }
 }
 
@@ -386,26 +435,24 @@ async fn forward(
     shared: &Shared,
     app: AppTarget,
     authority: Authority,
+    xfcc_memo: &XfccMemo,
     mut req: http::Request<ProxyBody>,
 ) -> http::Response<ProxyBody> {
     let policy = req
         .extensions()
         .get::<authz::Authorized>()
         .and_then(|a| a.policy.clone());
-    let peer = req
+    let xfcc = req
         .extensions()
         .get::<ConnectionFacts>()
         .and_then(|f| f.peer())
-        .map(|p| p.spiffe_id().to_string());
+        .and_then(|p| xfcc_memo.value(shared.identity.svid.x509_svid(), p.spiffe_id()));
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     // Only this sidecar vouches for the client: whatever arrived is dropped.
     headers.remove(&XFCC);
-    if let Some(peer) = &peer {
-        let by = shared.local_id().unwrap_or_default();
-        if let Ok(v) = HeaderValue::try_from(format!("By={by};URI={peer}")) {
-            headers.insert(XFCC.clone(), v);
-        }
+    if let Some(v) = xfcc {
+        headers.insert(XFCC.clone(), v);
     }
     // HTTP/1.1 needs a Host: an HTTP/2 request's authority, else (an
     // HTTP/1.0 request without one) the application's address.
@@ -860,6 +907,64 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["host", "x-request-id"]);
+    }
+
+    #[test]
+    fn xfcc_is_built_once_per_svid_and_again_after_rotation() {
+        let ca = test_support::TestCa::new("example.org");
+        let svid = |id: &str| {
+            let leaf = ca.leaf(id);
+            let key = spiffe_core::PrivateKey::from_pkcs8_der(&leaf.key_der).unwrap();
+            Arc::new(spiffe_core::X509Svid::new(leaf.chain.clone(), key).unwrap())
+        };
+        let peer: spiffe_core::SpiffeId = "spiffe://example.org/ns/a/sa/client".parse().unwrap();
+        let memo = XfccMemo::default();
+        let first = svid("spiffe://example.org/ns/a/sa/server");
+        let want = "By=spiffe://example.org/ns/a/sa/server;URI=spiffe://example.org/ns/a/sa/client";
+        assert_eq!(memo.value(Some(first.clone()), &peer).unwrap(), want);
+        assert_eq!(memo.value(Some(first.clone()), &peer).unwrap(), want);
+        assert!(Arc::ptr_eq(
+            &memo.0.lock().unwrap().as_ref().unwrap().0,
+            &first
+        ));
+        // A rotated SVID (here with another ID) is named from then on.
+        let rotated = svid("spiffe://example.org/ns/a/sa/server-v2");
+        assert_eq!(
+            memo.value(Some(rotated), &peer).unwrap(),
+            "By=spiffe://example.org/ns/a/sa/server-v2;URI=spiffe://example.org/ns/a/sa/client"
+        );
+        // Without an SVID, `By` is empty (and nothing is kept for it).
+        let none = XfccMemo::default();
+        assert_eq!(
+            none.value(None, &peer).unwrap(),
+            "By=;URI=spiffe://example.org/ns/a/sa/client"
+        );
+        assert!(none.0.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn connection_naming_hop_by_hop_headers_strips_them_and_nothing_else() {
+        // What an application's keep-alive response carries.
+        let mut h = headers(&[("connection", "keep-alive"), ("content-length", "2")]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-length"]);
+        // Listed in any case; TE listed by Connection goes even when it
+        // only asks for trailers.
+        let mut h = headers(&[
+            ("connection", "Keep-Alive, TE"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+        // Without Connection, TE: trailers stays.
+        let mut h = headers(&[("te", "trailers"), ("upgrade", "h2c")]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["te"]);
     }
 
     #[test]
