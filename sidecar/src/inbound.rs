@@ -19,8 +19,6 @@ use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-
-use crate::runtime::BoxingExecutor;
 use spiffe_core::{ConnectionFacts, SpiffeId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -30,7 +28,8 @@ use crate::body::{BodyStats, Counted, ProxyBody, boxed, text};
 use crate::config::AppProtocol;
 use crate::detect::{Detected, Prefixed, detect};
 use crate::final_write::{FinalResponse, FinalWrite, MarksFinal, closes_connection};
-use crate::runtime::Shared;
+use crate::memo::KeptFor;
+use crate::runtime::{BoxingExecutor, Shared};
 use crate::telemetry::{
     AccessDecision, AccessLogEntry, Direction, EntryKind, LabelMemo, Reporter, RequestLabels,
     RequestOutcome, RequestProtocol, SecurityPolicy,
@@ -380,8 +379,13 @@ struct Forward {
 /// The `x-forwarded-client-cert` value of one connection's requests (its
 /// peer does not change), kept for the SVID it names as `By`: the `Arc`
 /// is held, so a rotated SVID is a different one.
-#[derive(Default)]
-struct XfccMemo(std::sync::Mutex<Option<(Arc<spiffe_core::X509Svid>, HeaderValue)>>);
+struct XfccMemo(KeptFor<Arc<spiffe_core::X509Svid>, Option<HeaderValue>>);
+
+impl Default for XfccMemo {
+    fn default() -> Self {
+        XfccMemo(KeptFor::new())
+    }
+}
 
 impl XfccMemo {
     fn value(
@@ -393,17 +397,11 @@ impl XfccMemo {
         let Some(local) = local else {
             return build("");
         };
-        let Ok(mut kept) = self.0.try_lock() else {
-            return build(local.spiffe_id().as_str());
-        };
-        if let Some((svid, v)) = &*kept
-            && Arc::ptr_eq(svid, &local)
-        {
-            return Some(v.clone());
-        }
-        let v = build(local.spiffe_id().as_str())?;
-        *kept = Some((local, v.clone()));
-        Some(v)
+        self.0.get(
+            |kept| Arc::ptr_eq(kept, &local),
+            || local.clone(),
+            || build(local.spiffe_id().as_str()),
+        )
     }
 }
 
@@ -923,10 +921,7 @@ mod tests {
         let want = "By=spiffe://example.org/ns/a/sa/server;URI=spiffe://example.org/ns/a/sa/client";
         assert_eq!(memo.value(Some(first.clone()), &peer).unwrap(), want);
         assert_eq!(memo.value(Some(first.clone()), &peer).unwrap(), want);
-        assert!(Arc::ptr_eq(
-            &memo.0.lock().unwrap().as_ref().unwrap().0,
-            &first
-        ));
+        assert!(Arc::ptr_eq(&memo.0.key().unwrap(), &first));
         // A rotated SVID (here with another ID) is named from then on.
         let rotated = svid("spiffe://example.org/ns/a/sa/server-v2");
         assert_eq!(
@@ -939,7 +934,7 @@ mod tests {
             none.value(None, &peer).unwrap(),
             "By=;URI=spiffe://example.org/ns/a/sa/client"
         );
-        assert!(none.0.lock().unwrap().is_none());
+        assert!(none.0.key().is_none());
     }
 
     #[test]

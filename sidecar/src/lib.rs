@@ -31,6 +31,7 @@ pub mod final_write;
 pub mod identity;
 pub mod inbound;
 pub mod intercept;
+mod memo;
 pub mod outbound;
 pub mod policy;
 pub mod pool;

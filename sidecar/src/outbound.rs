@@ -171,8 +171,11 @@ async fn handle(
     let mut authority = uri_authority.clone().or(host_header.clone());
     let mut parsed = None;
     let mut routed = None;
-    let mut first = true;
-    for candidate in [&uri_authority, &host_header].into_iter().flatten() {
+    for (i, candidate) in [&uri_authority, &host_header]
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let resolved = routes.resolve(candidate, namespace);
         if let Some((key, _)) = resolved.route {
             authority = Some(candidate.clone());
@@ -181,10 +184,9 @@ async fn handle(
             break;
         }
         // Unrouted, the first authority present is the one sent on.
-        if first {
+        if i == 0 {
             parsed = resolved.authority;
         }
-        first = false;
     }
     let routed = routed
         .or_else(|| {

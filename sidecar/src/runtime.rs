@@ -318,17 +318,15 @@ impl Sidecar {
         ));
         let outbound_task =
             tokio::spawn(accept_loop(outbound, shared.clone(), None, |s, t, r, _| {
-                tokio::spawn(Box::pin(crate::outbound::serve(s, t, r)));
+                spawn_boxed(crate::outbound::serve(s, t, r));
             }));
         let expiry_task = tokio::spawn(expiry_gauge(shared.clone()));
         let prune_task = tokio::spawn(prune_pool(shared.clone()));
         let prune_app_task = tokio::spawn(prune_app_pool(shared.app.clone()));
         // Inbound runs here so that it stops first.
         {
-            // Boxed: a connection's future is several kilobytes, and the
-            // task moves it whole each time its stage changes.
             let inbound_loop = accept_loop(inbound, shared.clone(), Some(limit), |s, t, r, p| {
-                tokio::spawn(Box::pin(crate::inbound::serve(s, t, r, p)));
+                spawn_boxed(crate::inbound::serve(s, t, r, p));
             });
             tokio::pin!(inbound_loop);
             tokio::select! {
@@ -366,11 +364,21 @@ impl Default for ShutdownHandle {
     }
 }
 
-/// Spawns the futures hyper hands its executor (a task per HTTP/2 request
-/// on both sides, a connection's task) boxed. Hyper's are enums as large
-/// as their largest variant, a whole connection, and a task moves its
-/// future whole when it is created and each time its stage changes; boxed,
-/// only a pointer moves.
+/// Spawns `fut` boxed. A task moves its future whole when it is created
+/// and each time its stage changes; a connection's future is several
+/// kilobytes, and boxed only a pointer moves.
+fn spawn_boxed<F>(fut: F)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(Box::pin(fut));
+}
+
+/// Hyper's executor: spawns what hyper hands it (a task per HTTP/2
+/// request on both sides, a connection's task) with [`spawn_boxed`].
+/// Hyper's futures are enums as large as their largest variant, a whole
+/// connection.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct BoxingExecutor;
 
@@ -380,7 +388,7 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::spawn(Box::pin(fut));
+        spawn_boxed(fut);
     }
 }
 

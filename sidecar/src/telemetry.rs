@@ -35,6 +35,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::memo::KeptFor;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -898,7 +900,7 @@ impl Metrics {
 /// SPIFFE ID, which a rotation may change; outbound, the service and
 /// endpoint).
 pub(crate) struct LabelMemo<K> {
-    last: Mutex<Option<(K, Arc<RequestLabels>)>>,
+    last: KeptFor<K, Arc<RequestLabels>>,
     /// The series those labels resolved to.
     series: Arc<SeriesMemo>,
 }
@@ -906,7 +908,7 @@ pub(crate) struct LabelMemo<K> {
 impl<K> LabelMemo<K> {
     pub(crate) fn new() -> Self {
         LabelMemo {
-            last: Mutex::new(None),
+            last: KeptFor::new(),
             series: Arc::default(),
         }
     }
@@ -924,17 +926,7 @@ impl<K> LabelMemo<K> {
         key: impl FnOnce() -> K,
         build: impl FnOnce() -> RequestLabels,
     ) -> Arc<RequestLabels> {
-        // An `Option` written whole stays consistent even if a panic
-        // poisoned the lock.
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((k, labels)) = last.as_ref()
-            && fresh(k)
-        {
-            return labels.clone();
-        }
-        let labels = Arc::new(build());
-        *last = Some((key(), labels.clone()));
-        labels
+        self.last.get(fresh, key, || Arc::new(build()))
     }
 }
 
