@@ -331,7 +331,15 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
+    // `Connection: keep-alive`, what most HTTP/1.1 servers send, names
+    // only a header removed below anyway: nothing to parse.
+    let only_keep_alive = || {
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .all(|v| v.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
+    };
+    if present & 1 != 0 && !only_keep_alive() {
         // Names `Connection` lists go too; six of the seven are removed
         // below anyway, without parsing them.
         let named: Vec<HeaderName> = headers
@@ -944,6 +952,25 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["content-length"]);
+        // In any case, with the header it names.
+        let mut h = headers(&[
+            ("connection", "KEEP-ALIVE"),
+            ("keep-alive", "timeout=5"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+        // A second Connection header naming another field: that one goes.
+        let mut h = headers(&[
+            ("connection", "keep-alive"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
         // Listed in any case; TE listed by Connection goes even when it
         // only asks for trailers.
         let mut h = headers(&[
