@@ -21,6 +21,9 @@ fuzz_target!(|data: &[u8]| {
         && let Some((key, _port)) = route(text, "default")
     {
         assert!(!key.name.is_empty() && !key.namespace.is_empty(), "{key:?}");
-        assert!(!key.name.contains('.') && !key.name.contains(':'), "{key:?}");
+        assert!(
+            !key.name.contains('.') && !key.name.contains(':'),
+            "{key:?}"
+        );
     }
 });
