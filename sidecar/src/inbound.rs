@@ -264,35 +264,53 @@ pub(crate) fn server_builder(
     builder
 }
 
-/// What the access log and metrics need from a request head.
+/// What the access log and metrics need from a request head: the head's
+/// own reference-counted parts, rendered as text only when an access-log
+/// line is written (most requests are counted, not logged).
 #[derive(Debug, Clone)]
 pub(crate) struct RequestInfo {
-    pub(crate) method: String,
-    pub(crate) path: String,
-    pub(crate) authority: String,
+    method: http::Method,
+    uri: http::Uri,
+    host: Option<HeaderValue>,
+    /// The `Host` header, not the target's authority, named the request's
+    /// service (an HTTP/2 client dialling the outbound listener itself).
+    authority_from_host: bool,
     pub(crate) grpc: bool,
 }
 
 impl RequestInfo {
     pub(crate) fn of(parts: &http::request::Parts) -> Self {
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
         RequestInfo {
-            method: parts.method.as_str().to_owned(),
-            path: parts.uri.path().to_owned(),
-            authority,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            host: parts.headers.get(http::header::HOST).cloned(),
+            authority_from_host: false,
             grpc: is_grpc(&parts.headers),
         }
+    }
+
+    /// Reports the `Host` header as the request's authority.
+    pub(crate) fn authority_from_host(&mut self) {
+        self.authority_from_host = true;
+    }
+
+    pub(crate) fn method(&self) -> String {
+        self.method.as_str().to_owned()
+    }
+
+    pub(crate) fn path(&self) -> String {
+        self.uri.path().to_owned()
+    }
+
+    /// The target's authority, else the `Host` header (empty when neither
+    /// is there, or the header is not text).
+    pub(crate) fn authority(&self) -> String {
+        let host = || self.host.as_ref().and_then(|h| h.to_str().ok());
+        let authority = match self.authority_from_host {
+            true => host(),
+            false => self.uri.authority().map(Authority::as_str).or_else(host),
+        };
+        authority.unwrap_or_default().to_owned()
     }
 }
 
@@ -445,9 +463,9 @@ async fn forward(
     mut req: http::Request<ProxyBody>,
 ) -> http::Response<ProxyBody> {
     let policy = req
-        .extensions()
-        .get::<authz::Authorized>()
-        .and_then(|a| a.policy.clone());
+        .extensions_mut()
+        .remove::<authz::Authorized>()
+        .and_then(|a| a.policy);
     let xfcc = req
         .extensions()
         .get::<ConnectionFacts>()
@@ -606,11 +624,12 @@ impl Shared {
         info: RequestInfo,
         started: Instant,
         request_bytes: Arc<AtomicU64>,
-        resp: http::Response<ProxyBody>,
+        mut resp: http::Response<ProxyBody>,
     ) -> http::Response<ProxyBody> {
         let code = resp.status().as_u16();
-        let (decision, policy, reason) = if let Some(a) = resp.extensions().get::<Allowed>() {
-            (AccessDecision::Allow, a.policy.clone(), None)
+        let (decision, policy, reason) = if let Some(a) = resp.extensions_mut().remove::<Allowed>()
+        {
+            (AccessDecision::Allow, a.policy, None)
         } else if let Some(d) = resp.extensions().get::<authz::Decision>() {
             self.metrics.authz_denied(
                 Reporter::Destination,
@@ -755,9 +774,9 @@ impl Shared {
         );
         entry.source_principal = labels.source_principal.clone();
         entry.destination_principal = labels.destination_principal.clone();
-        entry.method = Some(info.method);
-        entry.path = Some(info.path);
-        entry.authority = Some(info.authority);
+        entry.method = Some(info.method());
+        entry.path = Some(info.path());
+        entry.authority = Some(info.authority());
         entry.protocol = Some(protocol.as_str().to_owned());
         entry.status = Some(code);
         entry.request_bytes = req_bytes;
@@ -899,6 +918,35 @@ mod tests {
         let mut h = headers(pairs);
         strip_hop_by_hop(&mut h);
         h.keys().map(|n| n.as_str().to_owned()).collect()
+    }
+
+    fn info(target: &str, host: Option<&'static [u8]>) -> RequestInfo {
+        let mut req = http::Request::builder().method("PATCH").uri(target);
+        if let Some(h) = host {
+            req = req.header(http::header::HOST, HeaderValue::from_bytes(h).unwrap());
+        }
+        RequestInfo::of(&req.body(()).unwrap().into_parts().0)
+    }
+
+    #[test]
+    fn request_info_renders_method_path_and_the_authority_that_named_the_request() {
+        // The target's authority comes first, the Host header otherwise.
+        let absolute = info("http://a.example:81/x/y?q=1", Some(b"h.example"));
+        assert_eq!(absolute.method(), "PATCH");
+        assert_eq!(absolute.path(), "/x/y");
+        assert_eq!(absolute.authority(), "a.example:81");
+        assert_eq!(info("/x", Some(b"h.example")).authority(), "h.example");
+        // Routed by its Host header, the request reports that.
+        let mut by_host = absolute.clone();
+        by_host.authority_from_host();
+        assert_eq!(by_host.authority(), "h.example");
+        // Neither, or a Host header that is not text: empty, not a panic.
+        assert_eq!(info("/x", None).authority(), "");
+        assert_eq!(info("/x", Some(b"h\xff")).authority(), "");
+        let mut no_host = info("http://a.example/", None);
+        no_host.authority_from_host();
+        assert_eq!(no_host.authority(), "");
+        assert!(!absolute.grpc);
     }
 
     #[test]

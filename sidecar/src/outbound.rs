@@ -101,10 +101,9 @@ type OutboundLabels = LabelMemo<(Option<SpiffeId>, ServiceKey, Target)>;
 
 /// What one authority string resolved to: parsed, and the mesh service
 /// it names.
-#[derive(Clone)]
 struct Resolved {
     authority: Option<http::uri::Authority>,
-    route: Option<(ServiceKey, Option<u16>)>,
+    route: Option<(Arc<ServiceKey>, Option<u16>)>,
 }
 
 /// The authorities an application connection's requests named, resolved:
@@ -112,21 +111,24 @@ struct Resolved {
 /// request after request, so each is parsed and routed once.
 #[derive(Default)]
 struct RouteMemo {
-    seen: std::sync::Mutex<Vec<(String, Resolved)>>,
+    seen: std::sync::Mutex<Vec<(String, Arc<Resolved>)>>,
 }
 
 impl RouteMemo {
     /// Kept per connection; more distinct authorities start it over.
     const MAX: usize = 4;
 
-    fn resolve(&self, authority: &str, namespace: &str) -> Resolved {
+    fn resolve(&self, authority: &str, namespace: &str) -> Arc<Resolved> {
         let fresh = || {
             let parsed = authority.parse::<http::uri::Authority>().ok();
-            let route = parsed.as_ref().and_then(|a| route_parsed(a, namespace));
-            Resolved {
+            let route = parsed
+                .as_ref()
+                .and_then(|a| route_parsed(a, namespace))
+                .map(|(key, port)| (Arc::new(key), port));
+            Arc::new(Resolved {
                 authority: parsed,
                 route,
-            }
+            })
         };
         // Concurrent HTTP/2 requests on one connection: whoever finds it
         // busy resolves on its own.
@@ -161,49 +163,50 @@ async fn handle(
     // The absolute-form target (or HTTP/2 `:authority`) names the
     // service; when it is only this listener's address (an HTTP/2 client
     // dialling the sidecar), the `Host` header does.
-    let uri_authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let namespace = shared.config.workload.namespace.as_str();
+    let uri_authority = req.uri().authority().map(|a| a.as_str());
     let host_header = req
         .headers()
         .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    let namespace = shared.config.workload.namespace.as_str();
-    let mut authority = uri_authority.clone().or(host_header.clone());
+        .and_then(|h| h.to_str().ok());
+    let mut from_host = false;
     let mut parsed = None;
     let mut routed = None;
-    for (i, candidate) in [&uri_authority, &host_header]
+    let candidates = [(false, uri_authority), (true, host_header)];
+    for (i, (is_host, candidate)) in candidates
         .into_iter()
-        .flatten()
+        .filter_map(|(h, c)| Some((h, c?)))
         .enumerate()
     {
         let resolved = routes.resolve(candidate, namespace);
-        if let Some((key, _)) = resolved.route {
-            authority = Some(candidate.clone());
-            parsed = resolved.authority;
-            routed = Some(key);
+        if let Some((key, _)) = &resolved.route {
+            from_host = is_host;
+            parsed = resolved.authority.clone();
+            routed = Some(key.clone());
             break;
         }
         // Unrouted, the first authority present is the one sent on.
         if i == 0 {
-            parsed = resolved.authority;
+            parsed = resolved.authority.clone();
         }
     }
     let routed = routed
         .or_else(|| {
             original
                 .and_then(|dst| shared.endpoints.by_address(dst))
-                .map(|(k, _)| k)
+                .map(|(k, _)| Arc::new(k))
         })
         .or_else(|| {
             let fallback = shared.config.outbound.default_service.as_deref()?;
-            routes.resolve(fallback, namespace).route.map(|(k, _)| k)
+            let (key, _) = routes.resolve(fallback, namespace).route.clone()?;
+            Some(key)
         });
     let Some(key) = routed else {
         return mesh_error(
             503,
             format!(
                 "no mesh service named by {}",
-                authority.as_deref().unwrap_or("(no authority)")
+                uri_authority.or(host_header).unwrap_or("(no authority)")
             ),
         );
     };
@@ -212,14 +215,12 @@ async fn handle(
     };
     let (mut parts, body) = req.into_parts();
     let mut info = RequestInfo::of(&parts);
-    if let Some(a) = &authority {
-        info.authority = a.clone();
+    if from_host {
+        info.authority_from_host();
     }
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(http::header::HOST);
-    let uri = parsed
-        .or_else(|| info.authority.parse::<http::uri::Authority>().ok())
-        .and_then(|a| absolute_uri(std::mem::take(&mut parts.uri), a).ok());
+    let uri = parsed.and_then(|a| absolute_uri(std::mem::take(&mut parts.uri), a).ok());
     let Some(uri) = uri else {
         return mesh_error(400, "request target is not a valid URI".to_owned());
     };
@@ -592,6 +593,10 @@ impl Shared {
 mod tests {
     use super::*;
 
+    fn owned(route: &Option<(Arc<ServiceKey>, Option<u16>)>) -> Option<(ServiceKey, Option<u16>)> {
+        route.as_ref().map(|(k, p)| (ServiceKey::clone(k), *p))
+    }
+
     #[test]
     fn the_route_memo_answers_as_route_does_and_stays_bounded() {
         let memo = RouteMemo::default();
@@ -604,7 +609,7 @@ mod tests {
             "reviews",
         ] {
             let got = memo.resolve(a, "default");
-            assert_eq!(got.route, route(a, "default"), "{a}");
+            assert_eq!(owned(&got.route), route(a, "default"), "{a}");
             assert_eq!(
                 got.authority.as_ref().map(|x| x.as_str()),
                 a.parse::<http::uri::Authority>()
@@ -618,7 +623,7 @@ mod tests {
         assert_eq!(memo.seen.lock().unwrap().len(), RouteMemo::MAX);
         // A fifth starts the memo over; answers do not change.
         let got = memo.resolve("ratings.bookinfo", "default");
-        assert_eq!(got.route, route("ratings.bookinfo", "default"));
+        assert_eq!(owned(&got.route), route("ratings.bookinfo", "default"));
         assert_eq!(memo.seen.lock().unwrap().len(), 1);
         // Asked again, the memo gives the same answer.
         let again = memo.resolve("ratings.bookinfo", "default");
