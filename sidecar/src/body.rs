@@ -56,34 +56,39 @@ pub struct BodyStats {
     pub grpc_status: Option<u32>,
 }
 
-type Done = Box<dyn FnOnce(BodyStats) + Send>;
-
 pin_project_lite::pin_project! {
-    /// A body that counts the bytes passing through it into a shared
-    /// counter and, when it ends or is dropped, calls a completion
-    /// callback once.
-    pub struct Counted<B> {
+    /// A body that counts the bytes passing through it (into a shared
+    /// counter, for a request body whose count another part reads) and,
+    /// when it ends or is dropped, calls a completion callback once.
+    pub struct Counted<B, F = fn(BodyStats)>
+    where
+        F: FnOnce(BodyStats),
+    {
         #[pin]
         inner: B,
-        counter: Arc<AtomicU64>,
+        counter: Option<Arc<AtomicU64>>,
+        bytes: u64,
         grpc_status: Option<u32>,
-        done: Option<Done>,
+        done: Option<F>,
     }
 
-    impl<B> PinnedDrop for Counted<B> {
+    impl<B, F> PinnedDrop for Counted<B, F>
+    where
+        F: FnOnce(BodyStats),
+    {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(done) = this.done.take() {
-                done(BodyStats { bytes: this.counter.load(Ordering::Relaxed), grpc_status: *this.grpc_status });
+                done(BodyStats { bytes: *this.bytes, grpc_status: *this.grpc_status });
             }
         }
     }
 }
 
-impl<B> std::fmt::Debug for Counted<B> {
+impl<B, F: FnOnce(BodyStats)> std::fmt::Debug for Counted<B, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Counted")
-            .field("bytes", &self.counter.load(Ordering::Relaxed))
+            .field("bytes", &self.bytes)
             .finish_non_exhaustive()
     }
 }
@@ -93,24 +98,28 @@ impl<B> Counted<B> {
     pub fn new(inner: B, counter: Arc<AtomicU64>) -> Self {
         Counted {
             inner,
-            counter,
+            counter: Some(counter),
+            bytes: 0,
             grpc_status: None,
             done: None,
         }
     }
+}
 
+impl<B, F: FnOnce(BodyStats)> Counted<B, F> {
     /// Counts, and calls `done` once when the body ends or is dropped.
-    pub fn on_done(inner: B, done: impl FnOnce(BodyStats) + Send + 'static) -> Self {
+    pub fn on_done(inner: B, done: F) -> Self {
         Counted {
             inner,
-            counter: Arc::new(AtomicU64::new(0)),
+            counter: None,
+            bytes: 0,
             grpc_status: None,
-            done: Some(Box::new(done)),
+            done: Some(done),
         }
     }
 }
 
-impl<B: Body<Data = Bytes>> Body for Counted<B> {
+impl<B: Body<Data = Bytes>, F: FnOnce(BodyStats)> Body for Counted<B, F> {
     type Data = Bytes;
     type Error = B::Error;
 
@@ -123,7 +132,11 @@ impl<B: Body<Data = Bytes>> Body for Counted<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let n = data.len() as u64;
+                    *this.bytes += n;
+                    if let Some(counter) = this.counter {
+                        counter.fetch_add(n, Ordering::Relaxed);
+                    }
                 } else if let Some(trailers) = frame.trailers_ref() {
                     *this.grpc_status = grpc_status(trailers);
                 }
@@ -131,7 +144,7 @@ impl<B: Body<Data = Bytes>> Body for Counted<B> {
             Poll::Ready(None) => {
                 if let Some(done) = this.done.take() {
                     done(BodyStats {
-                        bytes: this.counter.load(Ordering::Relaxed),
+                        bytes: *this.bytes,
                         grpc_status: *this.grpc_status,
                     });
                 }
@@ -175,6 +188,20 @@ mod tests {
         assert_eq!(&collected[..], b"hello");
         assert_eq!(rx.try_recv().unwrap(), 5);
         assert!(rx.try_recv().is_err(), "callback ran twice");
+    }
+
+    #[tokio::test]
+    async fn a_shared_counter_sees_every_data_frame_and_no_trailer() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let frames = futures_util::stream::iter([
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"abc"))),
+            Ok(Frame::data(Bytes::from_static(b"de"))),
+            Ok(Frame::trailers(http::HeaderMap::new())),
+        ]);
+        let body = Counted::new(http_body_util::StreamBody::new(frames), counter.clone());
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"abcde");
+        assert_eq!(counter.load(Ordering::Relaxed), 5);
     }
 
     #[tokio::test]

@@ -214,14 +214,7 @@ async fn serve_http<S>(
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            let resp = shared.record_inbound(
-                &facts,
-                &labels,
-                info,
-                started,
-                request_bytes,
-                resp.map(boxed),
-            );
+            let resp = shared.record_inbound(&facts, &labels, info, started, request_bytes, resp);
             // The connection ends after this response: its tail leaves
             // with the FIN.
             let resp = if last {
@@ -617,15 +610,19 @@ impl Shared {
 
     /// Metrics and the access-log line for one inbound request, recorded
     /// when its response body ends.
-    fn record_inbound(
+    fn record_inbound<B>(
         self: &Arc<Self>,
         facts: &ConnectionFacts,
         labels: &LabelMemo<Option<SpiffeId>>,
         info: RequestInfo,
         started: Instant,
         request_bytes: Arc<AtomicU64>,
-        mut resp: http::Response<ProxyBody>,
-    ) -> http::Response<ProxyBody> {
+        mut resp: http::Response<B>,
+    ) -> http::Response<ProxyBody>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let code = resp.status().as_u16();
         let (decision, policy, reason) = if let Some(a) = resp.extensions_mut().remove::<Allowed>()
         {

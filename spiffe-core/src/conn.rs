@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::PeerIdentity;
 
@@ -32,8 +33,9 @@ pub struct ConnectionFacts {
     local_addr: SocketAddr,
     remote_addr: SocketAddr,
     tls: bool,
-    sni: Option<Box<str>>,
-    alpn: Option<Box<[u8]>>,
+    // Shared: every request's extensions get a clone.
+    sni: Option<Arc<str>>,
+    alpn: Option<Arc<[u8]>>,
     peer: Option<PeerIdentity>,
 }
 
@@ -60,14 +62,14 @@ impl ConnectionFacts {
     /// The server name the client sent in its TLS ClientHello.
     #[must_use]
     pub fn with_sni(mut self, sni: impl Into<String>) -> Self {
-        self.sni = Some(sni.into().into_boxed_str());
+        self.sni = Some(Arc::from(sni.into()));
         self
     }
 
     /// The ALPN protocol the TLS handshake agreed on.
     #[must_use]
     pub fn with_alpn(mut self, alpn: impl Into<Vec<u8>>) -> Self {
-        self.alpn = Some(alpn.into().into_boxed_slice());
+        self.alpn = Some(Arc::from(alpn.into()));
         self
     }
 
@@ -149,5 +151,29 @@ mod tests {
         .with_tls()
         .with_alpn(b"h2".to_vec());
         assert!(format!("{f:?}").contains("\"h2\""), "{f:?}");
+    }
+
+    #[test]
+    fn clones_share_sni_and_alpn_and_compare_by_value() {
+        let f = ConnectionFacts::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        )
+        .with_tls()
+        .with_sni("api.example.org")
+        .with_alpn(b"h2".to_vec());
+        let g = f.clone();
+        // One per request: a clone copies no bytes.
+        assert!(std::ptr::eq(f.sni().unwrap(), g.sni().unwrap()));
+        assert!(std::ptr::eq(f.alpn().unwrap(), g.alpn().unwrap()));
+        let built_again = ConnectionFacts::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        )
+        .with_tls()
+        .with_sni("api.example.org")
+        .with_alpn(b"h2".to_vec());
+        assert_eq!(f, built_again);
+        assert_ne!(f, built_again.with_alpn(b"http/1.1".to_vec()));
     }
 }
