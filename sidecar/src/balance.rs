@@ -439,23 +439,27 @@ impl Balancer {
         let now = Instant::now();
         let mut guard = self.shared.lock();
         let state = &mut *guard;
-        let candidates: Vec<usize> = state
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| !e.is_ejected(now) && !exclude.contains(&e.target.addr))
-            .map(|(i, _)| i)
-            .collect();
-        let chosen = match candidates.len() {
+        let eligible = |e: &Endpoint| !e.is_ejected(now) && !exclude.contains(&e.target.addr);
+        // The index of the k-th eligible endpoint: counted, not collected
+        // (a pick per request; endpoint lists are short).
+        let nth = |endpoints: &[Endpoint], k: usize| {
+            endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| eligible(e))
+                .nth(k)
+                .map(|(i, _)| i)
+        };
+        let chosen = match state.endpoints.iter().filter(|e| eligible(e)).count() {
             0 => return None,
-            1 => candidates[0],
+            1 => nth(&state.endpoints, 0)?,
             n => {
                 let a = state.rng.usize(..n);
                 let mut b = state.rng.usize(..n - 1);
                 if b >= a {
                     b += 1;
                 }
-                let (a, b) = (candidates[a], candidates[b]);
+                let (a, b) = (nth(&state.endpoints, a)?, nth(&state.endpoints, b)?);
                 let load_a = self.shared.load(&state.endpoints[a], now);
                 let load_b = self.shared.load(&state.endpoints[b], now);
                 if load_b < load_a { b } else { a }

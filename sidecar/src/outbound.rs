@@ -240,7 +240,7 @@ async fn handle(
     let attempts = shared.config.outbound.retries + 1;
     let timeout = shared.config.outbound.request_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut last_error = String::from("no endpoint available");
+    let mut last_error: Option<String> = None;
     for _ in 0..attempts {
         let Some(req) = pending.take() else { break };
         let Some(pick) = balancer.pick(&excluded) else {
@@ -253,7 +253,7 @@ async fn handle(
             Ok(Err(e)) => {
                 pick.finish(Outcome::ConnectFailure);
                 excluded.push(target.addr);
-                last_error = e.to_string();
+                last_error = Some(e.to_string());
                 pending = Some(req);
                 continue;
             }
@@ -289,7 +289,7 @@ async fn handle(
                 );
             }
             Ok(Err(mut e)) => {
-                last_error = e.error().to_string();
+                let error = e.error().to_string();
                 // Not sent (the connection was not ready): the request
                 // comes back whole. Not processed by the peer (HTTP/2
                 // REFUSED_STREAM, or excluded by its GOAWAY): rebuilt when
@@ -305,16 +305,18 @@ async fn handle(
                         pick.finish(Outcome::ConnectFailure);
                         excluded.push(target.addr);
                         pending = Some(req);
+                        last_error = Some(error);
                     }
                     None => {
                         pick.finish(Outcome::Failure);
-                        return mesh_error(502, format!("{key} via {}: {last_error}", target.addr));
+                        return mesh_error(502, format!("{key} via {}: {error}", target.addr));
                     }
                 }
             }
         }
     }
-    mesh_error(503, format!("{key}: {last_error}"))
+    let why = last_error.as_deref().unwrap_or("no endpoint available");
+    mesh_error(503, format!("{key}: {why}"))
 }
 
 /// Whether the peer did not process the stream, so that a request without
