@@ -30,15 +30,10 @@ duration=${DURATION:-10} conns=${CONNS:-16} load=${LOAD:-requests}
 for tool in valgrind callgrind_control wrk curl $([[ $load == handshakes ]] && echo openssl); do
   command -v "$tool" >/dev/null || { echo "instructions.sh: needs $tool" >&2; exit 1; }
 done
-# shellcheck source=/dev/null
-source "$bench/lib.sh"
-# shellcheck source=/dev/null
-source "$bench/pairs.sh"
+# shellcheck source=sidecar/bench/common.sh
+source "$here/common.sh"
 
-RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sidecar-instructions.XXXXXX")
-CERTS=$RUN_DIR/certs APP_PORT=${APP_PORT:-18080} WORKERS=1 TRUST_DOMAIN=example.org
-: >"$RUN_DIR/pgids"
-trap cleanup EXIT
+bench_run_dir instructions
 assert_ports_free "$APP_PORT" 15201 15206
 
 # candidate.sh execs $MESH_NODE_BIN; this wrapper puts callgrind in front.
@@ -51,9 +46,7 @@ exec valgrind --tool=callgrind --instr-atstart=no --dump-instr=no \
 SH
 chmod +x "$wrapper"
 export MESH_NODE_BIN=$wrapper
-CAND_NAME=mesh-node CAND_IN_CMD="$here/candidate.sh in" CAND_OUT_CMD="$here/candidate.sh out"
-"$bench/mkcerts.sh" "$CERTS" "$TRUST_DOMAIN" >/dev/null
-app_start
+bench_app
 pair_candidate_start 15201 15206
 url=http://$BENCH_HOST:15201/
 # Under valgrind the first requests are slow (code is translated as it

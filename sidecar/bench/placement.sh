@@ -27,19 +27,12 @@ for tool in taskset wrk curl nginx haproxy openssl; do
   command -v "$tool" >/dev/null || { echo "placement.sh: needs $tool" >&2; exit 1; }
 done
 (($(nproc) >= 2)) || { echo "placement.sh: needs two CPUs" >&2; exit 1; }
-# shellcheck source=/dev/null
-source "$bench/lib.sh"
-# shellcheck source=/dev/null
-source "$bench/pairs.sh"
-RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sidecar-placement.XXXXXX")
-CERTS=$RUN_DIR/certs APP_PORT=${APP_PORT:-18080} WORKERS=1 TRUST_DOMAIN=example.org
-: >"$RUN_DIR/pgids"
-trap cleanup EXIT
+# shellcheck source=sidecar/bench/common.sh
+source "$here/common.sh"
+bench_run_dir placement
 assert_ports_free "$APP_PORT" 15001 15006 15101 15106 15201 15206
 export MESH_NODE_BIN=$bin
-CAND_NAME=mesh-node CAND_IN_CMD="$here/candidate.sh in" CAND_OUT_CMD="$here/candidate.sh out"
-"$bench/mkcerts.sh" "$CERTS" "$TRUST_DOMAIN" >/dev/null
-app_start
+bench_app
 pair_nginx_start 15001 15006
 pair_haproxy_start 15101 15106
 pair_candidate_start 15201 15206

@@ -299,9 +299,10 @@ impl RequestInfo {
     /// is there, or the header is not text).
     pub(crate) fn authority(&self) -> String {
         let host = || self.host.as_ref().and_then(|h| h.to_str().ok());
-        let authority = match self.authority_from_host {
-            true => host(),
-            false => self.uri.authority().map(Authority::as_str).or_else(host),
+        let authority = if self.authority_from_host {
+            host()
+        } else {
+            self.uri.authority().map(Authority::as_str).or_else(host)
         };
         authority.unwrap_or_default().to_owned()
     }

@@ -198,8 +198,8 @@ async fn handle(
         })
         .or_else(|| {
             let fallback = shared.config.outbound.default_service.as_deref()?;
-            let (key, _) = routes.resolve(fallback, namespace).route.clone()?;
-            Some(key)
+            let resolved = routes.resolve(fallback, namespace);
+            resolved.route.as_ref().map(|(key, _)| key.clone())
         });
     let Some(key) = routed else {
         return mesh_error(

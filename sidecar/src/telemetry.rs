@@ -35,8 +35,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-use crate::memo::KeptFor;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -47,6 +45,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize, Serializer};
 use spiffe_core::SpiffeId;
+
+use crate::memo::KeptFor;
 
 /// The HTTP `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics
 /// text, which Prometheus scrapes natively).

@@ -142,37 +142,29 @@ mod tests {
         assert_eq!(f.remote_addr().port(), 4000);
     }
 
-    #[test]
-    fn debug_shows_alpn_as_text() {
-        let f = ConnectionFacts::new(
+    /// A TLS connection from 127.0.0.1:2 to 127.0.0.1:1.
+    fn tls() -> ConnectionFacts {
+        ConnectionFacts::new(
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
         )
         .with_tls()
-        .with_alpn(b"h2".to_vec());
+    }
+
+    #[test]
+    fn debug_shows_alpn_as_text() {
+        let f = tls().with_alpn(b"h2".to_vec());
         assert!(format!("{f:?}").contains("\"h2\""), "{f:?}");
     }
 
     #[test]
     fn clones_share_sni_and_alpn_and_compare_by_value() {
-        let f = ConnectionFacts::new(
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
-        )
-        .with_tls()
-        .with_sni("api.example.org")
-        .with_alpn(b"h2".to_vec());
+        let f = tls().with_sni("api.example.org").with_alpn(b"h2".to_vec());
         let g = f.clone();
         // One per request: a clone copies no bytes.
         assert!(std::ptr::eq(f.sni().unwrap(), g.sni().unwrap()));
         assert!(std::ptr::eq(f.alpn().unwrap(), g.alpn().unwrap()));
-        let built_again = ConnectionFacts::new(
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
-        )
-        .with_tls()
-        .with_sni("api.example.org")
-        .with_alpn(b"h2".to_vec());
+        let built_again = tls().with_sni("api.example.org").with_alpn(b"h2".to_vec());
         assert_eq!(f, built_again);
         assert_ne!(f, built_again.with_alpn(b"http/1.1".to_vec()));
     }
