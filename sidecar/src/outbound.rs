@@ -289,7 +289,7 @@ async fn handle(
                 );
             }
             Ok(Err(mut e)) => {
-                let error = e.error().to_string();
+                let error = mtls_tower::error_chain(e.error());
                 // Not sent (the connection was not ready): the request
                 // comes back whole. Not processed by the peer (HTTP/2
                 // REFUSED_STREAM, or excluded by its GOAWAY): rebuilt when
