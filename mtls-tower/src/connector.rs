@@ -211,6 +211,59 @@ impl Connection for MtlsStream {
     }
 }
 
+/// Tokio's I/O traits, for protocol crates that take them (`h2`,
+/// `tokio-util` codecs) without hyper's adapters in between; TLS alerts
+/// from the server are explained as for hyper's traits.
+impl tokio::io::AsyncRead for MtlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(this.io.inner_mut()).poll_read(cx, buf);
+        this.explain(result)
+    }
+}
+
+impl tokio::io::AsyncWrite for MtlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(this.io.inner_mut()).poll_write(cx, buf);
+        this.explain(result)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(this.io.inner_mut()).poll_flush(cx);
+        this.explain(result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(this.io.inner_mut()).poll_shutdown(cx);
+        this.explain(result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(this.io.inner_mut()).poll_write_vectored(cx, bufs);
+        this.explain(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.inner().is_write_vectored()
+    }
+}
+
 impl Read for MtlsStream {
     fn poll_read(
         self: Pin<&mut Self>,

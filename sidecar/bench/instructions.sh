@@ -78,8 +78,9 @@ if [[ $load == handshakes ]]; then
   units=$(stime "$duration") what=connection how="openssl s_time -new -www / -time $duration"
 else
   for pid in "${pids[@]}"; do callgrind_control -i on "$pid" >/dev/null; done
-  units=$(wrk -t2 -c"$conns" -d"${duration}s" "$url" | awk '/requests in/ {print $1}')
-  what=request how="wrk -t2 -c$conns -d${duration}s"
+  threads=$((conns < 2 ? conns : 2)) # wrk wants a connection per thread
+  units=$(wrk -t"$threads" -c"$conns" -d"${duration}s" "$url" | awk '/requests in/ {print $1}')
+  what=request how="wrk -t$threads -c$conns -d${duration}s"
 fi
 for pid in "${pids[@]}"; do callgrind_control -d "$pid" >/dev/null; done
 sleep 1

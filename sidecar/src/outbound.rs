@@ -28,6 +28,7 @@ use crate::config::OutboundTrafficPolicy;
 use crate::detect::{Detected, Prefixed, detect};
 use crate::endpoint::{ServiceKey, Target, route, route_parsed};
 use crate::inbound::{HttpRecord, RequestInfo, absolute_uri, status, strip_hop_by_hop};
+use crate::pool::{ResponseBody, SendError};
 use crate::runtime::Shared;
 use crate::telemetry::{
     AccessDecision, AccessLogEntry, EntryKind, LabelMemo, Reporter, RequestLabels, RequestProtocol,
@@ -248,7 +249,7 @@ async fn handle(
             break;
         };
         let target = pick.target().clone();
-        let sender = match tokio::time::timeout_at(deadline, shared.pool.get(&target)).await {
+        let conn = match tokio::time::timeout_at(deadline, shared.pool.get(&target)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 pick.finish(Outcome::ConnectFailure);
@@ -262,8 +263,7 @@ async fn handle(
                 return mesh_error(504, format!("timed out connecting to {}", target.addr));
             }
         };
-        let mut sender = sender;
-        match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
+        match tokio::time::timeout_at(deadline, conn.send(req)).await {
             Err(_) => {
                 pick.finish(Outcome::Failure);
                 return mesh_error(504, format!("request to {key} timed out after {timeout:?}"));
@@ -288,18 +288,19 @@ async fn handle(
                     remote,
                 );
             }
-            Ok(Err(mut e)) => {
-                let error = mtls_tower::error_chain(e.error());
-                // Not sent (the connection was not ready): the request
-                // comes back whole. Not processed by the peer (HTTP/2
-                // REFUSED_STREAM, or excluded by its GOAWAY): rebuilt when
-                // it had no body.
-                let again = e.take_message().or_else(|| {
-                    replay
+            Ok(Err(e)) => {
+                let error = format!("http2 error: {}", e.error());
+                // Not sent (the connection could take no stream): the
+                // request comes back whole. Not processed by the peer
+                // (REFUSED_STREAM, or excluded by its GOAWAY): rebuilt
+                // when it had no body.
+                let again = match e {
+                    SendError::NotSent(req, _) => Some(*req),
+                    SendError::Failed(e) => replay
                         .as_ref()
-                        .filter(|r| not_processed(e.error(), &r.method))
-                        .map(Replay::rebuild)
-                });
+                        .filter(|r| not_processed(&e, &r.method))
+                        .map(Replay::rebuild),
+                };
                 match again {
                     Some(req) => {
                         pick.finish(Outcome::ConnectFailure);
@@ -325,16 +326,9 @@ async fn handle(
 /// excluded it (RFC 9113 §6.8: streams above the GOAWAY's last stream ID
 /// were not processed; kept to idempotent methods in case the connection
 /// then died with processed streams in flight).
-fn not_processed(e: &hyper::Error, method: &http::Method) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || (h2.is_go_away() && h2.is_remote() && method.is_idempotent());
-        }
-        source = s.source();
-    }
-    false
+fn not_processed(e: &h2::Error, method: &http::Method) -> bool {
+    e.reason() == Some(h2::Reason::REFUSED_STREAM)
+        || (e.is_go_away() && e.is_remote() && method.is_idempotent())
 }
 
 /// A request without a body, kept so that it can be sent again.
@@ -551,7 +545,7 @@ impl Shared {
         info: RequestInfo,
         started: Instant,
         request_bytes: Arc<AtomicU64>,
-        resp: http::Response<Incoming>,
+        resp: http::Response<ResponseBody>,
         pick: crate::balance::Pick,
         outcome: Outcome,
         remote: SocketAddr,

@@ -4,16 +4,33 @@
 //! streams), so a request never waits for a handshake once the first one
 //! is done. A connection that closes is replaced on the next request; two
 //! requests that find no connection wait for one handshake, not two.
+//!
+//! Requests go on the connection through the `h2` crate directly: the
+//! request's own task opens the stream and waits for the response, with
+//! no channel to a connection task and no task per request in between
+//! (a request body that is not complete when the head is sent gets a task
+//! of its own to send it within the peer's flow-control window). The
+//! connection's task reads and writes the socket and pings an idle peer.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::TokioTimer;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use mtls_tower::MtlsConnector;
 
 use crate::body::ProxyBody;
 use crate::endpoint::Target;
+
+/// Every `KEEPALIVE_INTERVAL` the connection pings its peer, busy or idle;
+/// a pong that takes longer than `KEEPALIVE_TIMEOUT` closes it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why no connection to an endpoint could be had.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +55,268 @@ pub enum PoolError {
     },
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>>;
+/// A pooled HTTP/2 connection: a handle that opens streams on it.
+#[derive(Clone)]
+pub struct Connection {
+    send: h2::client::SendRequest<Bytes>,
+    /// Set when the connection's task has ended.
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// How a request on a pooled connection failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// Nothing was sent: the connection could take no new stream (it
+    /// closed, or the peer is going away). The request comes back whole.
+    NotSent(Box<http::Request<ProxyBody>>, h2::Error),
+    /// The request head went out; the stream or the connection failed
+    /// before a response head came back.
+    Failed(h2::Error),
+}
+
+impl SendError {
+    /// The HTTP/2 error.
+    pub fn error(&self) -> &h2::Error {
+        match self {
+            SendError::NotSent(_, e) | SendError::Failed(e) => e,
+        }
+    }
+}
+
+impl Connection {
+    /// Whether the connection has ended; a closed connection is replaced
+    /// on the pool's next `get`.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `req` on a new stream and waits for the response head. The
+    /// URI must be absolute (scheme and authority become `:scheme` and
+    /// `:authority`) and the headers free of connection-specific fields.
+    ///
+    /// The response body streams from the connection as the caller polls
+    /// it, within the stream's flow-control window.
+    pub async fn send(
+        self,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<ResponseBody>, SendError> {
+        let mut send = match self.send.ready().await {
+            Ok(send) => send,
+            Err(e) => {
+                self.closed.store(true, Ordering::Release);
+                return Err(SendError::NotSent(Box::new(req), e));
+            }
+        };
+        let (parts, body) = req.into_parts();
+        let end_of_stream = body.is_end_stream();
+        let (response, stream) = send
+            .send_request(http::Request::from_parts(parts, ()), end_of_stream)
+            .map_err(SendError::Failed)?;
+        // The body's task is told to stop if this request is abandoned
+        // before its response comes (the caller went away).
+        let mut abandoned = None;
+        if !end_of_stream {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let mut pipe = Box::pin(Pipe {
+                body,
+                stream,
+                held: None,
+                abandoned: Some(rx),
+            });
+            // A body already whole (a small POST read with its head) is
+            // sent here; only one still arriving gets a task.
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            if pipe.as_mut().poll(&mut cx).is_pending() {
+                tokio::spawn(pipe);
+                abandoned = Some(Abandoned(Some(tx)));
+            }
+        }
+        let response = response.await.map_err(SendError::Failed)?;
+        if let Some(mut guard) = abandoned {
+            guard.0 = None;
+        }
+        Ok(with_length(response))
+    }
+}
+
+/// Tells a request body's task to reset its stream when dropped armed.
+struct Abandoned(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Sends a request body on its stream: each data frame once the stream
+/// has send capacity, then trailers or the end of the stream. Stops when
+/// the peer resets the stream, and resets it when the body fails or the
+/// request is abandoned.
+struct Pipe {
+    body: ProxyBody,
+    stream: h2::SendStream<Bytes>,
+    /// A data frame waiting for capacity, and whether it ends the body.
+    held: Option<(Bytes, bool)>,
+    abandoned: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Future for Pipe {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let me = self.get_mut();
+        if let Some(rx) = me.abandoned.as_mut()
+            && let Poll::Ready(sent) = Pin::new(rx).poll(cx)
+        {
+            me.abandoned = None;
+            if sent.is_ok() {
+                me.stream.send_reset(h2::Reason::CANCEL);
+                return Poll::Ready(());
+            }
+        }
+        loop {
+            // The peer reset the stream (it answered without reading the
+            // rest, or refused it): nothing more is sent.
+            if me.stream.poll_reset(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if let Some((data, end)) = me.held.take() {
+                // Claim capacity only with data in hand, one byte at a
+                // time: h2 raises the claim to what is buffered when the
+                // data is sent, and a claim made before the body has data
+                // would hold connection window another stream may need.
+                while me.stream.capacity() == 0 {
+                    match me.stream.poll_capacity(cx) {
+                        Poll::Pending => {
+                            me.held = Some((data, end));
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
+                    }
+                }
+                if me.stream.send_data(data, end).is_err() || end {
+                    return Poll::Ready(());
+                }
+                continue;
+            }
+            match ready!(Pin::new(&mut me.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let end = me.body.is_end_stream();
+                        if data.is_empty() {
+                            // No capacity needed for an empty frame.
+                            if me.stream.send_data(data, end).is_err() || end {
+                                return Poll::Ready(());
+                            }
+                        } else {
+                            me.stream.reserve_capacity(1);
+                            me.held = Some((data, end));
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            me.stream.reserve_capacity(0);
+                            let _ = me.stream.send_trailers(trailers);
+                            return Poll::Ready(());
+                        }
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "request body failed; resetting the stream");
+                    me.stream.send_reset(h2::Reason::CANCEL);
+                    return Poll::Ready(());
+                }
+                None => {
+                    let _ = me.stream.send_data(Bytes::new(), true);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+/// A response body as it arrives on its HTTP/2 stream: data frames (the
+/// stream's window reopened as each is handed on), then trailers.
+#[derive(Debug)]
+pub struct ResponseBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+    /// `content-length`, when the response declared one.
+    length: Option<u64>,
+}
+
+/// The response with its body, the declared length kept for the size hint.
+fn with_length(resp: http::Response<h2::RecvStream>) -> http::Response<ResponseBody> {
+    let length = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    resp.map(|recv| ResponseBody {
+        length: if recv.is_end_stream() {
+            Some(0)
+        } else {
+            length
+        },
+        recv,
+        data_done: false,
+    })
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // A peer that has sent its whole response may reset the
+                // stream to stop the request body: the response is whole.
+                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => {
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) if e.reason() == Some(h2::Reason::NO_ERROR) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 
 /// The pool of HTTP/2 connections, keyed by endpoint (address and
 /// expected identity).
@@ -69,8 +347,8 @@ impl Pool {
         }
     }
 
-    /// A ready sender to `target`, reusing the open connection.
-    pub async fn get(&self, target: &Target) -> Result<SendRequest<ProxyBody>, PoolError> {
+    /// The open connection to `target`, made first if there is none.
+    pub async fn get(&self, target: &Target) -> Result<Connection, PoolError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             // The endpoint is known after its first request: no key clone.
@@ -80,16 +358,16 @@ impl Pool {
             }
         };
         let mut held = slot.lock().await;
-        if let Some(sender) = held.as_ref()
-            && !sender.is_closed()
+        if let Some(conn) = held.as_ref()
+            && !conn.is_closed()
         {
-            return Ok(sender.clone());
+            return Ok(conn.clone());
         }
         // Boxed: the handshake's future is large and rarely needed, and
         // inline it would make every request's future carry its size.
-        let sender = Box::pin(connect_h2(&self.connector, target)).await?;
-        *held = Some(sender.clone());
-        Ok(sender)
+        let conn = Box::pin(connect_h2(&self.connector, target)).await?;
+        *held = Some(conn.clone());
+        Ok(conn)
     }
 
     /// Forgets connections to endpoints not in `live`.
@@ -121,36 +399,60 @@ impl Pool {
 }
 
 /// Connects with mTLS, requires the registered identity, then speaks
-/// HTTP/2 on it.
-async fn connect_h2(
-    connector: &MtlsConnector,
-    target: &Target,
-) -> Result<SendRequest<ProxyBody>, PoolError> {
+/// HTTP/2 on it; the connection's task runs until it closes.
+async fn connect_h2(connector: &MtlsConnector, target: &Target) -> Result<Connection, PoolError> {
     let stream = connect_tls(connector, target).await?;
-    let mut builder = hyper::client::conn::http2::Builder::new(crate::runtime::BoxingExecutor);
+    // Windows sized for bulk transfers over one connection shared by many
+    // streams (2 MiB a stream, 5 MiB the connection), a 16 KiB limit on
+    // response heads, no server push.
+    let mut builder = h2::client::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .keep_alive_interval(std::time::Duration::from_secs(30))
-        .keep_alive_timeout(std::time::Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    // The stream goes in boxed: hyper moves a future the size of the
-    // connection (the stream inline) into a new task for every request,
-    // and a boxed TLS stream keeps that future small.
-    let (sender, conn) =
-        builder
-            .handshake(Box::new(stream))
-            .await
-            .map_err(|e| PoolError::Connect {
-                addr: target.addr,
-                source: Box::new(e),
-            })?;
+        .initial_window_size(2 << 20)
+        .initial_connection_window_size(5 << 20)
+        .max_header_list_size(16 << 10)
+        .max_send_buffer_size(1 << 20)
+        .enable_push(false);
+    // Boxed: the connection future holds the stream, and a small future
+    // is cheaper to move into its task.
+    let (send, mut conn) = builder
+        .handshake::<_, Bytes>(Box::new(stream))
+        .await
+        .map_err(|e| PoolError::Connect {
+            addr: target.addr,
+            source: Box::new(e),
+        })?;
+    let closed = Arc::new(AtomicBool::new(false));
     let addr = target.addr;
+    let ended = closed.clone();
+    let pings = conn.ping_pong();
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let outcome = tokio::select! {
+            biased;
+            result = &mut conn => result.map_err(|e| e.to_string()),
+            why = keepalive(pings) => Err(why),
+        };
+        ended.store(true, Ordering::Release);
+        if let Err(e) = outcome {
             tracing::debug!(%addr, error = %e, "pooled connection ended");
         }
     });
-    Ok(sender)
+    Ok(Connection { send, closed })
+}
+
+/// Pings the peer every `KEEPALIVE_INTERVAL`; returns why the connection
+/// should close (no pong within `KEEPALIVE_TIMEOUT`, or the ping failed).
+async fn keepalive(pings: Option<h2::PingPong>) -> String {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEPALIVE_TIMEOUT, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keepalive ping failed: {e}"),
+            Err(_) => return format!("no pong within {KEEPALIVE_TIMEOUT:?}"),
+        }
+    }
 }
 
 /// One mTLS connection to `target`, its identity checked before any

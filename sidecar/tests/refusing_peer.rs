@@ -37,6 +37,9 @@ enum Refusal {
     /// `GOAWAY(last stream 0, NO_ERROR)` on the first request stream,
     /// then the connection is closed.
     GoAway,
+    /// No answer at all; the error codes of `RST_STREAM` frames received
+    /// are recorded.
+    Silent,
 }
 
 async fn frame<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
@@ -50,8 +53,21 @@ async fn frame<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, flags: u8, stream: u3
     w.flush().await.unwrap();
 }
 
-/// One connection of the refusing peer; counts the request streams it saw.
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tls: S, how: Refusal, seen: &AtomicUsize) {
+/// What the peer saw: request streams, and the codes of resets received.
+#[derive(Default)]
+struct Seen {
+    requests: AtomicUsize,
+    resets: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Seen {
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// One connection of the refusing peer.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tls: S, how: Refusal, seen: &Seen) {
     let mut preface = [0u8; 24];
     if tls.read_exact(&mut preface).await.is_err() {
         return;
@@ -73,8 +89,12 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tls: S, how: Refusal, see
         match kind {
             SETTINGS if flags & ACK == 0 => frame(&mut tls, SETTINGS, ACK, 0, &[]).await,
             PING if flags & ACK == 0 => frame(&mut tls, PING, ACK, 0, &payload).await,
+            RST_STREAM if payload.len() == 4 => {
+                let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                seen.resets.lock().unwrap().push(code);
+            }
             HEADERS => {
-                seen.fetch_add(1, Ordering::SeqCst);
+                seen.requests.fetch_add(1, Ordering::SeqCst);
                 match how {
                     Refusal::Reset => {
                         frame(
@@ -86,6 +106,7 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tls: S, how: Refusal, see
                         )
                         .await;
                     }
+                    Refusal::Silent => {}
                     Refusal::GoAway => {
                         let mut goaway = [0u8; 8];
                         goaway[..4].copy_from_slice(&0u32.to_be_bytes());
@@ -101,8 +122,8 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tls: S, how: Refusal, see
 }
 
 /// A peer proving the server's identity that refuses requests `how`;
-/// returns its address and how many request streams reached it.
-async fn refusing_peer(ca: &TestCa, how: Refusal) -> (SocketAddr, Arc<AtomicUsize>) {
+/// returns its address and what reached it.
+async fn refusing_peer(ca: &TestCa, how: Refusal) -> (SocketAddr, Arc<Seen>) {
     let id = identity(ca, SERVER_ID);
     let config = ServerConfigBuilder::new(
         Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
@@ -116,7 +137,7 @@ async fn refusing_peer(ca: &TestCa, how: Refusal) -> (SocketAddr, Arc<AtomicUsiz
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut acceptor = MtlsAcceptor::new(listener, config);
     let addr = acceptor.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Seen::default());
     let counter = seen.clone();
     tokio::spawn(async move {
         while let Ok(conn) = acceptor.accept().await {
@@ -129,7 +150,17 @@ async fn refusing_peer(ca: &TestCa, how: Refusal) -> (SocketAddr, Arc<AtomicUsiz
 
 /// A client sidecar whose `server.default` has the given endpoints.
 async fn client_of(ca: &TestCa, endpoints: &[SocketAddr]) -> Running {
-    let client = start(loopback_config(), identity(ca, CLIENT_ID), "").await;
+    client_with(ca, endpoints, |_| {}).await
+}
+
+async fn client_with(
+    ca: &TestCa,
+    endpoints: &[SocketAddr],
+    config: impl FnOnce(&mut mesh_sidecar::config::SidecarConfig),
+) -> Running {
+    let mut cc = loopback_config();
+    config(&mut cc);
+    let client = start(cc, identity(ca, CLIENT_ID), "").await;
     client.endpoints.set_service(
         ServiceKey::new("server", "default"),
         endpoints
@@ -178,16 +209,11 @@ async fn send(
 
 /// Sends `method` until the refusing peer has refused `want` requests;
 /// every response must be the application's `200`.
-async fn until_refused(
-    outbound: SocketAddr,
-    method: http::Method,
-    seen: &AtomicUsize,
-    want: usize,
-) {
+async fn until_refused(outbound: SocketAddr, method: http::Method, seen: &Seen, want: usize) {
     for i in 0..400 {
         let (status, body) = send(outbound, method.clone(), "").await;
         assert_eq!(status, 200, "request {i} failed: {body}");
-        if seen.load(Ordering::SeqCst) >= want {
+        if seen.requests() >= want {
             return;
         }
     }
@@ -204,7 +230,7 @@ async fn a_refused_stream_is_sent_again_to_another_endpoint() {
     // REFUSED_STREAM says the stream was not processed, whatever the
     // method: a bodiless POST goes again too.
     until_refused(client.addrs.outbound, http::Method::GET, &seen, 1).await;
-    let before = seen.load(Ordering::SeqCst);
+    let before = seen.requests();
     until_refused(client.addrs.outbound, http::Method::POST, &seen, before + 1).await;
 }
 
@@ -227,11 +253,7 @@ async fn a_refused_request_with_no_other_endpoint_is_a_clear_503() {
     let (status, body) = send(client.addrs.outbound, http::Method::GET, "").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("refused"), "the reason is not named: {body}");
-    assert_eq!(
-        seen.load(Ordering::SeqCst),
-        1,
-        "sent to the same endpoint again"
-    );
+    assert_eq!(seen.requests(), 1, "sent to the same endpoint again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +267,7 @@ async fn a_request_with_a_body_is_not_sent_twice() {
     let (status, body) = send(client.addrs.outbound, http::Method::POST, "payload").await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("refused"), "the reason is not named: {body}");
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,5 +280,69 @@ async fn a_post_excluded_by_goaway_is_not_sent_again() {
     let client = client_of(&ca, &[refusing]).await;
     let (status, body) = send(client.addrs.outbound, http::Method::POST, "").await;
     assert_eq!(status, 502, "{body}");
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.requests(), 1);
+}
+
+/// Waits up to five seconds for the peer to receive a reset.
+async fn resets_seen(seen: &Seen) -> Vec<u32> {
+    for _ in 0..500 {
+        if !seen.resets.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    seen.resets.lock().unwrap().clone()
+}
+
+const CANCEL: u32 = 0x8;
+const PARTIAL_POST: &[u8] =
+    b"POST / HTTP/1.1\r\nhost: server.default\r\ncontent-length: 1000\r\n\r\n0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_abandoned_mid_body_resets_its_stream() {
+    let _limit = test_support::time_limit(60);
+    let ca = TestCa::new(TD);
+    let (silent, seen) = refusing_peer(&ca, Refusal::Silent).await;
+    let client = client_of(&ca, &[silent]).await;
+    // Part of a declared body, then the client goes away while the
+    // request waits for a response that never comes.
+    let mut tcp = tokio::net::TcpStream::connect(client.addrs.outbound)
+        .await
+        .unwrap();
+    tcp.write_all(PARTIAL_POST).await.unwrap();
+    while seen.requests() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(tcp);
+    assert_eq!(
+        resets_seen(&seen).await,
+        [CANCEL],
+        "the abandoned stream was not reset with CANCEL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_times_out_mid_body_resets_its_stream() {
+    let _limit = test_support::time_limit(60);
+    let ca = TestCa::new(TD);
+    let (silent, seen) = refusing_peer(&ca, Refusal::Silent).await;
+    let client = client_with(&ca, &[silent], |c| {
+        c.outbound.request_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    // The client stays, its body unfinished: the 504 must also stop the
+    // stream that would carry the rest of it.
+    let mut tcp = tokio::net::TcpStream::connect(client.addrs.outbound)
+        .await
+        .unwrap();
+    tcp.write_all(PARTIAL_POST).await.unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 504");
+    assert_eq!(
+        resets_seen(&seen).await,
+        [CANCEL],
+        "the timed-out stream was not reset with CANCEL"
+    );
+    drop(tcp);
 }
