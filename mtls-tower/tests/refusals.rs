@@ -331,3 +331,47 @@ async fn one_source_serves_as_svid_and_bundles_on_both_sides() {
     );
     assert_eq!(get_body(&client, &server.url()).await.unwrap(), FRONTEND);
 }
+
+/// An HTTP/1.1 exchange over `MtlsStream` through tokio's I/O traits (as
+/// `h2` and tokio-util codecs use it): the admitted client reads its
+/// answer; a refused one gets an error naming both identities.
+#[tokio::test]
+async fn tokio_io_on_a_connection_reads_the_answer_or_the_refusal() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("example.org");
+    let server = start_server(
+        Workload::new(&ca, BACKEND, "example.org").server_config(authorizer::exact(id(FRONTEND))),
+    )
+    .await;
+    let exchange = |who: &'static str| {
+        let w = Workload::new(&ca, who, "example.org");
+        let config = ClientConfigBuilder::new(provider(), w.svids, w.bundles, authorizer::any())
+            .alpn_protocols(vec![b"http/1.1".to_vec()])
+            .build()
+            .unwrap();
+        let url = server.url();
+        async move {
+            let mut tls = MtlsConnector::new(config)
+                .connect(url.parse().unwrap())
+                .await
+                .expect("TLS 1.3: the client finishes before the server decides");
+            let written = tls
+                .write_all(b"GET / HTTP/1.1\r\nhost: backend\r\nconnection: close\r\n\r\n")
+                .await;
+            let mut answer = Vec::new();
+            written.and(tls.read_to_end(&mut answer).await.map(|_| answer))
+        }
+    };
+    let answer = exchange(FRONTEND).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with(FRONTEND),
+        "the server saw another peer: {text}"
+    );
+
+    let err = exchange(INTRUDER).await.unwrap_err();
+    let refused = refusal(&err).unwrap_or_else(|| panic!("no refusal in {err:?}"));
+    assert_eq!(refused.server, Some(id(BACKEND)));
+    assert_eq!(refused.client, Some(id(INTRUDER)));
+}
