@@ -27,8 +27,9 @@ use crate::body::{BodyStats, Counted, ProxyBody, boxed};
 use crate::config::OutboundTrafficPolicy;
 use crate::detect::{Detected, Prefixed, detect};
 use crate::endpoint::{ServiceKey, Target, route, route_parsed};
+use crate::h2body::RecvBody;
 use crate::inbound::{HttpRecord, RequestInfo, absolute_uri, status, strip_hop_by_hop};
-use crate::pool::{ResponseBody, SendError};
+use crate::pool::SendError;
 use crate::runtime::Shared;
 use crate::telemetry::{
     AccessDecision, AccessLogEntry, EntryKind, LabelMemo, Reporter, RequestLabels, RequestProtocol,
@@ -545,7 +546,7 @@ impl Shared {
         info: RequestInfo,
         started: Instant,
         request_bytes: Arc<AtomicU64>,
-        resp: http::Response<ResponseBody>,
+        resp: http::Response<RecvBody>,
         pick: crate::balance::Pick,
         outcome: Outcome,
         remote: SocketAddr,

@@ -14,18 +14,18 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::task::Context;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use mtls_tower::MtlsConnector;
 
 use crate::body::ProxyBody;
 use crate::endpoint::Target;
+use crate::h2body::{RecvBody, SendBody};
 
 /// Every `KEEPALIVE_INTERVAL` the connection pings its peer, busy or idle;
 /// a pong that takes longer than `KEEPALIVE_TIMEOUT` closes it.
@@ -107,7 +107,7 @@ impl Connection {
     pub async fn send(
         self,
         req: http::Request<ProxyBody>,
-    ) -> Result<http::Response<ResponseBody>, SendError> {
+    ) -> Result<http::Response<RecvBody>, SendError> {
         let mut send = match self.send.ready().await {
             Ok(send) => send,
             Err(e) => {
@@ -125,12 +125,7 @@ impl Connection {
         let mut abandoned = None;
         if !end_of_stream {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let mut pipe = Box::pin(Pipe {
-                body,
-                stream,
-                held: None,
-                abandoned: Some(rx),
-            });
+            let mut pipe = Box::pin(SendBody::new(body, stream, Some(rx)));
             // A body already whole (a small POST read with its head) is
             // sent here; only one still arriving gets a task.
             let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -143,7 +138,9 @@ impl Connection {
         if let Some(mut guard) = abandoned {
             guard.0 = None;
         }
-        Ok(with_length(response))
+        let (head, recv) = response.into_parts();
+        let body = RecvBody::new(recv, &head.headers);
+        Ok(http::Response::from_parts(head, body))
     }
 }
 
@@ -154,164 +151,6 @@ impl Drop for Abandoned {
     fn drop(&mut self) {
         if let Some(tx) = self.0.take() {
             let _ = tx.send(());
-        }
-    }
-}
-
-/// Sends a request body on its stream: each data frame once the stream
-/// has send capacity, then trailers or the end of the stream. Stops when
-/// the peer resets the stream, and resets it when the body fails or the
-/// request is abandoned.
-struct Pipe {
-    body: ProxyBody,
-    stream: h2::SendStream<Bytes>,
-    /// A data frame waiting for capacity, and whether it ends the body.
-    held: Option<(Bytes, bool)>,
-    abandoned: Option<tokio::sync::oneshot::Receiver<()>>,
-}
-
-impl Future for Pipe {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let me = self.get_mut();
-        if let Some(rx) = me.abandoned.as_mut()
-            && let Poll::Ready(sent) = Pin::new(rx).poll(cx)
-        {
-            me.abandoned = None;
-            if sent.is_ok() {
-                me.stream.send_reset(h2::Reason::CANCEL);
-                return Poll::Ready(());
-            }
-        }
-        loop {
-            // The peer reset the stream (it answered without reading the
-            // rest, or refused it): nothing more is sent.
-            if me.stream.poll_reset(cx).is_ready() {
-                return Poll::Ready(());
-            }
-            if let Some((data, end)) = me.held.take() {
-                // Claim capacity only with data in hand, one byte at a
-                // time: h2 raises the claim to what is buffered when the
-                // data is sent, and a claim made before the body has data
-                // would hold connection window another stream may need.
-                while me.stream.capacity() == 0 {
-                    match me.stream.poll_capacity(cx) {
-                        Poll::Pending => {
-                            me.held = Some((data, end));
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Some(Ok(_))) => {}
-                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
-                    }
-                }
-                if me.stream.send_data(data, end).is_err() || end {
-                    return Poll::Ready(());
-                }
-                continue;
-            }
-            match ready!(Pin::new(&mut me.body).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let end = me.body.is_end_stream();
-                        if data.is_empty() {
-                            // No capacity needed for an empty frame.
-                            if me.stream.send_data(data, end).is_err() || end {
-                                return Poll::Ready(());
-                            }
-                        } else {
-                            me.stream.reserve_capacity(1);
-                            me.held = Some((data, end));
-                        }
-                    }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            me.stream.reserve_capacity(0);
-                            let _ = me.stream.send_trailers(trailers);
-                            return Poll::Ready(());
-                        }
-                    }
-                },
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "request body failed; resetting the stream");
-                    me.stream.send_reset(h2::Reason::CANCEL);
-                    return Poll::Ready(());
-                }
-                None => {
-                    let _ = me.stream.send_data(Bytes::new(), true);
-                    return Poll::Ready(());
-                }
-            }
-        }
-    }
-}
-
-/// A response body as it arrives on its HTTP/2 stream: data frames (the
-/// stream's window reopened as each is handed on), then trailers.
-#[derive(Debug)]
-pub struct ResponseBody {
-    recv: h2::RecvStream,
-    data_done: bool,
-    /// `content-length`, when the response declared one.
-    length: Option<u64>,
-}
-
-/// The response with its body, the declared length kept for the size hint.
-fn with_length(resp: http::Response<h2::RecvStream>) -> http::Response<ResponseBody> {
-    let length = resp
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    resp.map(|recv| ResponseBody {
-        length: if recv.is_end_stream() {
-            Some(0)
-        } else {
-            length
-        },
-        recv,
-        data_done: false,
-    })
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                // A peer that has sent its whole response may reset the
-                // stream to stop the request body: the response is whole.
-                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => {
-                    return Poll::Ready(None);
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => self.data_done = true,
-            }
-        }
-        match ready!(self.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) if e.reason() == Some(h2::Reason::NO_ERROR) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.length {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
         }
     }
 }

@@ -119,7 +119,8 @@ pub async fn start(config: SidecarConfig, identity: Identity, yaml: &str) -> Run
 /// `GET /grpc` answers as a gRPC server would: data, then trailers with
 /// `grpc-status: 0`. `POST /echo-stream` is a bidirectional stream: each
 /// request data frame is sent back as it arrives, then trailers once the
-/// request ends. `GET /status/N` answers N.
+/// request ends. `GET /status/N` answers N; `GET /slow/MS` answers after
+/// MS milliseconds.
 pub async fn app() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -147,6 +148,10 @@ async fn answer(req: http::Request<Incoming>) -> http::Response<ProxyBody> {
         let mut resp = http::Response::new(boxed(Full::new(Bytes::from("status"))));
         *resp.status_mut() = http::StatusCode::from_u16(code.parse().unwrap()).unwrap();
         return resp;
+    }
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        return http::Response::new(boxed(Full::new(Bytes::from("slow"))));
     }
     if path == "/echo-stream" {
         return echo_stream(req);
