@@ -46,9 +46,11 @@ pub(crate) struct Group {
     pub(crate) rules: Vec<CompiledRule>,
     /// For CUSTOM groups: the provider of each rule.
     pub(crate) providers: Vec<String>,
-    by_principal: HashMap<String, Vec<usize>>,
-    by_path: HashMap<String, Vec<usize>>,
-    by_prefix: HashMap<String, Vec<usize>>,
+    // Looked up on every request; the keys come from policies, so the
+    // faster seeded hash, not SipHash.
+    by_principal: HashMap<String, Vec<usize>, foldhash::fast::RandomState>,
+    by_path: HashMap<String, Vec<usize>, foldhash::fast::RandomState>,
+    by_prefix: HashMap<String, Vec<usize>, foldhash::fast::RandomState>,
     /// Distinct key lengths of `by_prefix`, ascending.
     prefix_lens: Vec<usize>,
     linear: Vec<usize>,

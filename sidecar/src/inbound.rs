@@ -361,10 +361,15 @@ async fn h2_stream(
     .await;
     let Some(resp) = resp else { return };
     let (mut head, body) = resp.into_parts();
-    // Fields HTTP/2 forbids (RFC 9113 §8.2.2): what hop-by-hop stripping
-    // left, `TE` included, which a response never carries.
-    strip_hop_by_hop(&mut head.headers);
+    // The application's response has lost its hop-by-hop fields in
+    // `forward`; `TE: trailers`, kept there, has no place in an HTTP/2
+    // response (RFC 9113 §8.2.2).
     head.headers.remove(http::header::TE);
+    // This sidecar's own answers (a denial, an unreachable application)
+    // carry the date an origin server gives (RFC 9110 §6.6.1).
+    if !head.headers.contains_key(http::header::DATE) {
+        head.headers.insert(http::header::DATE, http_date());
+    }
     let end = http_body::Body::is_end_stream(&body);
     if !end
         && !head.headers.contains_key(http::header::CONTENT_LENGTH)
@@ -458,6 +463,29 @@ pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The current time as an HTTP `Date` value, formatted once per second
+/// per thread.
+fn http_date() -> HeaderValue {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static DATE: RefCell<(u64, HeaderValue)> =
+            RefCell::new((u64::MAX, HeaderValue::from_static("")));
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut kept = cell.borrow_mut();
+        if kept.0 != second {
+            let text = httpdate::fmt_http_date(now);
+            // The format is ASCII letters, digits, spaces, commas, colons.
+            kept.1 = HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static(""));
+            kept.0 = second;
+        }
+        kept.1.clone()
+    })
+}
 
 /// The names `strip_hop_by_hop` acts on.
 static HOP_BY_HOP: [&HeaderName; 7] = [

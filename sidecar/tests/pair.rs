@@ -124,6 +124,38 @@ async fn deny_policy_answers_403_rbac_and_allows_the_rest() {
     );
 }
 
+/// HTTP/2 with prior knowledge, in plaintext (PERMISSIVE), straight to the
+/// inbound: the preface is detected and the stream served; the denial
+/// the sidecar writes itself carries a `date`, as the application's
+/// answers do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_http2_to_the_inbound_is_served_and_its_own_denials_are_dated() {
+    let _limit = test_support::time_limit(30);
+    let pair = pair(|_| {}, DENY_ADMIN).await;
+    let inbound = pair.server.addrs.inbound;
+    let get = |path: &'static str| async move {
+        let req = http::Request::get(format!("http://{inbound}{path}"))
+            .body(empty())
+            .unwrap();
+        let resp = h2_client().request(req).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let (head, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (head, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (head, body) = get("/admin/x").await;
+    assert_eq!(head.status, 403);
+    assert_eq!(body, "RBAC: access denied");
+    let date = head.headers.get("date").expect("a denial without a date");
+    assert!(
+        httpdate::parse_http_date(date.to_str().unwrap()).is_ok(),
+        "not an HTTP date: {date:?}"
+    );
+    let (head, body) = get("/public").await;
+    assert_eq!(head.status, 200);
+    assert!(body.starts_with("path=/public"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_update_applies_to_the_next_request() {
     let _limit = test_support::time_limit(30);
