@@ -471,7 +471,7 @@ fn http_date() -> HeaderValue {
     use std::time::{SystemTime, UNIX_EPOCH};
     thread_local! {
         static DATE: RefCell<(u64, HeaderValue)> =
-            RefCell::new((u64::MAX, HeaderValue::from_static("")));
+            const { RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
     }
     let now = SystemTime::now();
     let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
