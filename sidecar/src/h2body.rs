@@ -103,7 +103,7 @@ impl Future for SendBody {
                     }
                 },
                 Some(Err(e)) => {
-                    tracing::debug!(error = %e, "request body failed; resetting the stream");
+                    tracing::debug!(error = %e, "body failed; resetting its stream");
                     me.stream.send_reset(h2::Reason::CANCEL);
                     return Poll::Ready(());
                 }

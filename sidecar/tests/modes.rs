@@ -129,37 +129,29 @@ spec:
     assert_eq!(send("not.a.jwt".to_owned()).await, 401);
 }
 
+/// The client sidecar gives up at its timeout with a 504; the reset
+/// crosses the HTTP/2 hop and the server sidecar drops the application's
+/// call, closing that connection, instead of waiting on it forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_slower_than_the_timeout_gets_504() {
     let _limit = test_support::time_limit(30);
-    // An application that accepts and never answers.
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let held = Arc::new(tokio::sync::Mutex::new(Vec::new()));
-    let keep = held.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = silent.accept().await {
-            keep.lock().await.push(tcp);
-        }
-    });
+    let (silent, mut closed) = silent_app().await;
     let ca = test_support::TestCa::new(TD);
     let mut sc = loopback_config();
-    sc.inbound.app = silent_addr;
+    sc.inbound.app = silent;
     let server = start(sc, identity(&ca, SERVER_ID), "").await;
-    let mut cc = loopback_config();
-    cc.outbound.request_timeout = Duration::from_millis(300);
-    let client = start(cc, identity(&ca, CLIENT_ID), "").await;
-    client.endpoints.set_service(
-        mesh_sidecar::endpoint::ServiceKey::new("server", "default"),
-        vec![mesh_sidecar::endpoint::Target {
-            addr: server.addrs.inbound,
-            identity: SERVER_ID.parse().unwrap(),
-        }],
-    );
+    let client = client_to(&ca, &[server.addrs.inbound], |c| {
+        c.outbound.request_timeout = Duration::from_millis(300);
+    })
+    .await;
     let (status, headers, _) = get_via(client.addrs.outbound, "server.default", "/").await;
     assert_eq!(status, 504);
     let why = headers.get("x-mesh-error").unwrap().to_str().unwrap();
     assert!(why.contains("timed out"), "{why}");
+    tokio::time::timeout(Duration::from_secs(5), closed.recv())
+        .await
+        .expect("the application's call was not dropped")
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

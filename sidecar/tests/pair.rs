@@ -423,58 +423,6 @@ async fn a_request_in_flight_when_the_server_drains_is_answered() {
         .unwrap();
 }
 
-/// An application that reads one request head and never answers; reports
-/// when the connection is closed on it.
-async fn silent_app() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (closed, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let closed = closed.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = tcp.read(&mut buf).await {
-                    if n == 0 {
-                        let _ = closed.send(()).await;
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, rx)
-}
-
-/// The client sidecar gives up on a request (its timeout): the reset
-/// crosses the HTTP/2 hop and the server sidecar drops the application's
-/// call, closing that connection, instead of waiting on it forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_the_client_gives_up_on_is_cancelled_at_the_application() {
-    let _limit = test_support::time_limit(30);
-    let ca = test_support::TestCa::new(TD);
-    let (app, mut closed) = silent_app().await;
-    let mut sc = loopback_config();
-    sc.inbound.app = app;
-    let server = start(sc, identity(&ca, SERVER_ID), "").await;
-    let mut cc = loopback_config();
-    cc.outbound.request_timeout = Duration::from_millis(300);
-    let client = start(cc, identity(&ca, CLIENT_ID), "").await;
-    client.endpoints.set_service(
-        mesh_sidecar::endpoint::ServiceKey::new("server", "default"),
-        vec![mesh_sidecar::endpoint::Target {
-            addr: server.addrs.inbound,
-            identity: SERVER_ID.parse().unwrap(),
-        }],
-    );
-    let (status, _, _) = get_via(client.addrs.outbound, "server.default", "/").await;
-    assert_eq!(status, 504);
-    tokio::time::timeout(Duration::from_secs(5), closed.recv())
-        .await
-        .expect("the application's call was not dropped")
-        .unwrap();
-}
-
 /// An mTLS connection straight to the server sidecar's inbound, as a
 /// client without a sidecar (or openssl's `s_time -www`) makes one.
 async fn mtls_to_inbound(pair: &Pair) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use mesh_sidecar::body::boxed;
-use mesh_sidecar::endpoint::{ServiceKey, Target};
 use mtls_tower::{MtlsAcceptor, ServerConfigBuilder, authorizer};
 use support::*;
 use test_support::TestCa;
@@ -148,32 +147,6 @@ async fn refusing_peer(ca: &TestCa, how: Refusal) -> (SocketAddr, Arc<Seen>) {
     (addr, seen)
 }
 
-/// A client sidecar whose `server.default` has the given endpoints.
-async fn client_of(ca: &TestCa, endpoints: &[SocketAddr]) -> Running {
-    client_with(ca, endpoints, |_| {}).await
-}
-
-async fn client_with(
-    ca: &TestCa,
-    endpoints: &[SocketAddr],
-    config: impl FnOnce(&mut mesh_sidecar::config::SidecarConfig),
-) -> Running {
-    let mut cc = loopback_config();
-    config(&mut cc);
-    let client = start(cc, identity(ca, CLIENT_ID), "").await;
-    client.endpoints.set_service(
-        ServiceKey::new("server", "default"),
-        endpoints
-            .iter()
-            .map(|&addr| Target {
-                addr,
-                identity: SERVER_ID.parse().unwrap(),
-            })
-            .collect(),
-    );
-    client
-}
-
 /// A real server sidecar in front of the test application.
 async fn server(ca: &TestCa) -> Running {
     let mut config = loopback_config();
@@ -226,7 +199,7 @@ async fn a_refused_stream_is_sent_again_to_another_endpoint() {
     let ca = TestCa::new(TD);
     let (refusing, seen) = refusing_peer(&ca, Refusal::Reset).await;
     let good = server(&ca).await;
-    let client = client_of(&ca, &[refusing, good.addrs.inbound]).await;
+    let client = client_to(&ca, &[refusing, good.addrs.inbound], |_| {}).await;
     // REFUSED_STREAM says the stream was not processed, whatever the
     // method: a bodiless POST goes again too.
     until_refused(client.addrs.outbound, http::Method::GET, &seen, 1).await;
@@ -240,7 +213,7 @@ async fn a_request_excluded_by_goaway_is_sent_again_when_idempotent() {
     let ca = TestCa::new(TD);
     let (refusing, seen) = refusing_peer(&ca, Refusal::GoAway).await;
     let good = server(&ca).await;
-    let client = client_of(&ca, &[refusing, good.addrs.inbound]).await;
+    let client = client_to(&ca, &[refusing, good.addrs.inbound], |_| {}).await;
     until_refused(client.addrs.outbound, http::Method::GET, &seen, 2).await;
 }
 
@@ -249,7 +222,7 @@ async fn a_refused_request_with_no_other_endpoint_is_a_clear_503() {
     let _limit = test_support::time_limit(60);
     let ca = TestCa::new(TD);
     let (refusing, seen) = refusing_peer(&ca, Refusal::Reset).await;
-    let client = client_of(&ca, &[refusing]).await;
+    let client = client_to(&ca, &[refusing], |_| {}).await;
     let (status, body) = send(client.addrs.outbound, http::Method::GET, "").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("refused"), "the reason is not named: {body}");
@@ -263,7 +236,7 @@ async fn a_request_with_a_body_is_not_sent_twice() {
     // The body has gone to the refusing peer (or part of it has): it is
     // not kept, so the request is answered 502, not replayed empty.
     let (refusing, seen) = refusing_peer(&ca, Refusal::Reset).await;
-    let client = client_of(&ca, &[refusing]).await;
+    let client = client_to(&ca, &[refusing], |_| {}).await;
     let (status, body) = send(client.addrs.outbound, http::Method::POST, "payload").await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("refused"), "the reason is not named: {body}");
@@ -277,7 +250,7 @@ async fn a_post_excluded_by_goaway_is_not_sent_again() {
     // GOAWAY excludes the stream, but a connection that then dies may
     // have processed streams in flight: only idempotent methods go again.
     let (refusing, seen) = refusing_peer(&ca, Refusal::GoAway).await;
-    let client = client_of(&ca, &[refusing]).await;
+    let client = client_to(&ca, &[refusing], |_| {}).await;
     let (status, body) = send(client.addrs.outbound, http::Method::POST, "").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(seen.requests(), 1);
@@ -303,7 +276,7 @@ async fn a_request_abandoned_mid_body_resets_its_stream() {
     let _limit = test_support::time_limit(60);
     let ca = TestCa::new(TD);
     let (silent, seen) = refusing_peer(&ca, Refusal::Silent).await;
-    let client = client_of(&ca, &[silent]).await;
+    let client = client_to(&ca, &[silent], |_| {}).await;
     // Part of a declared body, then the client goes away while the
     // request waits for a response that never comes.
     let mut tcp = tokio::net::TcpStream::connect(client.addrs.outbound)
@@ -326,7 +299,7 @@ async fn a_request_that_times_out_mid_body_resets_its_stream() {
     let _limit = test_support::time_limit(60);
     let ca = TestCa::new(TD);
     let (silent, seen) = refusing_peer(&ca, Refusal::Silent).await;
-    let client = client_with(&ca, &[silent], |c| {
+    let client = client_to(&ca, &[silent], |c| {
         c.outbound.request_timeout = std::time::Duration::from_millis(300);
     })
     .await;

@@ -258,22 +258,63 @@ pub async fn pair(server_config: impl FnOnce(&mut SidecarConfig), yaml: &str) ->
     sc.inbound.app = app;
     server_config(&mut sc);
     let server = start(sc, identity(&ca, SERVER_ID), yaml).await;
-    let mut cc = loopback_config();
-    cc.workload.name = "client".into();
-    let client = start(cc, identity(&ca, CLIENT_ID), "").await;
-    client.endpoints.set_service(
-        ServiceKey::new("server", "default"),
-        vec![Target {
-            addr: server.addrs.inbound,
-            identity: SERVER_ID.parse().unwrap(),
-        }],
-    );
+    let client = client_to(&ca, &[server.addrs.inbound], |cc| {
+        cc.workload.name = "client".into();
+    })
+    .await;
     Pair {
         ca,
         client,
         server,
         app,
     }
+}
+
+/// A client sidecar (configured by `config`) whose `server.default` is
+/// `endpoints`, each proving the server's SPIFFE ID.
+pub async fn client_to(
+    ca: &TestCa,
+    endpoints: &[SocketAddr],
+    config: impl FnOnce(&mut SidecarConfig),
+) -> Running {
+    let mut cc = loopback_config();
+    config(&mut cc);
+    let client = start(cc, identity(ca, CLIENT_ID), "").await;
+    client.endpoints.set_service(
+        ServiceKey::new("server", "default"),
+        endpoints
+            .iter()
+            .map(|&addr| Target {
+                addr,
+                identity: SERVER_ID.parse().unwrap(),
+            })
+            .collect(),
+    );
+    client
+}
+
+/// An application that reads what it is sent and never answers; reports
+/// each connection closed on it.
+pub async fn silent_app() -> (SocketAddr, tokio::sync::mpsc::Receiver<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        let _ = closed.send(()).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
 }
 
 pub fn h1_client() -> Client<HttpConnector, ProxyBody> {
