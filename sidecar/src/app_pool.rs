@@ -5,14 +5,16 @@
 //! pooled client) keys its pool by scheme and authority, hashes that key
 //! twice per request and wraps each connection in bookkeeping meant for
 //! many hosts; here a request takes the most recently returned idle
-//! connection to its address from a short list, and the connection goes
+//! connection to its address from a short list, exchanges request and
+//! response on it in its own task ([`crate::h1`]), and the connection goes
 //! back when the response body has been read to its end.
 //!
-//! A connection is reused only once its response ended; one whose
-//! response was dropped half-read is closed. An idle connection the
-//! application closed is noticed when taken (`ready` fails) and skipped;
-//! a request that a closed connection could not send comes back unsent
-//! and goes to the next connection. Idle connections older than the idle
+//! A connection is reused only once its response ended and when
+//! [`crate::h1`] says it may carry another; one whose response was dropped
+//! half-read is closed. An idle connection the application closed is
+//! noticed when taken and skipped; a request that such a connection could
+//! not carry (closed before any answer, idempotent, no body byte taken)
+//! goes to the next connection. Idle connections older than the idle
 //! timeout are closed when the pool is next used or pruned.
 
 use std::net::SocketAddr;
@@ -22,13 +24,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
+use crate::h1::{self, Conn, H1Error, ResponseBody};
 
 /// Why a request did not reach the application.
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +44,12 @@ pub enum AppError {
     },
     /// The HTTP/1.1 exchange failed.
     #[error("{0}")]
-    Http(#[from] hyper::Error),
+    Http(#[from] H1Error),
 }
 
 struct Idle {
     addr: SocketAddr,
-    sender: SendRequest<ProxyBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -86,42 +87,47 @@ impl AppPool {
     }
 
     /// Sends `req` (origin-form target, `Host` set) to `addr` over an idle
-    /// connection if one is ready, else over a new one. The response body
+    /// connection if one is usable, else over a new one. The response body
     /// returns the connection to the pool when read to its end.
     pub async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
         mut req: http::Request<ProxyBody>,
     ) -> Result<http::Response<PoolBody>, AppError> {
-        while let Some(mut sender) = self.checkout(addr) {
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.track(addr, sender, resp)),
-                Err(mut e) => match e.take_message() {
-                    // Never sent (the connection closed meanwhile): next.
-                    Some(unsent) => req = unsent,
-                    None => return Err(e.into_error().into()),
-                },
+        while let Some(conn) = self.checkout(addr) {
+            match h1::exchange(conn, req, true).await {
+                Ok(done) => return Ok(self.track(addr, done)),
+                Err(h1::Failed {
+                    unsent: Some(unsent),
+                    error,
+                }) => {
+                    tracing::debug!(%addr, %error, "kept connection closed; request sent again");
+                    req = unsent;
+                }
+                Err(failed) => return Err(failed.error.into()),
             }
         }
-        let mut sender = self.connect(addr).await?;
-        let resp = sender.send_request(req).await?;
-        Ok(self.track(addr, sender, resp))
+        let conn = self.connect(addr).await?;
+        match h1::exchange(conn, req, false).await {
+            Ok(done) => Ok(self.track(addr, done)),
+            Err(failed) => Err(failed.error.into()),
+        }
     }
 
     /// The most recently returned idle connection to `addr` that is still
-    /// open and ready; closed and expired ones are dropped on the way.
-    fn checkout(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
+    /// open and usable; closed and expired ones are dropped on the way.
+    fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
         let mut idle = self.lock();
         while let Some(at) = idle.iter().rposition(|i| i.addr == addr) {
-            let entry = idle.remove(at);
-            if entry.since.elapsed() <= self.idle_timeout && entry.sender.is_ready() {
-                return Some(entry.sender);
+            let mut entry = idle.remove(at);
+            if entry.since.elapsed() <= self.idle_timeout && entry.conn.is_usable() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<ProxyBody>, AppError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, AppError> {
         let connect = TcpStream::connect(addr);
         let tcp = match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(tcp)) => tcp,
@@ -134,56 +140,23 @@ impl AppPool {
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (sender, conn) = Builder::new().handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "application connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(Conn::new(tcp))
     }
 
-    fn track(
-        self: &Arc<Self>,
-        addr: SocketAddr,
-        sender: SendRequest<ProxyBody>,
-        resp: http::Response<Incoming>,
-    ) -> http::Response<PoolBody> {
-        let (parts, inner) = resp.into_parts();
+    fn track(self: &Arc<Self>, addr: SocketAddr, done: h1::Exchanged) -> http::Response<PoolBody> {
         let mut body = PoolBody {
-            inner,
-            back: Some(Return {
-                pool: self.clone(),
-                addr,
-                sender,
-            }),
+            inner: done.body,
+            back: Some((self.clone(), addr)),
         };
         // A response without a body (204, 304, HEAD) ends here.
-        if body.inner.is_end_stream()
-            && let Some(r) = body.back.take()
-        {
-            r.home();
+        if body.inner.is_end_stream() {
+            body.home();
         }
-        http::Response::from_parts(parts, body)
+        done.response.map(|()| body)
     }
 
-    /// Keeps `sender` for the next request to `addr` once its connection
-    /// is ready for one (at once, normally; else when the connection has
-    /// finished the exchange, e.g. a request body still being sent).
-    fn put_back(self: &Arc<Self>, addr: SocketAddr, mut sender: SendRequest<ProxyBody>) {
-        if sender.is_ready() {
-            self.keep(addr, sender);
-        } else if !sender.is_closed() {
-            let pool = self.clone();
-            tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
-                    pool.keep(addr, sender);
-                }
-            });
-        }
-    }
-
-    fn keep(&self, addr: SocketAddr, sender: SendRequest<ProxyBody>) {
+    /// Keeps `conn` for the next request to `addr`.
+    fn keep(&self, addr: SocketAddr, conn: Conn) {
         let mut idle = self.lock();
         // Stale entries go here only when they take room; otherwise the
         // periodic prune and checkout drop them.
@@ -193,7 +166,7 @@ impl AppPool {
         if idle.len() < self.max_idle {
             idle.push(Idle {
                 addr,
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -206,7 +179,7 @@ impl AppPool {
 
     fn drop_stale(&self, idle: &mut Vec<Idle>) {
         let timeout = self.idle_timeout;
-        idle.retain(|i| i.since.elapsed() <= timeout && !i.sender.is_closed());
+        idle.retain_mut(|i| i.since.elapsed() <= timeout && i.conn.is_usable());
     }
 
     /// Idle connections held now.
@@ -215,27 +188,22 @@ impl AppPool {
     }
 }
 
-/// Where a connection goes back when its response ends.
-struct Return {
-    pool: Arc<AppPool>,
-    addr: SocketAddr,
-    sender: SendRequest<ProxyBody>,
+/// A response body from the application; returns its connection to the
+/// pool once read to its end (dropped earlier, the connection closes).
+pub struct PoolBody {
+    inner: ResponseBody,
+    back: Option<(Arc<AppPool>, SocketAddr)>,
 }
 
-impl Return {
-    /// Hands the connection back to its pool.
-    fn home(self) {
-        self.pool.put_back(self.addr, self.sender);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body from the application; returns its connection to the
-    /// pool once read to its end (dropped earlier, the connection closes).
-    pub struct PoolBody {
-        #[pin]
-        inner: Incoming,
-        back: Option<Return>,
+impl PoolBody {
+    /// Hands the connection back to its pool, if it may carry another
+    /// request.
+    fn home(&mut self) {
+        if let Some((pool, addr)) = self.back.take()
+            && let Some(conn) = self.inner.take_conn()
+        {
+            pool.keep(addr, conn);
+        }
     }
 }
 
@@ -249,26 +217,21 @@ impl std::fmt::Debug for PoolBody {
 
 impl Body for PoolBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = H1Error;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        let ended = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
-            // An error: the connection is not reused.
-            Poll::Ready(Some(Err(_))) => {
-                this.back.take();
-                false
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                this.home();
             }
-            Poll::Pending => false,
-        };
-        if ended && let Some(r) = this.back.take() {
-            r.home();
+            // An error: the connection is not reused.
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
         }
         polled
     }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod detect;
 pub mod endpoint;
 pub mod final_write;
+pub mod h1;
 pub mod h2body;
 pub mod identity;
 pub mod inbound;
