@@ -22,11 +22,7 @@ type DecodedBody = (Vec<u8>, Option<HeaderMap>, Vec<u8>);
 
 /// Feeds `wire` to a decoder `step` bytes at a time; the body's data, its
 /// trailers and what was left unread.
-fn decode_in_steps(
-    framing: Framing,
-    wire: &[u8],
-    step: usize,
-) -> Result<DecodedBody, H1Error> {
+fn decode_in_steps(framing: Framing, wire: &[u8], step: usize) -> Result<DecodedBody, H1Error> {
     let mut decoder = Decoder::new(framing);
     let mut buf = BytesMut::new();
     let mut fed = 0;
