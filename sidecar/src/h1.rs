@@ -479,6 +479,20 @@ fn expects_body(method: &Method) -> bool {
     )
 }
 
+/// Writes `name: value` lines, one per field: a request head's or a
+/// trailer section's.
+fn write_fields<'a>(
+    out: &mut Vec<u8>,
+    fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Writes the request line and header fields of `parts` into `out`,
 /// adding the framing header the body needs; returns the framing.
 fn encode_head(parts: &http::request::Parts, body: &ProxyBody, out: &mut Vec<u8>) -> Sending {
@@ -501,15 +515,10 @@ fn encode_head(parts: &http::request::Parts, body: &ProxyBody, out: &mut Vec<u8>
             }
         }
     }
-    for (name, value) in &parts.headers {
-        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    let framing = |name: &HeaderName| {
+        name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING
+    };
+    write_fields(out, parts.headers.iter().filter(|(name, _)| !framing(name)));
     let exact = body.size_hint().exact();
     let sending = match declared {
         Some(n) => Sending::Length(n),
@@ -636,12 +645,7 @@ impl Upload {
             Err(frame) => {
                 if let (Ok(trailers), Sending::Chunked) = (frame.into_trailers(), self.sending) {
                     let mut last = b"0\r\n".to_vec();
-                    for (name, value) in &trailers {
-                        last.extend_from_slice(name.as_str().as_bytes());
-                        last.extend_from_slice(b": ");
-                        last.extend_from_slice(value.as_bytes());
-                        last.extend_from_slice(b"\r\n");
-                    }
+                    write_fields(&mut last, &trailers);
                     last.extend_from_slice(b"\r\n");
                     self.queue.push_back(last.into());
                     self.sending = Sending::Nothing;
@@ -706,7 +710,7 @@ pub async fn exchange(
         sending,
         started: false,
     };
-    let mut head_read = None;
+    let mut answered = false;
     let result = std::future::poll_fn(|cx| {
         if !upload.done() {
             match upload.poll_send(&mut conn.io, cx) {
@@ -729,13 +733,13 @@ pub async fn exchange(
                 Ok(None) => {}
             }
             match ready!(conn.poll_fill(cx)) {
-                Ok(0) if conn.buf.is_empty() && head_read.is_none() => {
+                Ok(0) if conn.buf.is_empty() && !answered => {
                     return Poll::Ready(Err(H1Error::Closed("before a response")));
                 }
                 Ok(0) => {
                     return Poll::Ready(Err(H1Error::Closed("in the middle of a response head")));
                 }
-                Ok(_) => head_read = Some(()),
+                Ok(_) => answered = true,
                 Err(e) => return Poll::Ready(Err(H1Error::Io(e))),
             }
         }
@@ -745,7 +749,7 @@ pub async fn exchange(
         Ok(head) => head,
         Err(error) => {
             let retry = reused
-                && head_read.is_none()
+                && !answered
                 && !upload.started
                 && parts.method.is_idempotent()
                 && matches!(error, H1Error::Closed(_) | H1Error::Io(_));

@@ -491,11 +491,10 @@ async fn an_answer_that_ends_before_the_upload_closes_the_connection_after_it() 
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     });
     // A body whose second half never comes.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+    let (tx, body) = channel_body();
     tx.send(Ok(Frame::data(Bytes::from_static(b"first"))))
         .await
         .unwrap();
-    let body = boxed(StreamBody::new(tokio_stream_of(rx)));
     let done = exchange(connect(addr).await, request(Method::POST, body), false)
         .await
         .unwrap();
@@ -508,7 +507,6 @@ async fn an_answer_that_ends_before_the_upload_closes_the_connection_after_it() 
         conn.is_none(),
         "a half-sent request's connection is not reused"
     );
-    assert!(!tx.is_closed() || conn.is_none());
     drop(tx);
 }
 
@@ -545,11 +543,10 @@ async fn the_upload_goes_on_while_a_streamed_answer_is_read() {
         }
         tcp
     });
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+    let (tx, body) = channel_body();
     tx.send(Ok(Frame::data(Bytes::from_static(b"first"))))
         .await
         .unwrap();
-    let body = boxed(StreamBody::new(tokio_stream_of(rx)));
     let mut done = exchange(connect(addr).await, request(Method::POST, body), false)
         .await
         .unwrap();
@@ -573,10 +570,14 @@ async fn the_upload_goes_on_while_a_streamed_answer_is_read() {
     drop(app.await.unwrap());
 }
 
-fn tokio_stream_of<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+type FrameSender = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::convert::Infallible>>;
+
+/// A request body fed frame by frame through the sender; it ends when the
+/// sender is dropped.
+fn channel_body() -> (FrameSender, ProxyBody) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    (tx, boxed(StreamBody::new(frames)))
 }
 
 #[tokio::test]
