@@ -54,7 +54,7 @@ pub const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line (size and extensions).
 const MAX_CHUNK_LINE: usize = 4096;
 /// Free room kept in the read buffer before each read.
-const READ_ROOM: usize = 8 * 1024;
+pub(crate) const READ_ROOM: usize = 8 * 1024;
 
 /// Why an exchange with the application failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +65,15 @@ pub enum H1Error {
     /// The application closed the connection too early.
     #[error("the application closed the connection {0}")]
     Closed(&'static str),
-    /// The application sent something that is not a valid HTTP/1.1
-    /// response.
-    #[error("invalid response from the application: {0}")]
+    /// The application sent something that is not valid HTTP/1.x: a
+    /// response head, a body's framing.
+    #[error("invalid HTTP/1.x from the application: {0}")]
     Malformed(&'static str),
-    /// The request body failed, or did not match its `Content-Length`.
-    #[error("request body: {0}")]
-    RequestBody(String),
+    /// The body being sent (a request's to the application, or a
+    /// response's to a client) failed, or did not match its
+    /// `Content-Length`.
+    #[error("body being sent: {0}")]
+    Outgoing(String),
 }
 
 /// A response head parsed by [`parse_head`].
@@ -174,10 +176,17 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
 }
 
 fn connection_close(headers: &HeaderMap) -> bool {
-    headers.get_all(http::header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    lists_token(headers, &http::header::CONNECTION, b"close")
+}
+
+/// Whether a comma-separated list field (`Connection`, `TE`) names
+/// `token`, ignoring case and parameters.
+pub(crate) fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|t| {
+            let t = t.split(|b| *b == b';').next().unwrap_or_default();
+            t.trim_ascii().eq_ignore_ascii_case(token)
+        })
     })
 }
 
@@ -235,7 +244,7 @@ impl Head {
 }
 
 /// A non-empty run of ASCII digits as a `u64`, without overflow.
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
@@ -296,7 +305,7 @@ impl Decoder {
         self.state == State::Done
     }
 
-    fn size_hint(&self) -> SizeHint {
+    pub(crate) fn size_hint(&self) -> SizeHint {
         match self.state {
             State::Done => SizeHint::with_exact(0),
             State::Length(n) => SizeHint::with_exact(n),
@@ -454,15 +463,18 @@ impl Conn {
     }
 }
 
-/// How a request body is delimited on the wire.
+/// How a body being sent is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sending {
+pub(crate) enum Sending {
     /// Nothing (more) to send.
     Nothing,
     /// This many bytes are left of a `Content-Length` body.
     Length(u64),
     /// Chunked.
     Chunked,
+    /// As it comes, delimited by the close of the connection (a response
+    /// of unknown length to an HTTP/1.0 client).
+    Raw,
 }
 
 /// Methods whose requests normally carry a body: an empty one is sent
@@ -481,7 +493,7 @@ fn expects_body(method: &Method) -> bool {
 
 /// Writes `name: value` lines, one per field: a request head's or a
 /// trailer section's.
-fn write_fields<'a>(
+pub(crate) fn write_fields<'a>(
     out: &mut Vec<u8>,
     fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
 ) {
@@ -531,7 +543,7 @@ fn encode_head(parts: &http::request::Parts, body: &ProxyBody, out: &mut Vec<u8>
             let _ = write!(out, "content-length: {n}\r\n");
         }
         Sending::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Sending::Nothing => {}
+        Sending::Nothing | Sending::Raw => {}
     }
     out.extend_from_slice(b"\r\n");
     match sending {
@@ -540,52 +552,66 @@ fn encode_head(parts: &http::request::Parts, body: &ProxyBody, out: &mut Vec<u8>
     }
 }
 
-/// The request as it is written: encoded bytes waiting for the socket,
-/// then the body's frames as they come.
+/// A message as it is written (a request to the application, or a
+/// response to a client): encoded bytes waiting for the socket, then the
+/// body's frames as they come.
 #[derive(Debug)]
-struct Upload {
-    /// Bytes to write, in order; `head` first.
-    queue: std::collections::VecDeque<Bytes>,
-    body: Option<ProxyBody>,
-    sending: Sending,
+pub(crate) struct Upload {
+    /// Bytes to write, in order; the head first.
+    pub(crate) queue: std::collections::VecDeque<Bytes>,
+    pub(crate) body: Option<ProxyBody>,
+    pub(crate) sending: Sending,
     /// Whether any body frame was taken (the request can no longer be
     /// sent again).
-    started: bool,
+    pub(crate) started: bool,
+    /// Whether trailers are sent (in the last chunk of a chunked body);
+    /// else they are dropped.
+    pub(crate) trailers: bool,
+    /// Why the body failed, told once what was queued is written.
+    pub(crate) failed: Option<H1Error>,
 }
 
 impl Upload {
     /// Whether everything is written and the body ended.
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.queue.is_empty() && self.body.is_none()
     }
 
     /// Writes what is queued and takes body frames until the socket or
     /// the body would wait (`Pending`) or all is written (`Ready(Ok)`).
-    fn poll_send(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+    pub(crate) fn poll_send<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), H1Error>> {
         loop {
             // Take the body's frames that are ready before writing, so
             // that a head and a short body leave in one write.
             while let Some(body) = self.body.as_mut() {
-                match Pin::new(body).poll_frame(cx) {
+                let taken = match Pin::new(body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         self.started = true;
-                        self.queue_frame(frame)?;
+                        self.queue_frame(frame)
                     }
-                    Poll::Ready(Some(Err(e))) => {
-                        return Poll::Ready(Err(H1Error::RequestBody(e.to_string())));
-                    }
-                    Poll::Ready(None) => self.finish_body()?,
+                    Poll::Ready(Some(Err(e))) => Err(H1Error::Outgoing(e.to_string())),
+                    Poll::Ready(None) => self.finish_body(),
                     Poll::Pending => break,
+                };
+                // What was taken before still goes out: the peer sees a
+                // message cut short, not none.
+                if let Err(e) = taken {
+                    self.body = None;
+                    self.failed = Some(e);
                 }
                 if self.queue.len() >= 8 {
                     break;
                 }
             }
             if self.queue.is_empty() {
-                return if self.body.is_none() {
-                    Poll::Ready(Ok(()))
-                } else {
-                    Poll::Pending
+                return match (self.failed.take(), &self.body) {
+                    (Some(e), _) => Poll::Ready(Err(e)),
+                    (None, None) => Poll::Ready(Ok(())),
+                    (None, Some(_)) => Poll::Pending,
                 };
             }
             let mut slices = [io::IoSlice::new(&[]); 8];
@@ -622,7 +648,7 @@ impl Upload {
                 Sending::Length(left) => {
                     let n = data.len() as u64;
                     if n > *left {
-                        return Err(H1Error::RequestBody(
+                        return Err(H1Error::Outgoing(
                             "longer than its Content-Length".into(),
                         ));
                     }
@@ -638,14 +664,20 @@ impl Upload {
                     self.queue.push_back(Bytes::from_static(b"\r\n"));
                     Ok(())
                 }
-                Sending::Nothing => Err(H1Error::RequestBody(
+                Sending::Raw => {
+                    self.queue.push_back(data);
+                    Ok(())
+                }
+                Sending::Nothing => Err(H1Error::Outgoing(
                     "data after an empty body's end".into(),
                 )),
             },
             Err(frame) => {
                 if let (Ok(trailers), Sending::Chunked) = (frame.into_trailers(), self.sending) {
                     let mut last = b"0\r\n".to_vec();
-                    write_fields(&mut last, &trailers);
+                    if self.trailers {
+                        write_fields(&mut last, &trailers);
+                    }
                     last.extend_from_slice(b"\r\n");
                     self.queue.push_back(last.into());
                     self.sending = Sending::Nothing;
@@ -659,8 +691,8 @@ impl Upload {
     fn finish_body(&mut self) -> Result<(), H1Error> {
         self.body = None;
         match self.sending {
-            Sending::Length(0) | Sending::Nothing => Ok(()),
-            Sending::Length(_) => Err(H1Error::RequestBody(
+            Sending::Length(0) | Sending::Nothing | Sending::Raw => Ok(()),
+            Sending::Length(_) => Err(H1Error::Outgoing(
                 "shorter than its Content-Length".into(),
             )),
             Sending::Chunked => {
@@ -709,6 +741,8 @@ pub async fn exchange(
         body: (sending != Sending::Nothing).then_some(body),
         sending,
         started: false,
+        trailers: true,
+        failed: None,
     };
     let mut answered = false;
     let result = std::future::poll_fn(|cx| {
@@ -815,7 +849,7 @@ impl ResponseBody {
             Poll::Pending => {}
             // The request's own body failed: the application would wait
             // for the rest forever.
-            Poll::Ready(Err(e @ H1Error::RequestBody(_))) => return Err(e),
+            Poll::Ready(Err(e @ H1Error::Outgoing(_))) => return Err(e),
             // The application stopped reading: its response goes on.
             Poll::Ready(Err(_)) => {
                 self.upload = None;

@@ -401,7 +401,7 @@ async fn a_body_longer_or_shorter_than_its_content_length_fails() {
             .insert("content-length", "3".parse().unwrap());
         let failed = exchange(connect(addr).await, req, true).await.unwrap_err();
         assert!(
-            matches!(failed.error, H1Error::RequestBody(_)),
+            matches!(failed.error, H1Error::Outgoing(_)),
             "{:?}",
             failed.error
         );

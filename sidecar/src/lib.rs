@@ -29,6 +29,7 @@ pub mod detect;
 pub mod endpoint;
 pub mod final_write;
 pub mod h1;
+pub mod h1_server;
 pub mod h2body;
 pub mod identity;
 pub mod inbound;

@@ -27,6 +27,7 @@ use crate::body::{BodyStats, Counted, ProxyBody, boxed};
 use crate::config::OutboundTrafficPolicy;
 use crate::detect::{Detected, Prefixed, detect};
 use crate::endpoint::{ServiceKey, Target, route, route_parsed};
+use crate::h1_server::{self, Served, ServerLimits};
 use crate::h2body::RecvBody;
 use crate::inbound::{HttpRecord, RequestInfo, absolute_uri, status, strip_hop_by_hop};
 use crate::pool::SendError;
@@ -58,6 +59,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
         original = Some(dst);
     }
     let mut sniffed = bytes::Bytes::new();
+    let mut detected = None;
     if let Some(dst) = original {
         if shared.config.outbound.traffic_policy == OutboundTrafficPolicy::AllowAny
             && shared.endpoints.by_address(dst).is_none()
@@ -69,15 +71,36 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
             return;
         };
         sniffed = bytes;
+        detected = Some(proto);
         if !matches!(proto, Detected::Http1 | Detected::Http2) {
             let io = Prefixed::new(sniffed, tcp);
             tunnel_to_address(shared, io, dst, remote).await;
             return;
         }
     }
-    let io = Prefixed::new(sniffed, tcp);
-    let labels: Arc<OutboundLabels> = Arc::new(LabelMemo::new());
-    let routes = Arc::new(RouteMemo::default());
+    let labels: OutboundLabels = LabelMemo::new();
+    let routes = RouteMemo::default();
+    let limits = &shared.config.limits;
+    let (tcp, read) = if let Some(Detected::Http2) = detected {
+        (tcp, sniffed)
+    } else {
+        let server_limits = ServerLimits {
+            max_head_bytes: limits.max_header_bytes,
+            header_read_timeout: limits.header_read_timeout,
+        };
+        let served = h1_server::serve(tcp, &sniffed, server_limits, |req| {
+            handle(shared.clone(), req, original, remote, &labels, &routes)
+        })
+        .await;
+        match served {
+            Served::Closed => return,
+            Served::Handoff(tcp, read) => (tcp, read),
+        }
+    };
+    // HTTP/2 with prior knowledge, or a CONNECT request: hyper's server.
+    let io = Prefixed::new(read, tcp);
+    let labels = Arc::new(labels);
+    let routes = Arc::new(routes);
     let svc = hyper::service::service_fn({
         let shared = shared.clone();
         move |req: http::Request<Incoming>| {
@@ -85,13 +108,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
             let labels = labels.clone();
             let routes = routes.clone();
             async move {
-                Ok::<_, std::convert::Infallible>(
-                    handle(shared, req, original, remote, &labels, &routes).await,
-                )
+                Ok::<_, std::convert::Infallible>(if req.method() == http::Method::CONNECT {
+                    connect(shared, req, remote)
+                } else {
+                    handle(shared, req, original, remote, &labels, &routes).await
+                })
             }
         }
     });
-    let builder = crate::inbound::server_builder(&shared.config.limits);
+    let builder = crate::inbound::server_builder(limits);
     let _ = builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .await;
@@ -149,18 +174,19 @@ impl RouteMemo {
     }
 }
 
-/// One request from the application.
-async fn handle(
+/// One request from the application (not `CONNECT`).
+async fn handle<B>(
     shared: Arc<Shared>,
-    req: http::Request<Incoming>,
+    req: http::Request<B>,
     original: Option<SocketAddr>,
     remote: SocketAddr,
     labels: &OutboundLabels,
     routes: &RouteMemo,
-) -> http::Response<ProxyBody> {
-    if req.method() == http::Method::CONNECT {
-        return connect(shared, req, remote);
-    }
+) -> http::Response<ProxyBody>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let started = Instant::now();
     // The absolute-form target (or HTTP/2 `:authority`) names the
     // service; when it is only this listener's address (an HTTP/2 client
