@@ -648,9 +648,7 @@ impl Upload {
                 Sending::Length(left) => {
                     let n = data.len() as u64;
                     if n > *left {
-                        return Err(H1Error::Outgoing(
-                            "longer than its Content-Length".into(),
-                        ));
+                        return Err(H1Error::Outgoing("longer than its Content-Length".into()));
                     }
                     *left -= n;
                     self.queue.push_back(data);
@@ -668,9 +666,7 @@ impl Upload {
                     self.queue.push_back(data);
                     Ok(())
                 }
-                Sending::Nothing => Err(H1Error::Outgoing(
-                    "data after an empty body's end".into(),
-                )),
+                Sending::Nothing => Err(H1Error::Outgoing("data after an empty body's end".into())),
             },
             Err(frame) => {
                 if let (Ok(trailers), Sending::Chunked) = (frame.into_trailers(), self.sending) {
@@ -692,9 +688,7 @@ impl Upload {
         self.body = None;
         match self.sending {
             Sending::Length(0) | Sending::Nothing | Sending::Raw => Ok(()),
-            Sending::Length(_) => Err(H1Error::Outgoing(
-                "shorter than its Content-Length".into(),
-            )),
+            Sending::Length(_) => Err(H1Error::Outgoing("shorter than its Content-Length".into())),
             Sending::Chunked => {
                 self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
                 self.sending = Sending::Nothing;

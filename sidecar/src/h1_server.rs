@@ -129,15 +129,18 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
     let mut few = [(0usize, 0usize, 0usize, 0usize); 16];
     let mut many = Vec::new();
     let (len, method, target, version, at) = {
+        // No further than one byte past the limit: the answer must not
+        // depend on how much of a too long head has arrived.
+        let window = &buf[..buf.len().min(max_head.saturating_add(1))];
         let mut parsed = httparse::Request::new(&mut []);
         let status = httparse::ParserConfig::default().parse_request_with_uninit_headers(
             &mut parsed,
-            buf,
+            window,
             &mut slots,
         );
         let len = match status {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            Ok(httparse::Status::Partial) if window.len() > max_head => {
                 return Err(HeadError::TooLarge);
             }
             Ok(httparse::Status::Partial) => return Ok(None),
@@ -188,27 +191,38 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
     let uri = http::Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|_| HeadError::Malformed("invalid request target"))?;
     let mut headers = HeaderMap::with_capacity(at.len());
+    // The fields that shape the exchange, noted as the head is read (a
+    // comparison of well-known names is one of tags), so that a head
+    // without them costs no lookups.
+    let mut present = Present::default();
     for &(n0, n1, v0, v1) in at {
         let name = HeaderName::from_bytes(&head[n0..n1])
             .map_err(|_| HeadError::Malformed("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| HeadError::Malformed("invalid header value"))?;
+        present.note(&name);
         headers.append(name, value);
     }
-    let framing = request_framing(&headers, version)?;
-    let keep_alive = if version == Version::HTTP_11 {
-        !lists_token(&headers, &header::CONNECTION, b"close")
+    let framing = if present.transfer_encoding || present.content_length {
+        request_framing(&headers, version)?
     } else {
-        lists_token(&headers, &header::CONNECTION, b"keep-alive")
+        Framing::Empty
     };
-    let expect_continue = version == Version::HTTP_11
+    let keep_alive = match (version == Version::HTTP_11, present.connection) {
+        (true, false) => true,
+        (false, false) => false,
+        (true, true) => !lists_token(&headers, &header::CONNECTION, b"close"),
+        (false, true) => lists_token(&headers, &header::CONNECTION, b"keep-alive"),
+    };
+    let expect_continue = present.expect
+        && version == Version::HTTP_11
         && headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expect_continue {
         headers.remove(header::EXPECT);
     }
-    let trailers = lists_token(&headers, &header::TE, b"trailers");
+    let trailers = present.te && lists_token(&headers, &header::TE, b"trailers");
     let mut request = http::Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -223,12 +237,40 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
     })))
 }
 
+/// Which of the fields that shape an exchange a head has.
+#[derive(Default)]
+struct Present {
+    content_length: bool,
+    transfer_encoding: bool,
+    connection: bool,
+    expect: bool,
+    te: bool,
+}
+
+impl Present {
+    fn note(&mut self, name: &HeaderName) {
+        if name == header::CONTENT_LENGTH {
+            self.content_length = true;
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if name == header::CONNECTION {
+            self.connection = true;
+        } else if name == header::EXPECT {
+            self.expect = true;
+        } else if name == header::TE {
+            self.te = true;
+        }
+    }
+}
+
 /// How a request's body is delimited (RFC 9112, section 6.3), refusing
 /// every framing a peer on the way could read differently.
 fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> {
     if headers.contains_key(header::TRANSFER_ENCODING) {
         if version == Version::HTTP_10 {
-            return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
         }
         if headers.contains_key(header::CONTENT_LENGTH) {
             return Err(HeadError::Malformed(
@@ -259,17 +301,24 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Hea
 /// The `Content-Length` of a message: `Ok(None)` when absent, an error
 /// when a value is invalid or the values disagree.
 fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let n = parse_decimal(part.trim_ascii()).ok_or(())?;
-            if length.is_some_and(|l| l != n) {
-                return Err(());
-            }
-            length = Some(n);
+    headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .try_fold(None, |length, value| add_length(length, value.as_bytes()))
+        .ok_or(())
+}
+
+/// The length so far with one more `Content-Length` value (a list of
+/// equal lengths counts as one); `None` when it is invalid or differs.
+fn add_length(mut length: Option<u64>, value: &[u8]) -> Option<Option<u64>> {
+    for part in value.split(|b| *b == b',') {
+        let n = parse_decimal(part.trim_ascii())?;
+        if length.is_some_and(|l| l != n) {
+            return None;
         }
+        length = Some(n);
     }
-    Ok(length)
+    Some(length)
 }
 
 /// Limits on what a client may send.
@@ -336,7 +385,9 @@ impl RequestBody {
     /// The end was read: the connection may read its next request.
     fn give_back(&mut self) {
         if let (Some(side), Some(back)) = (self.side.take(), self.back.take()) {
-            *back.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(side);
+            *back
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(side);
         }
     }
 
@@ -541,7 +592,10 @@ where
         } = head;
         if expect_continue
             && framing != Framing::Empty
-            && wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+            && wr
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
         {
             return Served::Closed;
         }
@@ -559,8 +613,7 @@ where
             (body, Some(back))
         };
         let answer = handler(request.map(|()| body));
-        let Some(response) = answer_or_leave(answer, side.as_mut(), limits.max_head_bytes).await
-        else {
+        let Some(response) = answer_or_leave(answer, side.as_mut()).await else {
             return Served::Closed;
         };
         let mut keep = keep_alive;
@@ -586,28 +639,30 @@ where
 }
 
 /// Waits for the handler's answer; `None` when the client closed its
-/// connection first (`side`: the reading half, when the request had no
-/// body; bytes of pipelined requests that come meanwhile are kept).
+/// connection first (`watch`: the reading half, when the request had no
+/// body). It only peeks: the buffer, whose bytes the request's fields
+/// still share, is left alone, and bytes of a pipelined request that come
+/// meanwhile end the watch (they wait in the socket).
 async fn answer_or_leave<F>(
     answer: F,
-    mut side: Option<&mut ReadSide>,
-    max_head: usize,
+    watch: Option<&mut ReadSide>,
 ) -> Option<http::Response<ProxyBody>>
 where
     F: Future<Output = http::Response<ProxyBody>>,
 {
     let mut answer = std::pin::pin!(answer);
+    let mut watch = watch.map(|side| &mut side.io);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = answer.as_mut().poll(cx) {
             return Poll::Ready(Some(r));
         }
-        if let Some(side) = side.as_mut() {
-            while side.buf.len() < max_head {
-                match side.poll_fill(cx) {
-                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Pending => break,
-                }
+        if let Some(io) = watch.as_mut() {
+            let mut one = [MaybeUninit::uninit()];
+            let mut probe = tokio::io::ReadBuf::uninit(&mut one);
+            match io.poll_peek(cx, &mut probe) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => watch = None,
+                Poll::Pending => {}
             }
         }
         Poll::Pending
@@ -646,17 +701,27 @@ fn encode_response(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_fields(
-        &mut out,
-        parts.headers.iter().filter(|(name, _)| !decided_here(name)),
-    );
-    if !parts.headers.contains_key(header::DATE) {
+    // One pass writes the fields and notes the declared length and
+    // whether `Date` is there.
+    let mut declared = Some(None);
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH {
+            declared = declared.and_then(|d| add_length(d, value.as_bytes()));
+        } else if !decided_here(name) {
+            dated |= name == header::DATE;
+            write_fields(&mut out, [(name, value)]);
+        }
+    }
+    if !dated {
         date_field(&mut out);
     }
-    let declared = declared_length(&parts.headers).ok().flatten();
+    // Invalid or conflicting: framed below as if none had come.
+    let declared = declared.flatten();
     let length = |out: &mut Vec<u8>, n: u64| {
-        use std::io::Write as _;
-        let _ = write!(out, "content-length: {n}\r\n");
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
     };
     let sending = if head_request
         || status.is_informational()
@@ -698,6 +763,21 @@ fn encode_response(
         trailers,
         failed: None,
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Writes a `Date` field for now, formatted once a second per thread.

@@ -32,10 +32,14 @@ fn refused(bytes: &[u8]) -> HeadError {
 
 #[test]
 fn a_partial_head_is_left_in_place_and_a_whole_one_is_consumed() {
-    let whole = b"\r\nPOST /a?b=c HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 2\r\n\r\nok";
+    let whole =
+        b"\r\nPOST /a?b=c HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 2\r\n\r\nok";
     for cut in 0..whole.len() - 2 {
         let mut buf = BytesMut::from(&whole[..cut]);
-        assert!(parse_request(&mut buf, MAX).unwrap().is_none(), "cut at {cut}");
+        assert!(
+            parse_request(&mut buf, MAX).unwrap().is_none(),
+            "cut at {cut}"
+        );
         assert_eq!(buf.len(), cut);
     }
     let mut buf = BytesMut::from(&whole[..]);
@@ -96,8 +100,9 @@ fn keep_alive_expect_and_te_are_read_from_the_head() {
     let old = request(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
     assert!(old.keep_alive);
     assert_eq!(old.request.version(), Version::HTTP_10);
-    let expect =
-        request(b"PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nTE: trailers;q=1\r\nContent-Length: 1\r\n\r\n");
+    let expect = request(
+        b"PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nTE: trailers;q=1\r\nContent-Length: 1\r\n\r\n",
+    );
     assert!(expect.expect_continue);
     assert!(expect.trailers);
     assert!(!expect.request.headers().contains_key(header::EXPECT));
@@ -123,7 +128,12 @@ fn oversized_and_malformed_heads_are_refused() {
         b"GET / HTTP/1.1\r\nx: a\x00b\r\n\r\n",
         b"GET http://[::1 HTTP/1.1\r\n\r\n",
     ] {
-        assert_eq!(refused(wire).status(), 400, "{}", String::from_utf8_lossy(wire));
+        assert_eq!(
+            refused(wire).status(),
+            400,
+            "{}",
+            String::from_utf8_lossy(wire)
+        );
     }
 }
 
@@ -220,11 +230,12 @@ async fn answer(
                     HeaderValue::from_static("0"),
                 )]))),
             ];
-            let mut resp = http::Response::new(boxed(StreamBody::new(futures_util::stream::iter(
-                frames,
-            ))));
-            resp.headers_mut()
-                .insert(header::DATE, HeaderValue::from_static("Mon, 07 Dec 2026 00:00:00 GMT"));
+            let mut resp =
+                http::Response::new(boxed(StreamBody::new(futures_util::stream::iter(frames))));
+            resp.headers_mut().insert(
+                header::DATE,
+                HeaderValue::from_static("Mon, 07 Dec 2026 00:00:00 GMT"),
+            );
             return resp;
         }
         _ => {}
@@ -313,10 +324,15 @@ async fn requests_of_every_framing_share_one_connection() {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let mut buf = BytesMut::new();
     let get = Method::GET;
-    tcp.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
     let (resp, body, _) = response(&mut tcp, &mut buf, &get).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-length"], body.len().to_string().as_str());
+    assert_eq!(
+        resp.headers()["content-length"],
+        body.len().to_string().as_str()
+    );
     assert!(resp.headers().contains_key(header::DATE));
     assert_eq!(
         String::from_utf8(body).unwrap(),
@@ -326,7 +342,11 @@ async fn requests_of_every_framing_share_one_connection() {
         .await
         .unwrap();
     let (_, body, _) = response(&mut tcp, &mut buf, &get).await.unwrap();
-    assert!(String::from_utf8(body).unwrap().ends_with("body=hello trailers="));
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .ends_with("body=hello trailers=")
+    );
     tcp.write_all(
         b"PUT /three HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n",
     )
@@ -340,7 +360,9 @@ async fn requests_of_every_framing_share_one_connection() {
     let (resp, body, _) = response(&mut tcp, &mut buf, &Method::HEAD).await.unwrap();
     assert!(body.is_empty());
     assert_eq!(resp.headers()["content-length"], "48");
-    tcp.write_all(b"GET /nocontent HTTP/1.1\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /nocontent HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
     let (resp, _, _) = response(&mut tcp, &mut buf, &get).await.unwrap();
     assert_eq!(resp.status(), 204);
     assert!(!resp.headers().contains_key(header::CONTENT_LENGTH));
@@ -373,13 +395,17 @@ async fn a_body_of_unknown_length_is_chunked_with_trailers_only_when_asked_for()
     let (addr, _task, _, _) = server(limits()).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let mut buf = BytesMut::new();
-    tcp.write_all(b"GET /stream HTTP/1.1\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /stream HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
     let (resp, body, trailers) = response(&mut tcp, &mut buf, &Method::GET).await.unwrap();
     assert_eq!(resp.headers()["transfer-encoding"], "chunked");
     assert_eq!(resp.headers().get_all(header::DATE).iter().count(), 1);
     assert_eq!(body, b"stream");
     assert!(trailers.is_none());
-    tcp.write_all(b"GET /stream HTTP/1.1\r\nTE: trailers\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /stream HTTP/1.1\r\nTE: trailers\r\n\r\n")
+        .await
+        .unwrap();
     let (_, body, trailers) = response(&mut tcp, &mut buf, &Method::GET).await.unwrap();
     assert_eq!(body, b"stream");
     assert_eq!(trailers.unwrap()["grpc-status"], "0");
@@ -390,12 +416,16 @@ async fn http_1_0_gets_1_0_answers_and_keep_alive_only_when_it_asks() {
     let (addr, _task, _, _) = server(limits()).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let mut buf = BytesMut::new();
-    tcp.write_all(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
     let (resp, _, _) = response(&mut tcp, &mut buf, &Method::GET).await.unwrap();
     assert_eq!(resp.version(), Version::HTTP_10);
     assert_eq!(resp.headers()["connection"], "keep-alive");
     // Unknown length to an HTTP/1.0 client: the close ends the body.
-    tcp.write_all(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     tcp.read_to_end(&mut rest).await.unwrap();
     let rest = String::from_utf8(rest).unwrap();
@@ -409,7 +439,10 @@ async fn http_1_0_gets_1_0_answers_and_keep_alive_only_when_it_asks() {
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{out}");
-    assert!(out.ends_with("GET /b HTTP/1.0 expect=false body= trailers="), "{out}");
+    assert!(
+        out.ends_with("GET /b HTTP/1.0 expect=false body= trailers="),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -426,14 +459,21 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     let mut buf = BytesMut::new();
     let (resp, body, _) = response(&mut tcp, &mut buf, &Method::PUT).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(String::from_utf8(body).unwrap().ends_with("body=data trailers="));
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .ends_with("body=data trailers=")
+    );
     assert_eq!(seen.lock().unwrap()[0], "PUT /up HTTP/1.1 expect=false");
 }
 
 #[tokio::test]
 async fn refused_heads_are_answered_and_the_connection_closed() {
     for (wire, status) in [
-        (format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(MAX)), "431"),
+        (
+            format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(MAX)),
+            "431",
+        ),
         ("GET / HTTP/1.1\r\nbad name: v\r\n\r\n".to_owned(), "400"),
         (
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n".to_owned(),
@@ -503,7 +543,10 @@ async fn a_client_that_leaves_cancels_its_request() {
     }
     drop(tcp);
     assert!(matches!(task.await.unwrap(), Served::Closed));
-    assert!(dropped.load(Ordering::SeqCst), "the handler's future lives on");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the handler's future lives on"
+    );
 }
 
 #[tokio::test]
@@ -579,7 +622,9 @@ async fn a_preface_after_a_request_is_not_http2() {
     let mut buf = BytesMut::new();
     tcp.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     response(&mut tcp, &mut buf, &Method::GET).await.unwrap();
-    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
