@@ -109,6 +109,8 @@ pub struct RequestHead {
 
 /// What [`parse_request`] found at the start of the buffer.
 #[derive(Debug)]
+// One per request, moved once: a box would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     /// A request head (removed from the buffer).
     Request(RequestHead),
@@ -491,6 +493,7 @@ fn preface_start(buf: &[u8]) -> bool {
 }
 
 /// What reading a request head gave.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Request(RequestHead),
     Handoff,
@@ -556,10 +559,7 @@ where
         sleep: None,
     };
     let mut first = true;
-    loop {
-        let Some(reading) = side.as_mut() else {
-            break;
-        };
+    while let Some(reading) = side.as_mut() {
         let head = match read_head(reading, &mut deadline, limits.max_head_bytes, first).await {
             Next::Request(head) => head,
             Next::Handoff => {
@@ -612,7 +612,9 @@ where
             };
             (body, Some(back))
         };
-        let answer = handler(request.map(|()| body));
+        // Pinned where it is made: the handler's future is large, and
+        // moving it would copy all of it.
+        let answer = std::pin::pin!(handler(request.map(|()| body)));
         let Some(response) = answer_or_leave(answer, side.as_mut()).await else {
             return Served::Closed;
         };
@@ -644,13 +646,12 @@ where
 /// still share, is left alone, and bytes of a pipelined request that come
 /// meanwhile end the watch (they wait in the socket).
 async fn answer_or_leave<F>(
-    answer: F,
+    mut answer: Pin<&mut F>,
     watch: Option<&mut ReadSide>,
 ) -> Option<http::Response<ProxyBody>>
 where
     F: Future<Output = http::Response<ProxyBody>>,
 {
-    let mut answer = std::pin::pin!(answer);
     let mut watch = watch.map(|side| &mut side.io);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = answer.as_mut().poll(cx) {

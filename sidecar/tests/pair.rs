@@ -502,3 +502,100 @@ async fn the_last_response_of_a_closing_mtls_connection_arrives_whole_before_clo
     let out = read_to_clean_close(&mut tls).await;
     assert!(out.starts_with("HTTP/1.1 204"), "{out}");
 }
+
+/// Runs curl with `args`; its stdout and stderr.
+async fn curl(args: Vec<String>) -> (String, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .args(&args)
+            .output()
+            .expect("curl is installed by .ci/run")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// curl, an HTTP/1.x client we did not write, against the outbound's own
+/// HTTP/1.x server: as a proxy, with `Expect: 100-continue` and chunked
+/// uploads, HTTP/1.0, and two requests on one kept-alive connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_speaks_http1_to_the_outbound_in_every_framing() {
+    let _limit = test_support::time_limit(60);
+    let pair = pair(|_| {}, "").await;
+    let outbound = pair.client.addrs.outbound;
+    let dir = tempfile::tempdir().unwrap();
+    let upload = dir.path().join("upload");
+    std::fs::write(&upload, vec![b'x'; 3 << 20]).unwrap();
+    let upload = format!("@{}", upload.display());
+
+    let (out, _) = curl(vec![
+        "-x".into(),
+        format!("http://{outbound}"),
+        "http://server.default:9080/proxied".into(),
+    ])
+    .await;
+    assert!(out.starts_with("path=/proxied "), "{out}");
+
+    let url = format!("http://{outbound}/up");
+    let host = "Host: server.default".to_owned();
+    let (out, err) = curl(vec![
+        "-v".into(),
+        "-H".into(),
+        host.clone(),
+        "-H".into(),
+        "Expect: 100-continue".into(),
+        "--data-binary".into(),
+        upload.clone(),
+        url.clone(),
+    ])
+    .await;
+    assert!(err.contains("HTTP/1.1 100 Continue"), "{err}");
+    assert!(out.ends_with(" body=3145728"), "{out}");
+
+    let (out, _) = curl(vec![
+        "-H".into(),
+        host.clone(),
+        "-H".into(),
+        "Transfer-Encoding: chunked".into(),
+        "--data-binary".into(),
+        upload,
+        url.clone(),
+    ])
+    .await;
+    assert!(out.ends_with(" body=3145728"), "{out}");
+
+    let (out, err) = curl(vec![
+        "-v".into(),
+        "--http1.0".into(),
+        "-H".into(),
+        host.clone(),
+        url.clone(),
+    ])
+    .await;
+    assert!(err.contains("< HTTP/1.0 200"), "{err}");
+    assert!(out.contains("path=/up "), "{out}");
+
+    let (out, err) = curl(vec![
+        "-v".into(),
+        "-H".into(),
+        host,
+        format!("http://{outbound}/first"),
+        format!("http://{outbound}/second"),
+    ])
+    .await;
+    assert!(
+        out.contains("path=/first ") && out.contains("path=/second "),
+        "{out}"
+    );
+    assert!(err.contains("Re-using existing connection"), "{err}");
+}
