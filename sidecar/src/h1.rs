@@ -39,7 +39,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
@@ -85,6 +85,9 @@ pub struct Head {
     /// Whether the connection may carry another request after this
     /// response (`HTTP/1.1` and no `Connection: close`).
     pub keep_alive: bool,
+    /// Which framing fields the head has, so that a head without them
+    /// costs no lookups.
+    present: Present,
 }
 
 /// How a response body is delimited.
@@ -152,11 +155,13 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     let status =
         StatusCode::from_u16(code).map_err(|_| H1Error::Malformed("status code out of range"))?;
     let mut headers = HeaderMap::with_capacity(at.len());
+    let mut present = Present::default();
     for &(n0, n1, v0, v1) in at {
         let name = HeaderName::from_bytes(&head[n0..n1])
             .map_err(|_| H1Error::Malformed("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| H1Error::Malformed("invalid header value"))?;
+        present.note(&name, value.as_bytes());
         headers.append(name, value);
     }
     let version = if version == 1 {
@@ -164,7 +169,8 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     } else {
         Version::HTTP_10
     };
-    let keep_alive = version == Version::HTTP_11 && !connection_close(&headers);
+    let keep_alive =
+        version == Version::HTTP_11 && !(present.connection && connection_close(&headers));
     let mut response = http::Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -172,7 +178,77 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     Ok(Some(Head {
         response,
         keep_alive,
+        present,
     }))
+}
+
+/// The fields that shape an exchange, noted as a head is read, so that a
+/// head without them, or with only the usual values, costs no lookups.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Present {
+    /// The `Content-Length` so far: `Some(None)` when there is none,
+    /// `None` when a value is invalid or the values disagree.
+    pub(crate) length: Option<Option<u64>>,
+    pub(crate) transfer_encoding: bool,
+    /// A `Connection` field other than a lone `keep-alive`.
+    pub(crate) connection: bool,
+    /// A `Connection: keep-alive` field.
+    pub(crate) keep_alive: bool,
+    pub(crate) expect: bool,
+    pub(crate) te: bool,
+}
+
+impl Default for Present {
+    fn default() -> Self {
+        Present {
+            length: Some(None),
+            transfer_encoding: false,
+            connection: false,
+            keep_alive: false,
+            expect: false,
+            te: false,
+        }
+    }
+}
+
+impl Present {
+    /// Notes a field if it is one of them (a comparison of well-known
+    /// names is one of tags).
+    pub(crate) fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == header::CONTENT_LENGTH {
+            self.length = self.length.and_then(|l| add_length(l, value));
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if name == header::CONNECTION {
+            if value.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else {
+                self.connection = true;
+            }
+        } else if name == header::EXPECT {
+            self.expect = true;
+        } else if name == header::TE {
+            self.te = true;
+        }
+    }
+
+    /// Whether any `Content-Length` came.
+    pub(crate) fn has_length(&self) -> bool {
+        self.length != Some(None)
+    }
+}
+
+/// The length so far with one more `Content-Length` value (a list of
+/// equal lengths counts as one); `None` when it is invalid or differs.
+pub(crate) fn add_length(mut length: Option<u64>, value: &[u8]) -> Option<Option<u64>> {
+    for part in value.split(|b| *b == b',') {
+        let n = parse_decimal(part.trim_ascii())?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    Some(length)
 }
 
 fn connection_close(headers: &HeaderMap) -> bool {
@@ -194,7 +270,9 @@ impl Head {
     /// How the body of this response to a request with `method` is
     /// delimited (RFC 9112, section 6.3). A `Content-Length` beside a
     /// `Transfer-Encoding` is removed (the latter wins). Errors on an
-    /// invalid or conflicting `Content-Length`.
+    /// invalid or conflicting `Content-Length`. It reads the framing
+    /// fields the head was parsed with: fields added to `response`
+    /// afterwards do not count.
     pub fn framing(&mut self, method: &Method) -> Result<Framing, H1Error> {
         let status = self.response.status();
         if method == Method::HEAD
@@ -205,7 +283,7 @@ impl Head {
             return Ok(Framing::Empty);
         }
         let headers = self.response.headers_mut();
-        if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        if self.present.transfer_encoding {
             headers.remove(http::header::CONTENT_LENGTH);
             let last = headers
                 .get_all(http::header::TRANSFER_ENCODING)
@@ -221,17 +299,10 @@ impl Head {
                 }
             });
         }
-        let mut length = None;
-        for value in headers.get_all(http::header::CONTENT_LENGTH) {
-            for part in value.as_bytes().split(|b| *b == b',') {
-                let n = parse_decimal(part.trim_ascii())
-                    .ok_or(H1Error::Malformed("invalid Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(H1Error::Malformed("conflicting Content-Length values"));
-                }
-                length = Some(n);
-            }
-        }
+        let length = self
+            .present
+            .length
+            .ok_or(H1Error::Malformed("invalid or conflicting Content-Length"))?;
         Ok(match length {
             Some(0) => Framing::Empty,
             Some(n) => Framing::Length(n),

@@ -63,8 +63,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::ProxyBody;
 use crate::h1::{
-    Decoded, Decoder, Framing, H1Error, MAX_HEADERS, READ_ROOM, Sending, Upload, lists_token,
-    parse_decimal, write_fields,
+    Decoded, Decoder, Framing, H1Error, MAX_HEADERS, Present, READ_ROOM, Sending, Upload,
+    add_length, lists_token, write_fields,
 };
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -202,19 +202,15 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
             .map_err(|_| HeadError::Malformed("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| HeadError::Malformed("invalid header value"))?;
-        present.note(&name);
+        present.note(&name, value.as_bytes());
         headers.append(name, value);
     }
-    let framing = if present.transfer_encoding || present.content_length {
-        request_framing(&headers, version)?
+    let framing = request_framing(&headers, &present, version)?;
+    let keep_alive = if version == Version::HTTP_11 {
+        !(present.connection && lists_token(&headers, &header::CONNECTION, b"close"))
     } else {
-        Framing::Empty
-    };
-    let keep_alive = match (version == Version::HTTP_11, present.connection) {
-        (true, false) => true,
-        (false, false) => false,
-        (true, true) => !lists_token(&headers, &header::CONNECTION, b"close"),
-        (false, true) => lists_token(&headers, &header::CONNECTION, b"keep-alive"),
+        present.keep_alive
+            || (present.connection && lists_token(&headers, &header::CONNECTION, b"keep-alive"))
     };
     let expect_continue = present.expect
         && version == Version::HTTP_11
@@ -239,42 +235,20 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
     })))
 }
 
-/// Which of the fields that shape an exchange a head has.
-#[derive(Default)]
-struct Present {
-    content_length: bool,
-    transfer_encoding: bool,
-    connection: bool,
-    expect: bool,
-    te: bool,
-}
-
-impl Present {
-    fn note(&mut self, name: &HeaderName) {
-        if name == header::CONTENT_LENGTH {
-            self.content_length = true;
-        } else if name == header::TRANSFER_ENCODING {
-            self.transfer_encoding = true;
-        } else if name == header::CONNECTION {
-            self.connection = true;
-        } else if name == header::EXPECT {
-            self.expect = true;
-        } else if name == header::TE {
-            self.te = true;
-        }
-    }
-}
-
 /// How a request's body is delimited (RFC 9112, section 6.3), refusing
 /// every framing a peer on the way could read differently.
-fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+fn request_framing(
+    headers: &HeaderMap,
+    present: &Present,
+    version: Version,
+) -> Result<Framing, HeadError> {
+    if present.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(HeadError::Malformed(
                 "Transfer-Encoding in an HTTP/1.0 request",
             ));
         }
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if present.has_length() {
             return Err(HeadError::Malformed(
                 "both Transfer-Encoding and Content-Length",
             ));
@@ -292,35 +266,13 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Hea
         }
         return Ok(Framing::Chunked);
     }
-    let declared = declared_length(headers)
-        .map_err(|()| HeadError::Malformed("invalid or conflicting Content-Length"))?;
+    let declared = present.length.ok_or(HeadError::Malformed(
+        "invalid or conflicting Content-Length",
+    ))?;
     Ok(match declared {
         None | Some(0) => Framing::Empty,
         Some(n) => Framing::Length(n),
     })
-}
-
-/// The `Content-Length` of a message: `Ok(None)` when absent, an error
-/// when a value is invalid or the values disagree.
-fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
-    headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .try_fold(None, |length, value| add_length(length, value.as_bytes()))
-        .ok_or(())
-}
-
-/// The length so far with one more `Content-Length` value (a list of
-/// equal lengths counts as one); `None` when it is invalid or differs.
-fn add_length(mut length: Option<u64>, value: &[u8]) -> Option<Option<u64>> {
-    for part in value.split(|b| *b == b',') {
-        let n = parse_decimal(part.trim_ascii())?;
-        if length.is_some_and(|l| l != n) {
-            return None;
-        }
-        length = Some(n);
-    }
-    Some(length)
 }
 
 /// Limits on what a client may send.
