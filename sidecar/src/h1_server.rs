@@ -206,12 +206,12 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
         headers.append(name, value);
     }
     let framing = request_framing(&headers, &present, version)?;
-    let keep_alive = if version == Version::HTTP_11 {
-        !(present.connection && lists_token(&headers, &header::CONNECTION, b"close"))
-    } else {
-        present.keep_alive
-            || (present.connection && lists_token(&headers, &header::CONNECTION, b"keep-alive"))
-    };
+    // `close` wins wherever it is listed.
+    let close = present.connection && lists_token(&headers, &header::CONNECTION, b"close");
+    let keep_alive = !close
+        && (version == Version::HTTP_11
+            || present.keep_alive
+            || (present.connection && lists_token(&headers, &header::CONNECTION, b"keep-alive")));
     let expect_continue = present.expect
         && version == Version::HTTP_11
         && headers

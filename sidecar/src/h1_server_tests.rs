@@ -99,6 +99,18 @@ fn keep_alive_expect_and_te_are_read_from_the_head() {
     assert!(!request(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
     let old = request(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
     assert!(old.keep_alive);
+    let listed = request(b"GET / HTTP/1.0\r\nConnection: x, keep-alive\r\n\r\n");
+    assert!(listed.keep_alive);
+    for both in [
+        &b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+    ] {
+        assert!(
+            !request(both).keep_alive,
+            "{}",
+            String::from_utf8_lossy(both)
+        );
+    }
     assert_eq!(old.request.version(), Version::HTTP_10);
     let expect = request(
         b"PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nTE: trailers;q=1\r\nContent-Length: 1\r\n\r\n",
