@@ -94,8 +94,10 @@ impl AppPool {
         addr: SocketAddr,
         mut req: http::Request<ProxyBody>,
     ) -> Result<http::Response<PoolBody>, AppError> {
+        // The exchanges are pinned where they are made: a future moved
+        // into the await would be copied whole.
         while let Some(conn) = self.checkout(addr) {
-            match h1::exchange(conn, req, true).await {
+            match std::pin::pin!(h1::exchange(conn, req, true)).await {
                 Ok(done) => return Ok(self.track(addr, done)),
                 Err(h1::Failed {
                     unsent: Some(unsent),
@@ -108,7 +110,7 @@ impl AppPool {
             }
         }
         let conn = self.connect(addr).await?;
-        match h1::exchange(conn, req, false).await {
+        match std::pin::pin!(h1::exchange(conn, req, false)).await {
             Ok(done) => Ok(self.track(addr, done)),
             Err(failed) => Err(failed.error.into()),
         }

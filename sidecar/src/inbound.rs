@@ -613,7 +613,11 @@ impl tower::Service<http::Request<ProxyBody>> for Forward {
         let app = self.app;
         let authority = self.authority.clone();
         let xfcc = self.xfcc.clone();
-        Box::pin(async move { Ok(forward(&shared, app, authority, &xfcc, req).await) })
+        // Pinned where it is made (as the exchange below): an awaited
+        // future moved into place would be copied whole.
+        Box::pin(
+            async move { Ok(std::pin::pin!(forward(&shared, app, authority, &xfcc, req)).await) },
+        )
     }
 }
 
@@ -675,9 +679,7 @@ async fn forward(
             Err(_) => return status(400, "bad request target"),
         }
         *req.version_mut() = http::Version::HTTP_11;
-        shared
-            .app
-            .send(app.addr, req)
+        std::pin::pin!(shared.app.send(app.addr, req))
             .await
             .map(|r| r.map(boxed))
             .map_err(|e| e.to_string())
