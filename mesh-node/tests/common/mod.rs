@@ -54,13 +54,23 @@ pub(crate) fn wait_for_socket(proc: &mut Proc, socket: &Path) {
     });
 }
 
-/// A free loopback TCP port.
+/// A free loopback TCP port, below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768 and up by default). A port the
+/// kernel hands out for `127.0.0.1:0` comes from that range, and once
+/// released it can become the local port of an outgoing connection (an
+/// agent dialling its server) before the process under test binds it:
+/// `up` once failed with "Address already in use" that way.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::BuildHasher;
+    let random = std::hash::RandomState::new();
+    let mut attempt = 0u64;
+    loop {
+        let port = 20_000 + (random.hash_one(attempt) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        attempt += 1;
+    }
 }
 
 /// Waits until `cond` holds, failing the test after `secs`.
