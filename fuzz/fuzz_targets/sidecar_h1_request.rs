@@ -8,8 +8,12 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/split_reads.rs"]
+mod split_reads;
 use mesh_sidecar::h1::{Decoded, Decoder};
 use mesh_sidecar::h1_server::{Parsed, parse_request};
+use split_reads::Reads;
 
 /// A small head limit, so that the fuzzer reaches it.
 const MAX_HEAD: usize = 2048;
@@ -32,16 +36,7 @@ enum Read {
 
 fn read(wire: &[u8], step: usize) -> Vec<Read> {
     let mut buf = BytesMut::new();
-    let mut fed = 0;
-    let mut more = |buf: &mut BytesMut| {
-        if fed == wire.len() {
-            return false;
-        }
-        let next = (fed + step).min(wire.len());
-        buf.extend_from_slice(&wire[fed..next]);
-        fed = next;
-        true
-    };
+    let mut reads = Reads::new(wire, step);
     let mut out = Vec::new();
     while out.len() < 8 {
         let head = match parse_request(&mut buf, MAX_HEAD) {
@@ -54,7 +49,7 @@ fn read(wire: &[u8], step: usize) -> Vec<Read> {
                 return out;
             }
             Ok(Some(Parsed::Request(head))) => head,
-            Ok(None) if more(&mut buf) => continue,
+            Ok(None) if reads.more(&mut buf) => continue,
             Ok(None) => {
                 if !buf.is_empty() {
                     out.push(Read::Incomplete);
@@ -83,7 +78,7 @@ fn read(wire: &[u8], step: usize) -> Vec<Read> {
                     break;
                 }
                 Ok(Some(Decoded::End)) => break,
-                Ok(None) if more(&mut buf) => {}
+                Ok(None) if reads.more(&mut buf) => {}
                 Ok(None) => {
                     out.push(Read::Incomplete);
                     return out;

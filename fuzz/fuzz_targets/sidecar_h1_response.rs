@@ -9,7 +9,11 @@
 use bytes::BytesMut;
 use http::Method;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/split_reads.rs"]
+mod split_reads;
 use mesh_sidecar::h1::{Decoded, Decoder, parse_head};
+use split_reads::Reads;
 
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -23,22 +27,13 @@ enum Outcome {
 
 fn read(wire: &[u8], method: &Method, step: usize) -> Outcome {
     let mut buf = BytesMut::new();
-    let mut fed = 0;
-    let mut more = |buf: &mut BytesMut| {
-        if fed == wire.len() {
-            return false;
-        }
-        let next = (fed + step).min(wire.len());
-        buf.extend_from_slice(&wire[fed..next]);
-        fed = next;
-        true
-    };
+    let mut reads = Reads::new(wire, step);
     let mut head = loop {
         match parse_head(&mut buf) {
             Err(_) => return Outcome::Failed,
             Ok(Some(h)) if h.response.status().is_informational() => continue,
             Ok(Some(h)) => break h,
-            Ok(None) if more(&mut buf) => {}
+            Ok(None) if reads.more(&mut buf) => {}
             Ok(None) => return Outcome::Failed,
         }
     };
@@ -52,7 +47,7 @@ fn read(wire: &[u8], method: &Method, step: usize) -> Outcome {
         let decoded = match decoder.decode(&mut buf) {
             Err(_) => return Outcome::Failed,
             Ok(Some(d)) => d,
-            Ok(None) if more(&mut buf) => continue,
+            Ok(None) if reads.more(&mut buf) => continue,
             Ok(None) => match decoder.at_eof() {
                 Ok(d) => d,
                 Err(_) => return Outcome::Failed,

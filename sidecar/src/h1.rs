@@ -41,7 +41,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
@@ -110,10 +110,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
         return Ok(None);
     }
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    // Where each field's name and value lie in `buf`, to cut them out of
-    // it once the parser no longer borrows it: on the stack for the usual
-    // handful of fields.
-    let mut few = [(0usize, 0usize, 0usize, 0usize); 16];
+    let mut few = [Span::default(); 16];
     let mut many = Vec::new();
     let (len, code, version, at) = {
         let mut parsed = httparse::Response::new(&mut []);
@@ -133,20 +130,9 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
             }
             Err(_) => return Err(H1Error::Malformed("unparsable response head")),
         };
-        let at = if parsed.headers.len() <= few.len() {
-            &mut few[..parsed.headers.len()]
-        } else {
-            many.resize(parsed.headers.len(), (0, 0, 0, 0));
-            &mut many[..]
-        };
-        let base = buf.as_ptr() as usize;
-        for (slot, h) in at.iter_mut().zip(parsed.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *slot = (name, name + h.name.len(), value, value + h.value.len());
-        }
+        let at = field_spans(buf, parsed.headers, &mut few, &mut many);
         let code = parsed.code.unwrap_or(0);
-        (len, code, parsed.version.unwrap_or(1), &*at)
+        (len, code, parsed.version.unwrap_or(1), at)
     };
     if len > MAX_HEAD_BYTES {
         return Err(H1Error::Malformed("response head too large"));
@@ -154,16 +140,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     let head = buf.split_to(len).freeze();
     let status =
         StatusCode::from_u16(code).map_err(|_| H1Error::Malformed("status code out of range"))?;
-    let mut headers = HeaderMap::with_capacity(at.len());
-    let mut present = Present::default();
-    for &(n0, n1, v0, v1) in at {
-        let name = HeaderName::from_bytes(&head[n0..n1])
-            .map_err(|_| H1Error::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
-            .map_err(|_| H1Error::Malformed("invalid header value"))?;
-        present.note(&name, value.as_bytes());
-        headers.append(name, value);
-    }
+    let (headers, present) = header_map(&head, at).map_err(H1Error::Malformed)?;
     let version = if version == 1 {
         Version::HTTP_11
     } else {
@@ -180,6 +157,64 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
         keep_alive,
         present,
     }))
+}
+
+/// Where something a parser found lies in the buffer it parsed: start and
+/// end offsets.
+pub(crate) fn offsets(buf: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    (start, start + part.len())
+}
+
+/// Where a field's name and value lie in a head's bytes.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Where each of `fields` (parsed out of `buf`) lies in `buf`, to cut them
+/// out of it once the parser no longer borrows it: in `few` for the usual
+/// handful of fields, else in `many`.
+pub(crate) fn field_spans<'s>(
+    buf: &[u8],
+    fields: &[httparse::Header<'_>],
+    few: &'s mut [Span; 16],
+    many: &'s mut Vec<Span>,
+) -> &'s [Span] {
+    let at = if fields.len() <= few.len() {
+        &mut few[..fields.len()]
+    } else {
+        many.resize(fields.len(), Span::default());
+        &mut many[..]
+    };
+    for (slot, f) in at.iter_mut().zip(fields) {
+        *slot = Span {
+            name: offsets(buf, f.name.as_bytes()),
+            value: offsets(buf, f.value),
+        };
+    }
+    at
+}
+
+/// The header map of a head whose fields lie at `spans` in `head` (values
+/// are zero-copy slices of it), and the framing fields noted on the way;
+/// why not when a name or value is invalid.
+pub(crate) fn header_map(
+    head: &Bytes,
+    spans: &[Span],
+) -> Result<(HeaderMap, Present), &'static str> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut present = Present::default();
+    for span in spans {
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+            .map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            .map_err(|_| "invalid header value")?;
+        present.note(&name, value.as_bytes());
+        headers.append(name, value);
+    }
+    Ok((headers, present))
 }
 
 /// The fields that shape an exchange, noted as a head is read, so that a
@@ -490,7 +525,7 @@ impl Decoder {
                 self.state = State::Done;
                 Ok(Decoded::End)
             }
-            _ => Err(H1Error::Closed("in the middle of a response body")),
+            _ => Err(H1Error::Closed("in the middle of a body")),
         }
     }
 }
@@ -523,14 +558,51 @@ impl Conn {
         matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Reads more into the buffer; `Ok(0)` at the close of the connection.
-    /// (A read that leaves room in the buffer tells the reactor that the
-    /// socket is drained, so the next read waits without a system call.)
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_ROOM {
-            self.buf.reserve(READ_ROOM);
+        poll_fill(&mut self.io, &mut self.buf, cx)
+    }
+}
+
+/// Reads more of `io` into `buf`; `Ok(0)` at the close of the connection.
+/// (A read that leaves room in the buffer tells the reactor that the
+/// socket is drained, so the next read waits without a system call.)
+pub(crate) fn poll_fill<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_ROOM {
+        buf.reserve(READ_ROOM);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// The next piece of a body that `decoder` reads out of `buf`, reading
+/// more of `io` as needed.
+pub(crate) fn poll_decoded<R: AsyncRead + Unpin>(
+    decoder: &mut Decoder,
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Decoded, H1Error>> {
+    loop {
+        if let Some(decoded) = decoder.decode(buf)? {
+            return Poll::Ready(Ok(decoded));
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        if ready!(poll_fill(io, buf, cx))? == 0 {
+            return Poll::Ready(decoder.at_eof());
+        }
+    }
+}
+
+impl Decoded {
+    /// As a body frame; `None` at the end.
+    pub(crate) fn into_frame(self) -> Option<Frame<Bytes>> {
+        match self {
+            Decoded::Data(data) => Some(Frame::data(data)),
+            Decoded::Trailers(t) => Some(Frame::trailers(t)),
+            Decoded::End => None,
+        }
     }
 }
 
@@ -938,39 +1010,23 @@ impl Body for ResponseBody {
             this.conn = None;
             return Poll::Ready(Some(Err(e)));
         }
-        loop {
-            if this.decoder.is_done() {
-                return Poll::Ready(None);
+        if this.decoder.is_done() {
+            return Poll::Ready(None);
+        }
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(poll_decoded(
+            &mut this.decoder,
+            &mut conn.io,
+            &mut conn.buf,
+            cx
+        )) {
+            Ok(decoded) => Poll::Ready(decoded.into_frame().map(Ok)),
+            Err(e) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(e)))
             }
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let decoded = match this.decoder.decode(&mut conn.buf) {
-                Ok(Some(d)) => d,
-                Ok(None) => match ready!(conn.poll_fill(cx)) {
-                    Ok(0) => match this.decoder.at_eof() {
-                        Ok(d) => d,
-                        Err(e) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                    },
-                    Ok(_) => continue,
-                    Err(e) => {
-                        this.conn = None;
-                        return Poll::Ready(Some(Err(H1Error::Io(e))));
-                    }
-                },
-                Err(e) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-            };
-            return Poll::Ready(match decoded {
-                Decoded::Data(data) => Some(Ok(Frame::data(data))),
-                Decoded::Trailers(t) => Some(Ok(Frame::trailers(t))),
-                Decoded::End => None,
-            });
         }
     }
 

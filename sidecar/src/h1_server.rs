@@ -54,7 +54,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
+use http::{HeaderMap, HeaderName, Method, StatusCode, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -63,8 +63,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::ProxyBody;
 use crate::h1::{
-    Decoded, Decoder, Framing, H1Error, MAX_HEADERS, Present, READ_ROOM, Sending, Upload,
-    add_length, lists_token, write_fields,
+    Decoder, Framing, H1Error, MAX_HEADERS, Present, Sending, Span, Upload, add_length,
+    field_spans, header_map, lists_token, offsets, poll_decoded, poll_fill, write_fields,
 };
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -126,9 +126,7 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
         return Ok(None);
     }
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    // Where the method, target and each field lie in `buf`, to cut them
-    // out of it once the parser no longer borrows it.
-    let mut few = [(0usize, 0usize, 0usize, 0usize); 16];
+    let mut few = [Span::default(); 16];
     let mut many = Vec::new();
     let (len, method, target, version, at) = {
         // No further than one byte past the limit: the answer must not
@@ -149,28 +147,13 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
             Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
             Err(_) => return Err(HeadError::Malformed("unparsable request head")),
         };
-        let base = buf.as_ptr() as usize;
-        let span = |s: &[u8]| {
-            let start = s.as_ptr() as usize - base;
-            (start, start + s.len())
-        };
         let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
             return Err(HeadError::Malformed("no request line"));
         };
         if method == "CONNECT" {
             return Ok(Some(Parsed::Connect));
         }
-        let at = if parsed.headers.len() <= few.len() {
-            &mut few[..parsed.headers.len()]
-        } else {
-            many.resize(parsed.headers.len(), (0, 0, 0, 0));
-            &mut many[..]
-        };
-        for (slot, h) in at.iter_mut().zip(parsed.headers.iter()) {
-            let (n0, n1) = span(h.name.as_bytes());
-            let (v0, v1) = span(h.value);
-            *slot = (n0, n1, v0, v1);
-        }
+        let at = field_spans(buf, parsed.headers, &mut few, &mut many);
         let version = if parsed.version == Some(1) {
             Version::HTTP_11
         } else {
@@ -178,10 +161,10 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
         };
         (
             len,
-            span(method.as_bytes()),
-            span(target.as_bytes()),
+            offsets(buf, method.as_bytes()),
+            offsets(buf, target.as_bytes()),
             version,
-            &*at,
+            at,
         )
     };
     if len > max_head {
@@ -192,19 +175,7 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> Result<Option<Parse
         .map_err(|_| HeadError::Malformed("invalid method"))?;
     let uri = http::Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|_| HeadError::Malformed("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(at.len());
-    // The fields that shape the exchange, noted as the head is read (a
-    // comparison of well-known names is one of tags), so that a head
-    // without them costs no lookups.
-    let mut present = Present::default();
-    for &(n0, n1, v0, v1) in at {
-        let name = HeaderName::from_bytes(&head[n0..n1])
-            .map_err(|_| HeadError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
-            .map_err(|_| HeadError::Malformed("invalid header value"))?;
-        present.note(&name, value.as_bytes());
-        headers.append(name, value);
-    }
+    let (mut headers, present) = header_map(&head, at).map_err(HeadError::Malformed)?;
     let framing = request_framing(&headers, &present, version)?;
     // `close` wins wherever it is listed.
     let close = present.connection && lists_token(&headers, &header::CONNECTION, b"close");
@@ -305,12 +276,8 @@ struct ReadSide {
 }
 
 impl ReadSide {
-    /// Reads more into the buffer; `Ok(0)` at the close of the connection.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_ROOM {
-            self.buf.reserve(READ_ROOM);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        poll_fill(&mut self.io, &mut self.buf, cx)
     }
 }
 
@@ -344,11 +311,6 @@ impl RequestBody {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(side);
         }
     }
-
-    fn fail(&mut self, e: H1Error) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
-        self.side = None;
-        Poll::Ready(Some(Err(e)))
-    }
 }
 
 impl Body for RequestBody {
@@ -360,35 +322,28 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
         let this = &mut *self;
-        loop {
-            if this.decoder.is_done() {
-                this.give_back();
-                return Poll::Ready(None);
+        if this.decoder.is_done() {
+            this.give_back();
+            return Poll::Ready(None);
+        }
+        let Some(side) = this.side.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(poll_decoded(
+            &mut this.decoder,
+            &mut side.io,
+            &mut side.buf,
+            cx
+        )) {
+            Ok(decoded) => {
+                if this.decoder.is_done() {
+                    this.give_back();
+                }
+                Poll::Ready(decoded.into_frame().map(Ok))
             }
-            let Some(side) = this.side.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match this.decoder.decode(&mut side.buf) {
-                Ok(Some(Decoded::Data(data))) => {
-                    if this.decoder.is_done() {
-                        this.give_back();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Some(Decoded::Trailers(t))) => {
-                    this.give_back();
-                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
-                }
-                Ok(Some(Decoded::End)) => {
-                    this.give_back();
-                    return Poll::Ready(None);
-                }
-                Ok(None) => match ready!(side.poll_fill(cx)) {
-                    Ok(0) => return this.fail(H1Error::Closed("in the middle of a request body")),
-                    Ok(_) => {}
-                    Err(e) => return this.fail(H1Error::Io(e)),
-                },
-                Err(e) => return this.fail(e),
+            Err(e) => {
+                this.side = None;
+                Poll::Ready(Some(Err(e)))
             }
         }
     }
@@ -420,12 +375,11 @@ impl HeadDeadline {
     /// Whether the deadline passed; else arranges a wake-up for it.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let limit = self.limit;
+        // `limit` only moves later: a timer set for an earlier head fires
+        // early and is moved then.
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(limit)));
-        if sleep.deadline() > limit {
-            sleep.as_mut().reset(limit);
-        }
         loop {
             if sleep.as_mut().poll(cx).is_pending() {
                 return false;

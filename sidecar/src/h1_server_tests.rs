@@ -8,7 +8,8 @@ use tokio::task::JoinHandle;
 
 use super::*;
 use crate::body::{boxed, text};
-use crate::h1::parse_head;
+use crate::h1::{Decoded, parse_head};
+use http::HeaderValue;
 
 const MAX: usize = 16 * 1024;
 
