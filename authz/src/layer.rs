@@ -100,6 +100,25 @@ impl AuthzLayer {
         self.ext = ext;
         self
     }
+
+    /// What [`Authz`] does before its inner service, for a caller that
+    /// holds the connection's `facts` itself (a proxy that owns the
+    /// connection) and calls its backend directly: nothing is read from
+    /// or added to the request's extensions except an
+    /// [`OriginalClientAddr`].
+    ///
+    /// Allowed, `req` is ready for the backend (the authorized, normalised
+    /// path; token headers dropped or written as the policies say) and the
+    /// [`Authorized`] proof comes back. Denied, the answer to send comes
+    /// back instead, exactly as [`Authz`] sends it, with the [`Decision`]
+    /// in its extensions.
+    pub fn authorize<B>(
+        &self,
+        req: &mut http::Request<B>,
+        facts: &ConnectionFacts,
+    ) -> Result<Authorized, Box<http::Response<Full<Bytes>>>> {
+        authorize(&self.engine, &self.ext, req, Some(facts))
+    }
 }
 
 /// [`AuthzLayer::for_source`] was given a source without an SVID.
@@ -149,14 +168,14 @@ impl<S> std::fmt::Debug for Authz<S> {
 /// The 500 for a request that carries no [`ConnectionFacts`]: the stack
 /// is misassembled, and deciding as if the request came from nowhere would
 /// make port and address rules silently stop matching.
-fn missing_facts<B>() -> http::Response<AuthzBody<B>> {
+fn missing_facts() -> http::Response<Full<Bytes>> {
     tracing::warn!(
         "authz: request without ConnectionFacts refused with 500; \
          the acceptor must insert spiffe_core::ConnectionFacts into every request"
     );
-    let mut resp = http::Response::new(Either::Right(Full::new(Bytes::from_static(
+    let mut resp = http::Response::new(Full::new(Bytes::from_static(
         b"Internal Server Error: no connection facts",
-    ))));
+    )));
     *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -192,7 +211,7 @@ fn grpc_status(http: u16) -> &'static str {
 /// for gRPC a trailers-only reply (HTTP 200, `grpc-status`,
 /// `grpc-message`) so gRPC clients see PERMISSION_DENIED or
 /// UNAUTHENTICATED with the reason instead of a protocol error.
-fn denial<B>(decision: &Decision, grpc: bool) -> http::Response<AuthzBody<B>> {
+fn denial(decision: &Decision, grpc: bool) -> http::Response<Full<Bytes>> {
     let status = match decision.response {
         Response::Http(code) => code,
         _ => 403,
@@ -203,7 +222,7 @@ fn denial<B>(decision: &Decision, grpc: bool) -> http::Response<AuthzBody<B>> {
         _ => "RBAC: access denied".to_owned(),
     };
     let mut resp = if grpc {
-        let mut resp = http::Response::new(Either::Right(Full::new(Bytes::new())));
+        let mut resp = http::Response::new(Full::new(Bytes::new()));
         let headers = resp.headers_mut();
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -217,7 +236,7 @@ fn denial<B>(decision: &Decision, grpc: bool) -> http::Response<AuthzBody<B>> {
         }
         resp
     } else {
-        let mut resp = http::Response::new(Either::Right(Full::new(Bytes::from(body))));
+        let mut resp = http::Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() =
             http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::FORBIDDEN);
         resp.headers_mut().insert(
@@ -306,45 +325,58 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<ReqB>) -> Self::Future {
-        // One snapshot for the whole request: the token handling and the
-        // decision come from the same policy set even during a reload.
-        let Some(facts) = req.extensions().get::<ConnectionFacts>() else {
-            return ResponseFuture::Denied {
-                response: Some(missing_facts()),
-            };
-        };
-        let state = self.engine.snapshot();
-        let Translated {
-            request,
-            uri,
-            found,
-        } = translate(&req, &state.handling);
-        // The peer identity comes only from the verifier's proof, carried
-        // in the connection's facts.
-        let mut request = request.connection(facts);
-        if let Some(client) = req.extensions().get::<OriginalClientAddr>() {
-            request = request.remote_ip(client.ip());
-        }
-        let decision =
-            self.engine
-                .decide_in(&state, &request, self.ext.as_ref(), SystemTime::now());
-        if !decision.allowed {
-            return ResponseFuture::Denied {
-                response: Some(denial(&decision, is_grpc(req.headers()))),
-            };
-        }
-        // M-9: the backend serves the path that was authorized.
-        if let Some(uri) = uri {
-            *req.uri_mut() = uri;
-        }
-        rewrite_token_headers(&mut req, &state.handling, &found, &decision.token_headers);
-        req.extensions_mut().insert(Authorized {
-            policy: decision.policy,
-        });
-        ResponseFuture::Inner {
-            future: self.inner.call(req),
+        match authorize(&self.engine, &self.ext, &mut req, None) {
+            Ok(authorized) => {
+                req.extensions_mut().insert(authorized);
+                ResponseFuture::Inner {
+                    future: self.inner.call(req),
+                }
+            }
+            Err(denied) => ResponseFuture::Denied {
+                response: Some((*denied).map(Either::Right)),
+            },
         }
     }
+}
+
+/// The step [`Authz`] takes before its inner service, shared with
+/// [`AuthzLayer::authorize`]: the connection's facts are `facts`, else
+/// the request's [`ConnectionFacts`] extension.
+fn authorize<B>(
+    engine: &Engine,
+    ext: &SharedExt,
+    req: &mut http::Request<B>,
+    facts: Option<&ConnectionFacts>,
+) -> Result<Authorized, Box<http::Response<Full<Bytes>>>> {
+    let Some(facts) = facts.or_else(|| req.extensions().get::<ConnectionFacts>()) else {
+        return Err(Box::new(missing_facts()));
+    };
+    // One snapshot for the whole request: the token handling and the
+    // decision come from the same policy set even during a reload.
+    let state = engine.snapshot();
+    let Translated {
+        request,
+        uri,
+        found,
+    } = translate(req, &state.handling);
+    // The peer identity comes only from the verifier's proof, carried
+    // in the connection's facts.
+    let mut request = request.connection(facts);
+    if let Some(client) = req.extensions().get::<OriginalClientAddr>() {
+        request = request.remote_ip(client.ip());
+    }
+    let decision = engine.decide_in(&state, &request, ext.as_ref(), SystemTime::now());
+    if !decision.allowed {
+        return Err(Box::new(denial(&decision, is_grpc(req.headers()))));
+    }
+    // M-9: the backend serves the path that was authorized.
+    if let Some(uri) = uri {
+        *req.uri_mut() = uri;
+    }
+    rewrite_token_headers(req, &state.handling, &found, &decision.token_headers);
+    Ok(Authorized {
+        policy: decision.policy,
+    })
 }
 
 impl Engine {

@@ -86,6 +86,43 @@ async fn allowed_requests_carry_the_authorized_proof() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn authorize_decides_with_the_callers_facts_as_the_layer_does() {
+    let policy = "rules:\n- from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]";
+    let layer = AuthzLayer::new(Arc::new(engine(&ap("foo", "a", policy))));
+    let allowed = facts(8080).with_peer(verified_peer("spiffe://cluster.local/ns/a/sa/b"));
+    // Allowed: the proof comes back, the path is the normalised one the
+    // decision saw (M-9), and nothing was added to the extensions.
+    let mut req = http::Request::get("/a/../x")
+        .body(())
+        .expect("request builds");
+    let proof = layer.authorize(&mut req, &allowed).expect("allowed");
+    assert_eq!(proof.policy.as_deref(), Some("ns[foo]-policy[a]-rule[0]"));
+    assert_eq!(req.uri().path(), "/x");
+    assert!(req.extensions().is_empty());
+    // Denied: the layer's own answer, with its decision attached.
+    let intruder = facts(8080).with_peer(verified_peer("spiffe://cluster.local/ns/a/sa/intruder"));
+    let mut req = http::Request::get("/x").body(()).expect("request builds");
+    let denied = layer.authorize(&mut req, &intruder).expect_err("denied");
+    assert_eq!(denied.status(), 403);
+    let decision = denied
+        .extensions()
+        .get::<authz::Decision>()
+        .expect("decision");
+    assert!(!decision.allowed);
+    let body = (*denied)
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"RBAC: access denied");
+    // The facts given win over none in the request: a request with no
+    // extensions is decided, not refused with 500.
+    let mut req = http::Request::get("/x").body(()).expect("request builds");
+    assert!(layer.authorize(&mut req, &allowed).is_ok());
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn i_1_the_verified_peer_identity_is_the_principal() {
     let policy = "rules:\n- from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]";
     // A PeerIdentity produced by spiffe-core's verifier is the principal.

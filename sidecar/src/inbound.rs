@@ -22,7 +22,6 @@ use hyper_util::rt::TokioIo;
 use spiffe_core::{ConnectionFacts, SpiffeId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tower::{Layer, ServiceExt};
 
 use crate::body::{BodyStats, Counted, ProxyBody, boxed, text};
 use crate::config::AppProtocol;
@@ -176,30 +175,32 @@ async fn after_transport<S>(
     }
 }
 
-/// What every request of one inbound HTTP connection shares: the authz
-/// layer over the forwarder, the connection's facts and its label memo.
+/// What every request of one inbound HTTP connection shares: the
+/// policies' decision step, the application, the connection's facts and
+/// its memos.
 struct Requests {
-    service: authz::Authz<Forward>,
+    authz: AuthzLayer,
     shared: Arc<Shared>,
-    facts: Arc<ConnectionFacts>,
+    facts: ConnectionFacts,
     labels: LabelMemo<Option<SpiffeId>>,
+    app: AppTarget,
+    /// `app.addr` as a URI authority, parsed once per connection.
+    authority: Authority,
+    xfcc: XfccMemo,
 }
 
 impl Requests {
     fn new(shared: Arc<Shared>, facts: ConnectionFacts, app: AppTarget) -> Option<Self> {
         // A socket address always renders as a valid authority.
         let authority = app.addr.to_string().parse::<Authority>().ok()?;
-        let forward = Forward {
-            shared: shared.clone(),
+        Some(Requests {
+            authz: AuthzLayer::new(shared.policies.engine().clone()),
+            shared,
+            facts,
+            labels: LabelMemo::new(),
             app,
             authority,
-            xfcc: Arc::default(),
-        };
-        Some(Requests {
-            service: AuthzLayer::new(shared.policies.engine().clone()).layer(forward),
-            shared,
-            facts: Arc::new(facts),
-            labels: LabelMemo::new(),
+            xfcc: XfccMemo::default(),
         })
     }
 
@@ -212,23 +213,23 @@ impl Requests {
     {
         let started = Instant::now();
         let request_bytes = Arc::new(AtomicU64::new(0));
-        let (mut parts, body) = req.into_parts();
-        parts.extensions.insert(ConnectionFacts::clone(&self.facts));
+        let (parts, body) = req.into_parts();
         let info = RequestInfo::of(&parts);
-        let req =
+        let mut req =
             http::Request::from_parts(parts, boxed(Counted::new(body, request_bytes.clone())));
-        let resp = match self.service.clone().oneshot(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
+        // Decided and forwarded here, with the connection's facts at hand:
+        // nothing rides in the request's or the response's extensions.
+        let (resp, authorized) = match self.authz.authorize(&mut req, &self.facts) {
+            Ok(authorized) => {
+                // Pinned where it is made: an awaited future moved into
+                // place would be copied whole.
+                let forward = std::pin::pin!(forward(self, req));
+                (forward.await, Some(authorized))
+            }
+            Err(denied) => ((*denied).map(boxed), None),
         };
-        self.shared.record_inbound(
-            &self.facts,
-            &self.labels,
-            info,
-            started,
-            request_bytes,
-            resp,
-        )
+        self.shared
+            .record_inbound(self, info, started, request_bytes, resp, authorized)
     }
 }
 
@@ -555,16 +556,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     }
 }
 
-/// The service behind the authz layer: forwards to the application.
-#[derive(Clone)]
-struct Forward {
-    shared: Arc<Shared>,
-    app: AppTarget,
-    /// `app.addr` as a URI authority, parsed once per connection.
-    authority: Authority,
-    xfcc: Arc<XfccMemo>,
-}
-
 /// The `x-forwarded-client-cert` value of one connection's requests (its
 /// peer does not change), kept for the SVID it names as `By`: the `Arc`
 /// is held, so a rotated SVID is a different one.
@@ -594,50 +585,19 @@ impl XfccMemo {
     }
 }
 
-impl tower::Service<http::Request<ProxyBody>> for Forward {
-    type Response = http::Response<ProxyBody>;
-    type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<ProxyBody>) -> Self::Future {
-        let shared = self.shared.clone();
-        let app = self.app;
-        let authority = self.authority.clone();
-        let xfcc = self.xfcc.clone();
-        // Pinned where it is made (as the exchange below): an awaited
-        // future moved into place would be copied whole.
-        Box::pin(
-            async move { Ok(std::pin::pin!(forward(&shared, app, authority, &xfcc, req)).await) },
-        )
-    }
-}
-
 /// Sends an authorized request to the local application.
-async fn forward(
-    shared: &Shared,
-    app: AppTarget,
-    authority: Authority,
-    xfcc_memo: &XfccMemo,
-    mut req: http::Request<ProxyBody>,
-) -> http::Response<ProxyBody> {
-    let policy = req
-        .extensions_mut()
-        .remove::<authz::Authorized>()
-        .and_then(|a| a.policy);
-    let xfcc = req
-        .extensions()
-        .get::<ConnectionFacts>()
-        .and_then(|f| f.peer())
-        .and_then(|p| xfcc_memo.value(shared.identity.svid.x509_svid(), p.spiffe_id()));
+async fn forward(conn: &Requests, mut req: http::Request<ProxyBody>) -> http::Response<ProxyBody> {
+    let Requests {
+        shared,
+        app,
+        authority,
+        ..
+    } = conn;
+    let (app, authority) = (*app, authority.clone());
+    let xfcc = conn.facts.peer().and_then(|p| {
+        conn.xfcc
+            .value(shared.identity.svid.x509_svid(), p.spiffe_id())
+    });
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     // Only this sidecar vouches for the client: whatever arrived is dropped.
@@ -687,7 +647,6 @@ async fn forward(
     match result {
         Ok(mut resp) => {
             strip_hop_by_hop(resp.headers_mut());
-            resp.extensions_mut().insert(Allowed { policy });
             resp
         }
         Err(e) => {
@@ -724,12 +683,6 @@ fn retarget(
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
     http::Uri::from_parts(parts)
-}
-
-/// Marks a response that the application produced after an allow.
-#[derive(Debug, Clone)]
-pub(crate) struct Allowed {
-    pub(crate) policy: Option<String>,
 }
 
 pub(crate) fn status(code: u16, msg: &'static str) -> http::Response<ProxyBody> {
@@ -784,20 +737,20 @@ impl Shared {
     /// when its response body ends.
     fn record_inbound<B>(
         self: &Arc<Self>,
-        facts: &ConnectionFacts,
-        labels: &LabelMemo<Option<SpiffeId>>,
+        conn: &Requests,
         info: RequestInfo,
         started: Instant,
         request_bytes: Arc<AtomicU64>,
-        mut resp: http::Response<B>,
+        resp: http::Response<B>,
+        authorized: Option<authz::Authorized>,
     ) -> http::Response<ProxyBody>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let code = resp.status().as_u16();
-        let (decision, policy, reason) = if let Some(a) = resp.extensions_mut().remove::<Allowed>()
-        {
+        // Denied: the policies' answer, its decision in its extensions.
+        let (decision, policy, reason) = if let Some(a) = authorized {
             (AccessDecision::Allow, a.policy, None)
         } else if let Some(d) = resp.extensions().get::<authz::Decision>() {
             self.metrics.authz_denied(
@@ -811,11 +764,12 @@ impl Shared {
                 Some(d.reason.to_string()),
             )
         } else {
-            (AccessDecision::Allow, None, None)
+            (AccessDecision::Deny, None, None)
         };
         let local = self.local_spiffe_id();
-        let series_memo = labels.series();
-        let labels = labels.get(
+        let facts = &conn.facts;
+        let series_memo = conn.labels.series();
+        let labels = conn.labels.get(
             |built_for| *built_for == local,
             || local.clone(),
             || self.labels_inbound(facts),
