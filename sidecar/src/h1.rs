@@ -79,15 +79,15 @@ pub enum H1Error {
 /// A response head parsed by [`parse_head`].
 #[derive(Debug)]
 pub struct Head {
-    /// Status, version and header fields; the body is decided by
-    /// [`Head::framing`].
+    /// Status, version and header fields (a lone `Connection: keep-alive`
+    /// is noted, not kept); the body is decided by [`Head::framing`].
     pub response: http::Response<()>,
     /// Whether the connection may carry another request after this
     /// response (`HTTP/1.1` and no `Connection: close`).
     pub keep_alive: bool,
     /// Which framing fields the head has, so that a head without them
     /// costs no lookups.
-    present: Present,
+    pub(crate) present: Present,
 }
 
 /// How a response body is delimited.
@@ -199,7 +199,8 @@ pub(crate) fn field_spans<'s>(
 
 /// The header map of a head whose fields lie at `spans` in `head` (values
 /// are zero-copy slices of it), and the framing fields noted on the way;
-/// why not when a name or value is invalid.
+/// why not when a name or value is invalid. A lone `Connection:
+/// keep-alive` is noted, not kept ([`Present::note`]).
 pub(crate) fn header_map(
     head: &Bytes,
     spans: &[Span],
@@ -209,9 +210,11 @@ pub(crate) fn header_map(
     for span in spans {
         let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
             .map_err(|_| "invalid header name")?;
+        if !present.note(&name, &head[span.value.0..span.value.1]) {
+            continue;
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
             .map_err(|_| "invalid header value")?;
-        present.note(&name, value.as_bytes());
         headers.append(name, value);
     }
     Ok((headers, present))
@@ -248,8 +251,11 @@ impl Default for Present {
 
 impl Present {
     /// Notes a field if it is one of them (a comparison of well-known
-    /// names is one of tags).
-    pub(crate) fn note(&mut self, name: &HeaderName, value: &[u8]) {
+    /// names is one of tags). False for a lone `Connection: keep-alive`,
+    /// what most HTTP/1.1 peers send: noted here, it need not be kept in
+    /// the header map, as it means nothing past this hop and a proxy
+    /// would only remove it again.
+    pub(crate) fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         if name == header::CONTENT_LENGTH {
             self.length = self.length.and_then(|l| add_length(l, value));
         } else if name == header::TRANSFER_ENCODING {
@@ -257,14 +263,15 @@ impl Present {
         } else if name == header::CONNECTION {
             if value.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
-            } else {
-                self.connection = true;
+                return false;
             }
+            self.connection = true;
         } else if name == header::EXPECT {
             self.expect = true;
         } else if name == header::TE {
             self.te = true;
         }
+        true
     }
 
     /// Whether any `Content-Length` came.

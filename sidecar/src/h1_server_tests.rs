@@ -100,8 +100,11 @@ fn keep_alive_expect_and_te_are_read_from_the_head() {
     assert!(!request(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
     let old = request(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
     assert!(old.keep_alive);
+    // Noted, not kept: the handler would only remove the hop-by-hop field.
+    assert!(old.request.headers().get("connection").is_none());
     let listed = request(b"GET / HTTP/1.0\r\nConnection: x, keep-alive\r\n\r\n");
     assert!(listed.keep_alive);
+    assert_eq!(listed.request.headers()["connection"], "x, keep-alive");
     for both in [
         &b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
@@ -305,6 +308,14 @@ async fn response(
             return None;
         }
     };
+    // The parser notes a lone `Connection: keep-alive` rather than keep
+    // it; these tests check what the server sent.
+    if head.present.keep_alive {
+        head.response.headers_mut().append(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("keep-alive"),
+        );
+    }
     let mut decoder = Decoder::new(head.framing(method).unwrap());
     let mut body = Vec::new();
     loop {

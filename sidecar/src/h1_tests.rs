@@ -76,7 +76,23 @@ fn connection_close_and_http_1_0_end_the_connection() {
         assert!(!head.keep_alive, "{}", String::from_utf8_lossy(wire));
     }
     let head = head_of(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n").unwrap();
-    assert!(head.unwrap().keep_alive);
+    let head = head.unwrap();
+    assert!(head.keep_alive);
+    // A lone keep-alive is noted, not kept: a proxy would only remove it.
+    assert!(head.response.headers().is_empty());
+    // Any other `Connection` stays for the proxy to act on, with what it names.
+    let wire =
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: x-hop\r\nx-hop: 1\r\n\r\n";
+    let head = head_of(wire).unwrap().unwrap();
+    assert!(head.keep_alive);
+    let connection: Vec<_> = head
+        .response
+        .headers()
+        .get_all("connection")
+        .iter()
+        .collect();
+    assert_eq!(connection, ["x-hop"]);
+    assert_eq!(head.response.headers()["x-hop"], "1");
 }
 
 #[test]

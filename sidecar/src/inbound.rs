@@ -214,7 +214,7 @@ impl Requests {
         let started = Instant::now();
         let request_bytes = Arc::new(AtomicU64::new(0));
         let (parts, body) = req.into_parts();
-        let info = RequestInfo::of(&parts);
+        let info = RequestInfo::of(&parts, self.shared.access_log.is_enabled());
         let mut req =
             http::Request::from_parts(parts, boxed(Counted::new(body, request_bytes.clone())));
         // Decided and forwarded here, with the connection's facts at hand:
@@ -405,25 +405,36 @@ pub(crate) fn server_builder(
 }
 
 /// What the access log and metrics need from a request head: the head's
-/// own reference-counted parts, rendered as text only when an access-log
-/// line is written (most requests are counted, not logged).
+/// own reference-counted parts, kept only where an access log will write
+/// them and rendered as text only then (most requests are counted, not
+/// logged).
 #[derive(Debug, Clone)]
 pub(crate) struct RequestInfo {
-    method: http::Method,
-    uri: http::Uri,
-    host: Option<HeaderValue>,
+    logged: Option<LoggedHead>,
     /// The `Host` header, not the target's authority, named the request's
     /// service (an HTTP/2 client dialling the outbound listener itself).
     authority_from_host: bool,
     pub(crate) grpc: bool,
 }
 
+/// The parts of a request head an access-log line shows.
+#[derive(Debug, Clone)]
+struct LoggedHead {
+    method: http::Method,
+    uri: http::Uri,
+    host: Option<HeaderValue>,
+}
+
 impl RequestInfo {
-    pub(crate) fn of(parts: &http::request::Parts) -> Self {
+    /// What `parts` tell; the method, target and `Host` only when `logged`
+    /// (an access log is written), else they render empty.
+    pub(crate) fn of(parts: &http::request::Parts, logged: bool) -> Self {
         RequestInfo {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            host: parts.headers.get(http::header::HOST).cloned(),
+            logged: logged.then(|| LoggedHead {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                host: parts.headers.get(http::header::HOST).cloned(),
+            }),
             authority_from_host: false,
             grpc: is_grpc(&parts.headers),
         }
@@ -435,21 +446,30 @@ impl RequestInfo {
     }
 
     pub(crate) fn method(&self) -> String {
-        self.method.as_str().to_owned()
+        self.logged
+            .as_ref()
+            .map(|h| h.method.as_str().to_owned())
+            .unwrap_or_default()
     }
 
     pub(crate) fn path(&self) -> String {
-        self.uri.path().to_owned()
+        self.logged
+            .as_ref()
+            .map(|h| h.uri.path().to_owned())
+            .unwrap_or_default()
     }
 
     /// The target's authority, else the `Host` header (empty when neither
     /// is there, or the header is not text).
     pub(crate) fn authority(&self) -> String {
-        let host = || self.host.as_ref().and_then(|h| h.to_str().ok());
+        let Some(head) = &self.logged else {
+            return String::new();
+        };
+        let host = || head.host.as_ref().and_then(|h| h.to_str().ok());
         let authority = if self.authority_from_host {
             host()
         } else {
-            self.uri.authority().map(Authority::as_str).or_else(host)
+            head.uri.authority().map(Authority::as_str).or_else(host)
         };
         authority.unwrap_or_default().to_owned()
     }
@@ -778,7 +798,11 @@ impl Shared {
             series: series_memo,
             labels,
             protocol: request_protocol(info.grpc),
-            header_grpc: crate::body::grpc_status(resp.headers()),
+            // Reported for gRPC requests only: not looked up for the rest.
+            header_grpc: info
+                .grpc
+                .then(|| crate::body::grpc_status(resp.headers()))
+                .flatten(),
             info,
             started,
             request_bytes,
@@ -1048,7 +1072,7 @@ mod tests {
         if let Some(h) = host {
             req = req.header(http::header::HOST, HeaderValue::from_bytes(h).unwrap());
         }
-        RequestInfo::of(&req.body(()).unwrap().into_parts().0)
+        RequestInfo::of(&req.body(()).unwrap().into_parts().0, true)
     }
 
     #[test]
@@ -1069,6 +1093,17 @@ mod tests {
         let mut no_host = info("http://a.example/", None);
         no_host.authority_from_host();
         assert_eq!(no_host.authority(), "");
+        // Kept only for an access log: without one, nothing is cloned.
+        let parts = http::Request::get("http://a.example/x")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let counted = RequestInfo::of(&parts, false);
+        assert_eq!(
+            (counted.method(), counted.path(), counted.authority()),
+            Default::default()
+        );
         assert!(!absolute.grpc);
     }
 

@@ -242,7 +242,7 @@ where
         return mesh_error(503, format!("unknown service {key}"));
     };
     let (mut parts, body) = req.into_parts();
-    let mut info = RequestInfo::of(&parts);
+    let mut info = RequestInfo::of(&parts, shared.access_log.is_enabled());
     if from_host {
         info.authority_from_host();
     }
@@ -588,7 +588,11 @@ impl Shared {
             labels,
             series,
             protocol: crate::inbound::request_protocol(info.grpc),
-            header_grpc: crate::body::grpc_status(resp.headers()),
+            // Reported for gRPC requests only: not looked up for the rest.
+            header_grpc: info
+                .grpc
+                .then(|| crate::body::grpc_status(resp.headers()))
+                .flatten(),
             info,
             started,
             request_bytes,
