@@ -605,18 +605,12 @@ impl XfccMemo {
     }
 }
 
-/// Sends an authorized request to the local application.
+/// Sends an authorized request of `conn` to the local application.
 async fn forward(conn: &Requests, mut req: http::Request<ProxyBody>) -> http::Response<ProxyBody> {
-    let Requests {
-        shared,
-        app,
-        authority,
-        ..
-    } = conn;
-    let (app, authority) = (*app, authority.clone());
-    let xfcc = conn.facts.peer().and_then(|p| {
-        conn.xfcc
-            .value(shared.identity.svid.x509_svid(), p.spiffe_id())
+    let (shared, app) = (&conn.shared, conn.app);
+    let xfcc = conn.facts.peer().and_then(|peer| {
+        let local = shared.identity.svid.x509_svid();
+        conn.xfcc.value(local, peer.spiffe_id())
     });
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
@@ -628,7 +622,7 @@ async fn forward(conn: &Requests, mut req: http::Request<ProxyBody>) -> http::Re
     // HTTP/1.1 needs a Host: an HTTP/2 request's authority, else (an
     // HTTP/1.0 request without one) the application's address.
     if !headers.contains_key(http::header::HOST) {
-        let host = req.uri().authority().unwrap_or(&authority);
+        let host = req.uri().authority().unwrap_or(&conn.authority);
         if let Ok(v) = HeaderValue::try_from(host.as_str()) {
             req.headers_mut().insert(http::header::HOST, v);
         }
@@ -641,7 +635,7 @@ async fn forward(conn: &Requests, mut req: http::Request<ProxyBody>) -> http::Re
         }
     };
     let result = if h2 {
-        match absolute_uri(std::mem::take(req.uri_mut()), authority) {
+        match absolute_uri(std::mem::take(req.uri_mut()), conn.authority.clone()) {
             Ok(u) => *req.uri_mut() = u,
             Err(_) => return status(400, "bad request target"),
         }
