@@ -440,6 +440,14 @@ impl RequestInfo {
         }
     }
 
+    /// The `grpc-status` of a response head to this request: looked up
+    /// for gRPC requests only, the only ones it is reported for.
+    pub(crate) fn grpc_status_in(&self, headers: &http::HeaderMap) -> Option<u32> {
+        self.grpc
+            .then(|| crate::body::grpc_status(headers))
+            .flatten()
+    }
+
     /// Reports the `Host` header as the request's authority.
     pub(crate) fn authority_from_host(&mut self) {
         self.authority_from_host = true;
@@ -792,11 +800,7 @@ impl Shared {
             series: series_memo,
             labels,
             protocol: request_protocol(info.grpc),
-            // Reported for gRPC requests only: not looked up for the rest.
-            header_grpc: info
-                .grpc
-                .then(|| crate::body::grpc_status(resp.headers()))
-                .flatten(),
+            header_grpc: info.grpc_status_in(resp.headers()),
             info,
             started,
             request_bytes,

@@ -588,11 +588,7 @@ impl Shared {
             labels,
             series,
             protocol: crate::inbound::request_protocol(info.grpc),
-            // Reported for gRPC requests only: not looked up for the rest.
-            header_grpc: info
-                .grpc
-                .then(|| crate::body::grpc_status(resp.headers()))
-                .flatten(),
+            header_grpc: info.grpc_status_in(resp.headers()),
             info,
             started,
             request_bytes,
