@@ -59,9 +59,10 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::body::ProxyBody;
+use crate::deadline::LaterDeadlines;
 use crate::h1::{
     Decoder, Framing, H1Error, MAX_HEADERS, Present, Sending, Span, Upload, add_length,
     field_spans, header_map, lists_token, offsets, poll_decoded, poll_fill, write_fields,
@@ -357,14 +358,12 @@ impl Body for RequestBody {
     }
 }
 
-/// The header deadline, with one timer per connection: it is set when
-/// first needed and, when it fires early (a later head started since),
-/// moved to the current head's deadline; starting a head only notes the
-/// time.
+/// The header deadline, with one timer per connection
+/// ([`LaterDeadlines`]): starting a head only notes the time.
 struct HeadDeadline {
     timeout: Duration,
     limit: Instant,
-    sleep: Option<Pin<Box<Sleep>>>,
+    timer: LaterDeadlines,
 }
 
 impl HeadDeadline {
@@ -374,21 +373,7 @@ impl HeadDeadline {
 
     /// Whether the deadline passed; else arranges a wake-up for it.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let limit = self.limit;
-        // `limit` only moves later: a timer set for an earlier head fires
-        // early and is moved then.
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(limit)));
-        loop {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if sleep.deadline() >= limit {
-                return true;
-            }
-            sleep.as_mut().reset(limit);
-        }
+        self.timer.poll_passed(self.limit, cx)
     }
 }
 
@@ -462,7 +447,7 @@ where
     let mut deadline = HeadDeadline {
         timeout: limits.header_read_timeout,
         limit: Instant::now(),
-        sleep: None,
+        timer: LaterDeadlines::new(),
     };
     let mut first = true;
     while let Some(reading) = side.as_mut() {

@@ -25,6 +25,7 @@ pub mod app_pool;
 pub mod balance;
 pub mod body;
 pub mod config;
+mod deadline;
 pub mod detect;
 pub mod endpoint;
 pub mod final_write;

@@ -12,8 +12,8 @@
 //! inbound detects as TCP.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http::header::HeaderValue;
@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use crate::balance::Outcome;
 use crate::body::{BodyStats, Counted, ProxyBody, boxed};
 use crate::config::OutboundTrafficPolicy;
+use crate::deadline::{LaterDeadlines, within};
 use crate::detect::{Detected, Prefixed, detect};
 use crate::endpoint::{ServiceKey, Target, route, route_parsed};
 use crate::h1_server::{self, Served, ServerLimits};
@@ -80,6 +81,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
     }
     let labels: OutboundLabels = LabelMemo::new();
     let routes = RouteMemo::default();
+    // One request at a time on HTTP/1.1: their timeouts share one timer.
+    let deadlines = Mutex::new(LaterDeadlines::new());
     let limits = &shared.config.limits;
     let (tcp, read) = if let Some(Detected::Http2) = detected {
         (tcp, sniffed)
@@ -89,7 +92,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
             header_read_timeout: limits.header_read_timeout,
         };
         let served = h1_server::serve(tcp, &sniffed, server_limits, |req| {
-            handle(shared.clone(), req, original, remote, &labels, &routes)
+            handle(
+                shared.clone(),
+                req,
+                original,
+                remote,
+                &labels,
+                &routes,
+                &deadlines,
+            )
         })
         .await;
         match served {
@@ -111,7 +122,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, remote: Socke
                 Ok::<_, std::convert::Infallible>(if req.method() == http::Method::CONNECT {
                     connect(shared, req, remote)
                 } else {
-                    handle(shared, req, original, remote, &labels, &routes).await
+                    // Concurrent streams: a timer each.
+                    let deadlines = Mutex::new(LaterDeadlines::new());
+                    handle(shared, req, original, remote, &labels, &routes, &deadlines).await
                 })
             }
         }
@@ -174,7 +187,9 @@ impl RouteMemo {
     }
 }
 
-/// One request from the application (not `CONNECT`).
+/// One request from the application (not `CONNECT`). Its timeout is timed
+/// by `deadlines`, which the connection's requests share when they come
+/// one at a time.
 async fn handle<B>(
     shared: Arc<Shared>,
     req: http::Request<B>,
@@ -182,6 +197,7 @@ async fn handle<B>(
     remote: SocketAddr,
     labels: &OutboundLabels,
     routes: &RouteMemo,
+    deadlines: &Mutex<LaterDeadlines>,
 ) -> http::Response<ProxyBody>
 where
     B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -276,7 +292,7 @@ where
             break;
         };
         let target = pick.target().clone();
-        let conn = match tokio::time::timeout_at(deadline, shared.pool.get(&target)).await {
+        let conn = match within(deadlines, deadline, shared.pool.get(&target)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 pick.finish(Outcome::ConnectFailure);
@@ -290,7 +306,7 @@ where
                 return mesh_error(504, format!("timed out connecting to {}", target.addr));
             }
         };
-        match tokio::time::timeout_at(deadline, conn.send(req)).await {
+        match within(deadlines, deadline, conn.send(req)).await {
             Err(_) => {
                 pick.finish(Outcome::Failure);
                 return mesh_error(504, format!("request to {key} timed out after {timeout:?}"));

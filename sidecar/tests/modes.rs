@@ -1,5 +1,6 @@
 //! DISABLE mode, server-first TCP, request authentication through the
-//! pair, the per-request timeout, `/logging`, and outbound during a drain.
+//! pair, the per-request timeout (alone and on a kept connection),
+//! `/logging`, and outbound during a drain.
 
 mod support;
 
@@ -152,6 +153,67 @@ async fn a_request_slower_than_the_timeout_gets_504() {
         .await
         .expect("the application's call was not dropped")
         .unwrap();
+}
+
+/// Sends `GET path` on `tcp` (HTTP/1.1, kept alive) and reads the
+/// response: its status, and its `x-mesh-error` when there is one.
+async fn get_on(tcp: &mut TcpStream, path: &str) -> (u16, String) {
+    let req = format!("GET {path} HTTP/1.1\r\nhost: server.default\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "connection closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let field = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let mut body = vec![0u8; field("content-length").parse().unwrap()];
+    tcp.read_exact(&mut body).await.unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, field("x-mesh-error"))
+}
+
+/// The requests of one keep-alive connection share one timer for their
+/// timeouts: a request still running when the timer set for an earlier
+/// one fires is not cut off, and a request slower than its own timeout
+/// gets its 504 no earlier than that timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_on_a_kept_connection_has_its_own_timeout() {
+    let _limit = test_support::time_limit(30);
+    let ca = test_support::TestCa::new(TD);
+    let mut sc = loopback_config();
+    sc.inbound.app = app().await;
+    let server = start(sc, identity(&ca, SERVER_ID), "").await;
+    let timeout = Duration::from_millis(1000);
+    let client = client_to(&ca, &[server.addrs.inbound], |c| {
+        c.outbound.request_timeout = timeout;
+    })
+    .await;
+    let mut tcp = TcpStream::connect(client.addrs.outbound).await.unwrap();
+    let first = std::time::Instant::now();
+    assert_eq!(get_on(&mut tcp, "/slow/50").await, (200, String::new()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Runs past `first + timeout`, when the first request's timer fires,
+    // and ends well within its own.
+    assert_eq!(get_on(&mut tcp, "/slow/600").await, (200, String::new()));
+    assert!(first.elapsed() > timeout);
+    let third = std::time::Instant::now();
+    let (status, why) = get_on(&mut tcp, "/slow/5000").await;
+    assert_eq!(status, 504);
+    assert!(why.contains("timed out"), "{why}");
+    assert!(
+        third.elapsed() >= timeout,
+        "504 after {:?}",
+        third.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
