@@ -1,6 +1,7 @@
 //! Bodies on HTTP/2 streams driven with the `h2` crate: [`RecvBody`]
 //! hands on what arrives and reopens the flow-control window as it goes;
-//! [`SendBody`] sends a [`ProxyBody`] within the window the peer grants.
+//! the crate's own `SendBody` sends a [`ProxyBody`] within the window the
+//! peer grants.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -19,7 +19,7 @@ use super::policy::PolicyStore;
 use crate::discovery::ServiceRegistry;
 use crate::policy_feed::PolicyBundle;
 
-/// Why the server refused a node API call. [`NodeError::code`] is the
+/// Why the server refused a node API call. Its crate-internal `code` is the
 /// one place these meet gRPC.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
