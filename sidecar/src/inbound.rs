@@ -365,15 +365,25 @@ async fn h2_stream(
     // The application's response has lost its hop-by-hop fields in
     // `forward`; `TE: trailers`, kept there, has no place in an HTTP/2
     // response (RFC 9113 §8.2.2).
-    head.headers.remove(http::header::TE);
+    let present = present_of(
+        &head.headers,
+        &[
+            &http::header::TE,
+            &http::header::DATE,
+            &http::header::CONTENT_LENGTH,
+        ],
+    );
+    if present & 1 != 0 {
+        head.headers.remove(http::header::TE);
+    }
     // This sidecar's own answers (a denial, an unreachable application)
     // carry the date an origin server gives (RFC 9110 §6.6.1).
-    if !head.headers.contains_key(http::header::DATE) {
+    if present & 2 == 0 {
         head.headers.insert(http::header::DATE, http_date());
     }
     let end = http_body::Body::is_end_stream(&body);
     if !end
-        && !head.headers.contains_key(http::header::CONTENT_LENGTH)
+        && present & 4 == 0
         && let Some(len) = http_body::Body::size_hint(&body).exact()
     {
         head.headers
@@ -527,17 +537,27 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
     &http::header::TE,
 ];
 
-/// Headers that describe one hop and never travel further.
-pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    // One pass over the names present (well-known names compare as tags)
-    // finds which of the seven are there; only those are removed. Most
-    // messages carry none, and a response usually only `Connection`.
-    let mut present = 0u8;
+/// Which of `names` (at most 32) `headers` holds: bit `i` is set when
+/// `names[i]` is present. One pass over the names a message carries,
+/// where well-known names compare as tags, instead of a hashed lookup
+/// per name asked about: most messages carry a handful of fields and few
+/// or none of those asked about.
+pub(crate) fn present_of(headers: &http::HeaderMap, names: &[&HeaderName]) -> u32 {
+    debug_assert!(names.len() <= 32);
+    let mut present = 0u32;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+        if let Some(i) = names.iter().position(|h| *h == name) {
             present |= 1 << i;
         }
     }
+    present
+}
+
+/// Headers that describe one hop and never travel further.
+pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    // Only the names found present are removed. Most messages carry none,
+    // and a response usually only `Connection`.
+    let present = present_of(headers, &HOP_BY_HOP);
     if present == 0 {
         return;
     }
@@ -622,14 +642,21 @@ async fn forward(conn: &Requests, mut req: http::Request<ProxyBody>) -> http::Re
     });
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    // Only this sidecar vouches for the client: whatever arrived is dropped.
-    headers.remove(&XFCC);
-    if let Some(v) = xfcc {
-        headers.insert(XFCC.clone(), v);
+    let present = present_of(headers, &[&XFCC, &http::header::HOST]);
+    // Only this sidecar vouches for the client: whatever arrived is
+    // replaced, or dropped when there is no peer to name.
+    match xfcc {
+        Some(v) => {
+            headers.insert(XFCC.clone(), v);
+        }
+        None if present & 1 != 0 => {
+            headers.remove(&XFCC);
+        }
+        None => {}
     }
     // HTTP/1.1 needs a Host: an HTTP/2 request's authority, else (an
     // HTTP/1.0 request without one) the application's address.
-    if !headers.contains_key(http::header::HOST) {
+    if present & 2 == 0 {
         let host = req.uri().authority().unwrap_or(&conn.authority);
         if let Ok(v) = HeaderValue::try_from(host.as_str()) {
             req.headers_mut().insert(http::header::HOST, v);
