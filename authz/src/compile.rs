@@ -174,6 +174,11 @@ pub(crate) struct Compiled {
     pub(crate) allow_present: bool,
     /// D-3: a dry-run ALLOW policy applies.
     pub(crate) dry_allow_present: bool,
+    /// The request headers some rule reads, lowercase, sorted, each once:
+    /// the HTTP layer copies only these out of a request. `None` when
+    /// every header is wanted: an external authorizer (CUSTOM) is given
+    /// the whole request.
+    pub(crate) header_names: Option<Vec<String>>,
 }
 
 /// Compiles the applicable policies for HTTP and for TCP.
@@ -263,6 +268,22 @@ pub(crate) fn compile(
         ] {
             g.index();
         }
+        let mut names = Vec::new();
+        for g in [
+            &c.custom,
+            &c.deny,
+            &c.allow,
+            &c.audit,
+            &c.dry_allow,
+            &c.dry_deny,
+        ] {
+            for rule in &g.rules {
+                rule.header_names(&mut names);
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        c.header_names = c.custom.rules.is_empty().then_some(names);
     }
     (http, tcp)
 }

@@ -22,7 +22,7 @@ use crate::matcher::Ctx;
 use crate::mesh::{MeshConfig, Workload};
 use crate::model::{Action, MtlsMode};
 use crate::peer_auth::EffectiveMtls;
-use crate::request::{Protocol, Request};
+use crate::request::{Protocol, Request, View};
 
 /// What an external authorizer answers for a CUSTOM policy (E-2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,12 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The request headers the HTTP rules read (lowercase, sorted), or
+    /// `None` when every header must be kept (a CUSTOM rule applies).
+    pub(crate) fn header_names(&self) -> Option<&[String]> {
+        self.http.header_names.as_deref()
+    }
+
     fn build(set: &PolicySet, workload: &Workload, mesh: &MeshConfig) -> Self {
         let (http, tcp) = compile::compile(&set.authorization, workload, mesh);
         let selected = set.request_authentication.iter().filter(|ra| {
@@ -175,21 +181,21 @@ impl Engine {
 
     /// Decides, asking `ext` for CUSTOM policies; `now` is used for token times.
     pub fn check_with(&self, request: &Request, ext: &dyn ExtAuthz, now: SystemTime) -> Decision {
-        self.decide(request, ext, now, true)
+        self.decide(&request.view(), ext, now, true)
     }
 
     /// Reference evaluation that scans every compiled rule in order instead
     /// of using the indexes. Same decisions as [`Engine::check`]; meant for
     /// differential tests and benchmarks.
     pub fn check_unindexed(&self, request: &Request) -> Decision {
-        self.decide(request, &NoExtAuthz, SystemTime::now(), false)
+        self.decide(&request.view(), &NoExtAuthz, SystemTime::now(), false)
     }
 
     /// Decides on `state`, a snapshot from [`Engine::snapshot`].
     pub(crate) fn decide_in(
         &self,
         state: &State,
-        request: &Request,
+        request: &View<'_>,
         ext: &dyn ExtAuthz,
         now: SystemTime,
     ) -> Decision {
@@ -198,7 +204,7 @@ impl Engine {
 
     fn decide(
         &self,
-        request: &Request,
+        request: &View<'_>,
         ext: &dyn ExtAuthz,
         now: SystemTime,
         indexed: bool,
@@ -209,7 +215,7 @@ impl Engine {
     fn decide_on(
         &self,
         state: &State,
-        request: &Request,
+        request: &View<'_>,
         ext: &dyn ExtAuthz,
         now: SystemTime,
         indexed: bool,
@@ -223,7 +229,7 @@ impl Engine {
         let peer = if mode == MtlsMode::Disable {
             None
         } else {
-            request.peer.as_ref()
+            request.peer
         };
         if !tcp && let Some(why) = request.malformed {
             return deny(Response::Http(400), None, Reason::BadRequest(why));
@@ -234,7 +240,7 @@ impl Engine {
         } else {
             match state
                 .authn
-                .authenticate(&request.tokens, now, self.jwks.as_deref())
+                .authenticate(request.tokens, now, self.jwks.as_deref())
             {
                 Ok(a) => a,
                 Err(f) => return deny(Response::Http(f.status()), None, Reason::Jwt(f)),
@@ -249,11 +255,11 @@ impl Engine {
             remote_ip: request.remote_ip.or(request.source_ip),
             destination_ip: request.destination_ip,
             port: request.port,
-            sni: request.sni.as_deref(),
-            method: &request.method,
-            path: &request.path,
+            sni: request.sni,
+            method: request.method,
+            path: request.path,
             host: host.as_deref(),
-            headers: if tcp { no_headers } else { &request.headers },
+            headers: if tcp { no_headers } else { request.headers },
             jwt: authenticated.identity.as_ref(),
             space_delimited: &state.authn.space_delimited,
         };
@@ -280,7 +286,7 @@ fn deny(response: Response, policy: Option<String>, reason: Reason) -> Decision 
     }
 }
 
-fn is_cors_preflight(request: &Request) -> bool {
+fn is_cors_preflight(request: &View<'_>) -> bool {
     request.method == "OPTIONS"
         && request.header_value("origin").is_some()
         && request
@@ -295,7 +301,7 @@ fn rule_name(group: &Group, i: usize) -> Option<String> {
 fn authorize(
     c: &Compiled,
     cx: &Ctx<'_>,
-    request: &Request,
+    request: &View<'_>,
     ext: &dyn ExtAuthz,
     tcp: bool,
     indexed: bool,
@@ -314,7 +320,7 @@ fn authorize(
     // CUSTOM rule still triggers the call (D-4).
     if let Some(i) = c.custom.first_match(cx, indexed) {
         let provider = c.custom.providers.get(i).cloned().unwrap_or_default();
-        if let ExtAuthzVerdict::Deny { status } = ext.check(&provider, request) {
+        if let ExtAuthzVerdict::Deny { status } = ext.check(&provider, &request.request()) {
             let response = if tcp {
                 Response::ConnectionClosed
             } else {

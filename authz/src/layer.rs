@@ -17,7 +17,7 @@ use crate::decision::{Decision, Response, TokenHeaders};
 use crate::engine::{Engine, ExtAuthz, ExtAuthzVerdict};
 use crate::jwt::TokenLocation;
 use crate::request::Request;
-use crate::translate::{Translated, translate};
+use crate::translate::translate;
 
 /// The original client address, when something the server trusts supplied
 /// it: PROXY protocol, or an `X-Forwarded-For` hop the server decided to
@@ -354,18 +354,17 @@ fn authorize<B>(
     // One snapshot for the whole request: the token handling and the
     // decision come from the same policy set even during a reload.
     let state = engine.snapshot();
-    let Translated {
-        request,
-        uri,
-        found,
-    } = translate(req, &state.handling);
-    // The peer identity comes only from the verifier's proof, carried
-    // in the connection's facts.
-    let mut request = request.connection(facts);
-    if let Some(client) = req.extensions().get::<OriginalClientAddr>() {
-        request = request.remote_ip(client.ip());
-    }
-    let decision = engine.decide_in(&state, &request, ext.as_ref(), SystemTime::now());
+    // Decided on a view borrowed from `req`, which is changed only after.
+    let (decision, uri, found) = {
+        let translated = translate(req, &state.handling, state.header_names());
+        let remote_ip = req
+            .extensions()
+            .get::<OriginalClientAddr>()
+            .map(|client| client.ip());
+        let view = translated.view(facts, remote_ip);
+        let decision = engine.decide_in(&state, &view, ext.as_ref(), SystemTime::now());
+        (decision, translated.uri, translated.found)
+    };
     if !decision.allowed {
         return Err(Box::new(denial(&decision, is_grpc(req.headers()))));
     }

@@ -223,6 +223,19 @@ impl CompiledRule {
             .any(Field::http_only)
     }
 
+    /// Adds the names of the request headers the rule reads to `out`.
+    pub(crate) fn header_names(&self, out: &mut Vec<String>) {
+        let clauses = self.from.iter().chain(self.to.iter()).flatten();
+        let fields = clauses
+            .flat_map(|c| c.fields.iter())
+            .chain(self.when.iter());
+        for m in fields.flat_map(|f| f.any.iter().chain(f.none.iter())) {
+            if let Matcher::Header(name, _) = m {
+                out.push(name.clone());
+            }
+        }
+    }
+
     /// T-3: removes HTTP-only fields; what is left empty matches everything.
     pub(crate) fn strip_http(&mut self) {
         for list in [&mut self.from, &mut self.to].into_iter().flatten() {

@@ -14,17 +14,22 @@ pub(crate) enum PathError {
 /// once; turns `\` into `/`; resolves `.` and `..`. Does not merge `//`,
 /// decode `%2F`/`%5C`, or change case.
 pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
+    normalize_cow(raw).map(std::borrow::Cow::into_owned)
+}
+
+/// [`normalize`], borrowing `raw`'s path when it is already normal.
+pub(crate) fn normalize_cow(raw: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let path = &raw[..end];
     if already_normal(path) {
-        return Ok(path.to_owned());
+        return Ok(std::borrow::Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path)?;
     let slashed = decoded.replace('\\', "/");
     if !slashed.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    Ok(remove_dot_segments(&slashed))
+    Ok(std::borrow::Cow::Owned(remove_dot_segments(&slashed)))
 }
 
 /// Whether normalising `path` would give it back unchanged: absolute, no

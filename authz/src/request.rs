@@ -45,7 +45,8 @@ pub struct Request {
     pub(crate) destination_ip: Option<IpAddr>,
     pub(crate) port: u16,
     pub(crate) sni: Option<String>,
-    pub(crate) method: String,
+    /// Static for the standard methods: no allocation per request.
+    pub(crate) method: std::borrow::Cow<'static, str>,
     /// Normalised path without query (M-7, M-9).
     pub(crate) path: String,
     /// Lowercased `:authority` / `Host` (M-3), when set explicitly.
@@ -95,7 +96,7 @@ impl Request {
             destination_ip: None,
             port: 0,
             sni: None,
-            method: String::new(),
+            method: std::borrow::Cow::Borrowed(""),
             path: String::new(),
             host: None,
             headers: Vec::new(),
@@ -107,16 +108,20 @@ impl Request {
     /// An HTTP request; `path` is the raw request target, query included.
     /// It is normalised here, once (M-9).
     pub fn http(method: impl Into<String>, path: impl AsRef<str>) -> Self {
-        Request::http_normalised(method.into(), path::normalize(path.as_ref()))
+        Request::http_normalised(
+            std::borrow::Cow::Owned(method.into()),
+            path::normalize(path.as_ref()),
+        )
     }
 
     /// An HTTP request whose path the caller (the Tower layer) has already
     /// normalised.
-    pub(crate) fn http_normalised(method: String, path: Result<String, PathError>) -> Self {
+    pub(crate) fn http_normalised(
+        method: std::borrow::Cow<'static, str>,
+        path: Result<String, PathError>,
+    ) -> Self {
         let mut r = Request::new(Protocol::Http);
-        if method.is_empty() || method.bytes().any(|b| b.is_ascii_lowercase()) {
-            r.malformed = Some("method must be upper case");
-        }
+        r.malformed = method_malformed(&method);
         r.method = method;
         match path {
             Ok(p) => r.path = p,
@@ -203,12 +208,6 @@ impl Request {
         self
     }
 
-    /// Adds a header whose name is known to be lowercase, valid and not yet
-    /// present (the layer reads each name of an `http::HeaderMap` once).
-    pub(crate) fn push_header(&mut self, name: &str, value: String) {
-        self.headers.push((name.to_owned(), value));
-    }
-
     /// The facts of the connection the request arrived on: `ports` and
     /// `destination.port` read the local port, `destination.ip` the local
     /// address, `source.ip` / `ipBlocks` the remote address, and
@@ -237,6 +236,59 @@ impl Request {
         self.protocol
     }
 
+    /// The request as the engine reads it, borrowed.
+    pub(crate) fn view(&self) -> View<'_> {
+        View {
+            protocol: self.protocol,
+            peer: self.peer.as_ref(),
+            source_ip: self.source_ip,
+            remote_ip: self.remote_ip,
+            destination_ip: self.destination_ip,
+            port: self.port,
+            sni: self.sni.as_deref(),
+            method: &self.method,
+            path: &self.path,
+            host: self.host.as_deref(),
+            headers: &self.headers,
+            tokens: &self.tokens,
+            malformed: self.malformed,
+            owned: Some(self),
+        }
+    }
+}
+
+/// Why a method makes a request malformed (M-9), if it does.
+pub(crate) fn method_malformed(method: &str) -> Option<&'static str> {
+    (method.is_empty() || method.bytes().any(|b| b.is_ascii_lowercase()))
+        .then_some("method must be upper case")
+}
+
+/// What the engine reads of one request: the facts of a [`Request`] in
+/// the same form (M-9), borrowed. The HTTP layer builds one straight from
+/// the `http::Request` and the connection's facts, so a decision copies
+/// only what normalisation changed.
+pub(crate) struct View<'a> {
+    pub(crate) protocol: Protocol,
+    pub(crate) peer: Option<&'a SpiffeId>,
+    pub(crate) source_ip: Option<IpAddr>,
+    pub(crate) remote_ip: Option<IpAddr>,
+    pub(crate) destination_ip: Option<IpAddr>,
+    pub(crate) port: u16,
+    pub(crate) sni: Option<&'a str>,
+    pub(crate) method: &'a str,
+    /// Normalised path without query.
+    pub(crate) path: &'a str,
+    /// The explicit host, lowercased.
+    pub(crate) host: Option<&'a str>,
+    /// Lowercased names, repeated headers joined by `,`.
+    pub(crate) headers: &'a [(String, String)],
+    pub(crate) tokens: &'a [PresentedToken],
+    pub(crate) malformed: Option<&'static str>,
+    /// The request this is a view of, if there is one.
+    pub(crate) owned: Option<&'a Request>,
+}
+
+impl View<'_> {
     /// The value of header `name` (lowercase), repeated headers joined.
     pub(crate) fn header_value(&self, name: &str) -> Option<&str> {
         self.headers
@@ -248,16 +300,44 @@ impl Request {
     /// The lowercased host: the explicit one, else the `host` or
     /// `:authority` header.
     pub(crate) fn effective_host(&self) -> Option<std::borrow::Cow<'_, str>> {
-        if let Some(h) = &self.host {
+        if let Some(h) = self.host {
             return Some(std::borrow::Cow::Borrowed(h));
         }
         let h = self
             .header_value("host")
             .or_else(|| self.header_value(":authority"))?;
-        Some(if h.bytes().any(|b| b.is_ascii_uppercase()) {
-            std::borrow::Cow::Owned(h.to_ascii_lowercase())
-        } else {
-            std::borrow::Cow::Borrowed(h)
+        Some(lowercase(h))
+    }
+
+    /// The request itself for an external authorizer: the one viewed, or
+    /// (on the HTTP layer's path) one built from the view.
+    pub(crate) fn request(&self) -> std::borrow::Cow<'_, Request> {
+        if let Some(r) = self.owned {
+            return std::borrow::Cow::Borrowed(r);
+        }
+        std::borrow::Cow::Owned(Request {
+            protocol: self.protocol,
+            peer: self.peer.cloned(),
+            source_ip: self.source_ip,
+            remote_ip: self.remote_ip,
+            destination_ip: self.destination_ip,
+            port: self.port,
+            sni: self.sni.map(str::to_owned),
+            method: std::borrow::Cow::Owned(self.method.to_owned()),
+            path: self.path.to_owned(),
+            host: self.host.map(str::to_owned),
+            headers: self.headers.to_vec(),
+            tokens: self.tokens.to_vec(),
+            malformed: self.malformed,
         })
+    }
+}
+
+/// `s` in lower case, borrowed when it already is.
+pub(crate) fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
     }
 }

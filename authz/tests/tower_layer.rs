@@ -701,3 +701,68 @@ async fn m_10_grpc_denials_are_grpc_statuses() {
     let deny_all = engine(&ap("foo", "deny", "action: DENY\nrules:\n- {}"));
     assert_eq!(call(deny_all, req).await.0, 403);
 }
+
+/// The layer copies only the headers some rule reads (and `host` for an
+/// origin-form target): conditions on headers in ALLOW and DENY rules,
+/// `values` and `notValues`, and `hosts` still decide as the engine does.
+#[tokio::test(flavor = "current_thread")]
+async fn m_9_header_and_host_conditions_decide_through_the_layer() {
+    let yaml = [
+        ap(
+            "foo",
+            "allow-tenant",
+            "rules:\n- to: [{operation: {hosts: [shop.example]}}]\n  when:\n  - {key: 'request.headers[x-tenant]', values: [blue, green]}\n  - {key: 'request.headers[x-env]', notValues: [prod]}",
+        ),
+        ap(
+            "foo",
+            "deny-admin",
+            "action: DENY\nrules:\n- when: [{key: 'request.headers[x-admin]', values: ['yes']}]",
+        ),
+    ]
+    .concat();
+    let send = |headers: &[(&str, &str)]| {
+        let mut req = http::Request::get("/x");
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let mut req = req.body(()).expect("request builds");
+        req.extensions_mut().insert(facts(8080));
+        let e = engine(&yaml);
+        async move { call(e, req).await.0 }
+    };
+    let shop = ("host", "Shop.Example");
+    assert_eq!(send(&[shop, ("x-tenant", "blue")]).await, 200);
+    // Two values are joined before matching: "blue,green" is neither.
+    assert_eq!(
+        send(&[shop, ("x-tenant", "blue"), ("x-tenant", "green")]).await,
+        403
+    );
+    assert_eq!(send(&[shop, ("x-tenant", "red")]).await, 403);
+    assert_eq!(
+        send(&[shop]).await,
+        403,
+        "M-5: a missing header never matches"
+    );
+    assert_eq!(
+        send(&[("host", "other.example"), ("x-tenant", "blue")]).await,
+        403
+    );
+    // notValues: a missing x-env passes (M-5), "prod" does not.
+    assert_eq!(
+        send(&[shop, ("x-tenant", "blue"), ("x-env", "dev")]).await,
+        200
+    );
+    assert_eq!(
+        send(&[shop, ("x-tenant", "blue"), ("x-env", "prod")]).await,
+        403
+    );
+    // The DENY rule reads x-admin.
+    assert_eq!(
+        send(&[shop, ("x-tenant", "blue"), ("x-admin", "yes")]).await,
+        403
+    );
+    assert_eq!(
+        send(&[shop, ("x-tenant", "blue"), ("x-admin", "no")]).await,
+        200
+    );
+}
