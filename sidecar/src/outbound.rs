@@ -273,7 +273,7 @@ where
     let replay = hyper::body::Body::is_end_stream(&body).then(|| Replay {
         method: parts.method.clone(),
         uri: parts.uri.clone(),
-        headers: parts.headers.clone(),
+        headers: copy_of(&parts.headers),
     });
     let request_bytes = Arc::new(AtomicU64::new(0));
     let mut pending = Some(http::Request::from_parts(
@@ -386,9 +386,20 @@ impl Replay {
         let mut req = http::Request::new(crate::body::text(""));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
+        *req.headers_mut() = copy_of(&self.headers);
         *req.version_mut() = http::Version::HTTP_2;
         req
+    }
+}
+
+/// A copy of `headers`; an empty map's is made without allocating (a
+/// map's own clone allocates its index for the capacity it had, and a
+/// request whose `Host` was its only field leaves such a map).
+fn copy_of(headers: &http::HeaderMap) -> http::HeaderMap {
+    if headers.is_empty() {
+        http::HeaderMap::new()
+    } else {
+        headers.clone()
     }
 }
 
@@ -631,6 +642,31 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replay_copies_the_fields_and_an_emptied_map_costs_nothing() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, HeaderValue::from_static("reviews"));
+        headers.append("x-a", HeaderValue::from_static("1"));
+        headers.append("x-a", HeaderValue::from_static("2"));
+        assert_eq!(copy_of(&headers), headers);
+        headers.clear();
+        assert!(headers.capacity() > 0);
+        let copy = copy_of(&headers);
+        assert!(copy.is_empty());
+        assert_eq!(copy.capacity(), 0);
+        let replay = Replay {
+            method: http::Method::DELETE,
+            uri: "http://reviews.default:9080/a?b".parse().expect("uri"),
+            headers: copy,
+        };
+        let req = replay.rebuild();
+        assert_eq!(req.method(), http::Method::DELETE);
+        assert_eq!(req.uri(), "http://reviews.default:9080/a?b");
+        assert_eq!(req.version(), http::Version::HTTP_2);
+        assert!(req.headers().is_empty());
+        assert!(http_body::Body::is_end_stream(req.body()));
+    }
 
     fn owned(route: &Option<(Arc<ServiceKey>, Option<u16>)>) -> Option<(ServiceKey, Option<u16>)> {
         route.as_ref().map(|(k, p)| (ServiceKey::clone(k), *p))
