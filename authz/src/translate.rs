@@ -1,7 +1,8 @@
 //! The HTTP translation, done once per request and only here: an
-//! `http::Request` becomes the engine's [`Request`] (normalised path, each
-//! header copied once, tokens located), and the URI the backend must see
-//! is computed from the same normalised path (M-9).
+//! `http::Request` and its connection's facts become the [`View`] the
+//! engine decides on (normalised path, the headers some rule reads,
+//! tokens located; borrowed wherever nothing changes), and the URI the
+//! backend must see is computed from the same normalised path (M-9).
 
 use std::borrow::Cow;
 
