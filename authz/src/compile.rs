@@ -268,22 +268,18 @@ pub(crate) fn compile(
         ] {
             g.index();
         }
-        let mut names = Vec::new();
-        for g in [
-            &c.custom,
-            &c.deny,
-            &c.allow,
-            &c.audit,
-            &c.dry_allow,
-            &c.dry_deny,
-        ] {
-            for rule in &g.rules {
-                rule.header_names(&mut names);
+        // With a CUSTOM rule every header is kept: nothing to collect.
+        c.header_names = c.custom.rules.is_empty().then(|| {
+            let mut names = Vec::new();
+            for g in [&c.deny, &c.allow, &c.audit, &c.dry_allow, &c.dry_deny] {
+                for rule in &g.rules {
+                    rule.header_names(&mut names);
+                }
             }
-        }
-        names.sort_unstable();
-        names.dedup();
-        c.header_names = c.custom.rules.is_empty().then_some(names);
+            names.sort_unstable();
+            names.dedup();
+            names
+        });
     }
     (http, tcp)
 }
