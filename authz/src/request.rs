@@ -7,6 +7,7 @@
 //! name) remembers why, so the engine answers 400 without copying anything
 //! again.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use spiffe_core::{ConnectionFacts, SpiffeId};
@@ -46,7 +47,7 @@ pub struct Request {
     pub(crate) port: u16,
     pub(crate) sni: Option<String>,
     /// Static for the standard methods: no allocation per request.
-    pub(crate) method: std::borrow::Cow<'static, str>,
+    pub(crate) method: Cow<'static, str>,
     /// Normalised path without query (M-7, M-9).
     pub(crate) path: String,
     /// Lowercased `:authority` / `Host` (M-3), when set explicitly.
@@ -96,7 +97,7 @@ impl Request {
             destination_ip: None,
             port: 0,
             sni: None,
-            method: std::borrow::Cow::Borrowed(""),
+            method: Cow::Borrowed(""),
             path: String::new(),
             host: None,
             headers: Vec::new(),
@@ -108,22 +109,11 @@ impl Request {
     /// An HTTP request; `path` is the raw request target, query included.
     /// It is normalised here, once (M-9).
     pub fn http(method: impl Into<String>, path: impl AsRef<str>) -> Self {
-        Request::http_normalised(
-            std::borrow::Cow::Owned(method.into()),
-            path::normalize(path.as_ref()),
-        )
-    }
-
-    /// An HTTP request whose path the caller (the Tower layer) has already
-    /// normalised.
-    pub(crate) fn http_normalised(
-        method: std::borrow::Cow<'static, str>,
-        path: Result<String, PathError>,
-    ) -> Self {
         let mut r = Request::new(Protocol::Http);
+        let method = method.into();
         r.malformed = method_malformed(&method);
-        r.method = method;
-        match path {
+        r.method = Cow::Owned(method);
+        match path::normalize(path.as_ref()) {
             Ok(p) => r.path = p,
             Err(e) => r.malformed = r.malformed.or(Some(path_error_text(e))),
         }
@@ -299,9 +289,9 @@ impl View<'_> {
 
     /// The lowercased host: the explicit one, else the `host` or
     /// `:authority` header.
-    pub(crate) fn effective_host(&self) -> Option<std::borrow::Cow<'_, str>> {
+    pub(crate) fn effective_host(&self) -> Option<Cow<'_, str>> {
         if let Some(h) = self.host {
-            return Some(std::borrow::Cow::Borrowed(h));
+            return Some(Cow::Borrowed(h));
         }
         let h = self
             .header_value("host")
@@ -311,11 +301,11 @@ impl View<'_> {
 
     /// The request itself for an external authorizer: the one viewed, or
     /// (on the HTTP layer's path) one built from the view.
-    pub(crate) fn request(&self) -> std::borrow::Cow<'_, Request> {
+    pub(crate) fn request(&self) -> Cow<'_, Request> {
         if let Some(r) = self.owned {
-            return std::borrow::Cow::Borrowed(r);
+            return Cow::Borrowed(r);
         }
-        std::borrow::Cow::Owned(Request {
+        Cow::Owned(Request {
             protocol: self.protocol,
             peer: self.peer.cloned(),
             source_ip: self.source_ip,
@@ -323,7 +313,7 @@ impl View<'_> {
             destination_ip: self.destination_ip,
             port: self.port,
             sni: self.sni.map(str::to_owned),
-            method: std::borrow::Cow::Owned(self.method.to_owned()),
+            method: Cow::Owned(self.method.to_owned()),
             path: self.path.to_owned(),
             host: self.host.map(str::to_owned),
             headers: self.headers.to_vec(),
@@ -334,10 +324,10 @@ impl View<'_> {
 }
 
 /// `s` in lower case, borrowed when it already is.
-pub(crate) fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn lowercase(s: &str) -> Cow<'_, str> {
     if s.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+        Cow::Owned(s.to_ascii_lowercase())
     } else {
-        std::borrow::Cow::Borrowed(s)
+        Cow::Borrowed(s)
     }
 }

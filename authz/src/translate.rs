@@ -5,16 +5,14 @@
 //! backend must see is computed from the same normalised path (M-9).
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use http::uri::PathAndQuery;
+use spiffe_core::ConnectionFacts;
 
 use crate::authn::TokenHandling;
 use crate::jwt::{PresentedToken, TokenLocation};
 use crate::path;
-use std::net::IpAddr;
-
-use spiffe_core::ConnectionFacts;
-
 use crate::request::{Protocol, View, lowercase, method_malformed, path_error_text};
 
 /// One translated request: the facts the engine reads in their M-9

@@ -40,14 +40,14 @@ done
 tck=$(getconf CLK_TCK)
 
 group_stat() { # group name -> "user_ticks sys_ticks voluntary_switches busiest_pid"
-  local pid u s c best=0 bpid=0 su=0 ss_=0 sc=0
+  local pid u s c best=0 bpid=0 su=0 sy=0 sc=0
   for pid in $(pids_in_group "$(pgid_of "$1")"); do
     read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat" 2>/dev/null) || continue
     c=$(awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
-    su=$((su + u)) ss_=$((ss_ + s)) sc=$((sc + c))
+    su=$((su + u)) sy=$((sy + s)) sc=$((sc + c))
     if ((u + s >= best)); then best=$((u + s)) bpid=$pid; fi
   done
-  echo "$su $ss_ $sc $bpid"
+  echo "$su $sy $sc $bpid"
 }
 hop_segments() { # inbound port -> segments sent both ways on the hop
   ss -tinH state established "( sport = :$1 or dport = :$1 )" |

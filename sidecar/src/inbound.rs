@@ -365,25 +365,25 @@ async fn h2_stream(
     // The application's response has lost its hop-by-hop fields in
     // `forward`; `TE: trailers`, kept there, has no place in an HTTP/2
     // response (RFC 9113 §8.2.2).
-    let present = present_of(
+    let [te, date, length] = present_of(
         &head.headers,
-        &[
+        [
             &http::header::TE,
             &http::header::DATE,
             &http::header::CONTENT_LENGTH,
         ],
     );
-    if present & 1 != 0 {
+    if te {
         head.headers.remove(http::header::TE);
     }
     // This sidecar's own answers (a denial, an unreachable application)
     // carry the date an origin server gives (RFC 9110 §6.6.1).
-    if present & 2 == 0 {
+    if !date {
         head.headers.insert(http::header::DATE, http_date());
     }
     let end = http_body::Body::is_end_stream(&body);
     if !end
-        && present & 4 == 0
+        && !length
         && let Some(len) = http_body::Body::size_hint(&body).exact()
     {
         head.headers
@@ -537,17 +537,18 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
     &http::header::TE,
 ];
 
-/// Which of `names` (at most 32) `headers` holds: bit `i` is set when
-/// `names[i]` is present. One pass over the names a message carries,
-/// where well-known names compare as tags, instead of a hashed lookup
-/// per name asked about: most messages carry a handful of fields and few
-/// or none of those asked about.
-pub(crate) fn present_of(headers: &http::HeaderMap, names: &[&HeaderName]) -> u32 {
-    debug_assert!(names.len() <= 32);
-    let mut present = 0u32;
+/// Which of `names` `headers` holds, in their order. One pass over the
+/// names a message carries, where well-known names compare as tags,
+/// instead of a hashed lookup per name asked about: most messages carry
+/// a handful of fields and few or none of those asked about.
+pub(crate) fn present_of<const N: usize>(
+    headers: &http::HeaderMap,
+    names: [&HeaderName; N],
+) -> [bool; N] {
+    let mut present = [false; N];
     for name in headers.keys() {
         if let Some(i) = names.iter().position(|h| *h == name) {
-            present |= 1 << i;
+            present[i] = true;
         }
     }
     present
@@ -557,8 +558,8 @@ pub(crate) fn present_of(headers: &http::HeaderMap, names: &[&HeaderName]) -> u3
 pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     // Only the names found present are removed. Most messages carry none,
     // and a response usually only `Connection`.
-    let present = present_of(headers, &HOP_BY_HOP);
-    if present == 0 {
+    let present = present_of(headers, HOP_BY_HOP);
+    if !present.contains(&true) {
         return;
     }
     // `Connection: keep-alive`, what most HTTP/1.1 servers send, names
@@ -569,7 +570,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
             .iter()
             .all(|v| v.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
     };
-    if present & 1 != 0 && !only_keep_alive() {
+    if present[0] && !only_keep_alive() {
         // Names `Connection` lists go too; six of the seven are removed
         // below anyway, without parsing them.
         let named: Vec<HeaderName> = headers
@@ -590,12 +591,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
         }
     }
     // TE is the last of them and kept when it only asks for trailers.
-    for (i, name) in HOP_BY_HOP[..6].iter().enumerate() {
-        if present & (1 << i) != 0 {
+    for (name, here) in HOP_BY_HOP[..6].iter().zip(present) {
+        if here {
             headers.remove(*name);
         }
     }
-    if present & (1 << 6) != 0
+    if present[6]
         && headers
             .get(http::header::TE)
             .is_some_and(|v| v.as_bytes() != b"trailers")
@@ -642,21 +643,21 @@ async fn forward(conn: &Requests, mut req: http::Request<ProxyBody>) -> http::Re
     });
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    let present = present_of(headers, &[&XFCC, &http::header::HOST]);
+    let [xfcc_sent, host] = present_of(headers, [&XFCC, &http::header::HOST]);
     // Only this sidecar vouches for the client: whatever arrived is
     // replaced, or dropped when there is no peer to name.
     match xfcc {
         Some(v) => {
             headers.insert(XFCC.clone(), v);
         }
-        None if present & 1 != 0 => {
+        None if xfcc_sent => {
             headers.remove(&XFCC);
         }
         None => {}
     }
     // HTTP/1.1 needs a Host: an HTTP/2 request's authority, else (an
     // HTTP/1.0 request without one) the application's address.
-    if present & 2 == 0 {
+    if !host {
         let host = req.uri().authority().unwrap_or(&conn.authority);
         if let Ok(v) = HeaderValue::try_from(host.as_str()) {
             req.headers_mut().insert(http::header::HOST, v);
