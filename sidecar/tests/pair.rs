@@ -503,9 +503,9 @@ async fn the_last_response_of_a_closing_mtls_connection_arrives_whole_before_clo
     assert!(out.starts_with("HTTP/1.1 204"), "{out}");
 }
 
-/// Runs curl with `args`; its stdout and stderr.
-async fn curl(args: Vec<String>) -> (String, String) {
-    let out = tokio::task::spawn_blocking(move || {
+/// Runs curl with `args`, whatever its exit status.
+async fn curl_output(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
         std::process::Command::new("curl")
             .args(["-sS", "--max-time", "20"])
             .args(&args)
@@ -513,7 +513,12 @@ async fn curl(args: Vec<String>) -> (String, String) {
             .expect("curl is installed by .ci/run")
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Runs curl with `args`; its stdout and stderr.
+async fn curl(args: Vec<String>) -> (String, String) {
+    let out = curl_output(args).await;
     assert!(
         out.status.success(),
         "curl {:?}",
@@ -598,4 +603,95 @@ async fn curl_speaks_http1_to_the_outbound_in_every_framing() {
         "{out}"
     );
     assert!(err.contains("Re-using existing connection"), "{err}");
+}
+
+/// The value of `mesh_tls_handshake_failures_total` for inbound handshakes
+/// that failed for `reason` (0 when there is no such series yet).
+fn inbound_handshake_failures(metrics: &str, reason: &str) -> f64 {
+    let labels = format!("direction=\"inbound\",reason=\"{reason}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("mesh_tls_handshake_failures_total{") && l.contains(&labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// curl, a TLS client we did not write, at a STRICT inbound: with an SVID
+/// of the mesh's CA it is served and named in XFCC; without a client
+/// certificate, with one from another CA of the same trust domain, and
+/// with a self-signed one made by openssl, it is refused at the handshake
+/// and never reaches the application, each refusal counted by reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_with_a_wrong_or_missing_client_certificate_is_refused_under_strict() {
+    let _limit = test_support::time_limit(60);
+    let pair = pair(|_| {}, STRICT).await;
+    let url = format!("https://{}/who", pair.server.addrs.inbound);
+    let dir = tempfile::tempdir().unwrap();
+    let write_leaf = |name: &str, leaf: &test_support::Leaf| {
+        let cert = dir.path().join(format!("{name}.pem"));
+        let key = dir.path().join(format!("{name}.key"));
+        std::fs::write(&cert, leaf.chain_pem()).unwrap();
+        std::fs::write(&key, leaf.key_pem()).unwrap();
+        (cert, key)
+    };
+    let good = write_leaf("good", &pair.ca.leaf(CLIENT_ID));
+    let other = write_leaf("other", &test_support::TestCa::new(TD).leaf(CLIENT_ID));
+    let own = (dir.path().join("own.pem"), dir.path().join("own.key"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=client", "-addext"])
+        .arg(format!("subjectAltName=URI:{CLIENT_ID}"))
+        .arg("-keyout")
+        .arg(&own.1)
+        .arg("-out")
+        .arg(&own.0)
+        .output()
+        .expect("openssl is installed by .ci/run");
+    assert!(made.status.success(), "{made:?}");
+    // `-k`: curl cannot check a SPIFFE ID; the client side is under test.
+    let with = |certs: Option<&(std::path::PathBuf, std::path::PathBuf)>| {
+        let mut args = vec!["-k".to_owned(), url.clone()];
+        if let Some((cert, key)) = certs {
+            args.extend(["--cert".to_owned(), cert.display().to_string()]);
+            args.extend(["--key".to_owned(), key.display().to_string()]);
+        }
+        curl_output(args)
+    };
+
+    let out = with(Some(&good)).await;
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        body.starts_with("path=/who ") && body.contains(&format!("URI={CLIENT_ID}")),
+        "{body}"
+    );
+    for (what, certs) in [
+        ("no client certificate", None),
+        ("another CA's certificate", Some(&other)),
+        ("a self-signed certificate", Some(&own)),
+    ] {
+        let out = with(certs).await;
+        assert!(!out.status.success(), "{what} was served: {out:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "{what} reached the application: {out:?}"
+        );
+    }
+    // Each refusal is counted under its reason (the server may count just
+    // after curl has seen the alert).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = admin_text(pair.server.addrs.admin, "/stats/prometheus").await;
+        let missing = inbound_handshake_failures(&metrics, "no_client_certificate");
+        let invalid = inbound_handshake_failures(&metrics, "invalid_certificate");
+        if missing == 1.0 && invalid == 2.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing {missing}, invalid {invalid}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
